@@ -1,0 +1,1 @@
+"""The `runyard` command: the composition root that wires real objects."""

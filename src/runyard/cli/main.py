@@ -1,0 +1,142 @@
+"""`runyard`: server, launcher, keygen, and the API command groups."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from runyard import __version__
+from runyard.core.errors import RunyardError
+
+
+class RunyardGroup(click.Group):
+    """Turns every RunyardError into one line on stderr and its exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except RunyardError as exc:
+            click.echo(f"error: {exc.message}", err=True)
+            sys.exit(exc.exit_code)
+
+
+@click.group(cls=RunyardGroup)
+@click.version_option(__version__, prog_name="runyard")
+def main() -> None:
+    """runyard: a control plane and self-hosted worker pools for Terraform and CI runs.
+
+    Start a server (`runyard server`), make a pool key (`runyard keygen`), create
+    a pool, start launchers on your hosts, then create stacks and trigger runs.
+    `runyard demo` does all of it once on this machine.
+    """
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+@main.command()
+@click.option("--data-dir", type=click.Path(path_type=Path), help="state directory [env RUNYARD_DATA_DIR; default ./runyard-data]")
+@click.option("--host", help="listen address [env RUNYARD_HOST; default 127.0.0.1]")
+@click.option("--port", type=int, help="listen port [env RUNYARD_PORT; default 8765]")
+@click.option("--database-url", help="postgresql://... or sqlite:///...; default: SQLite in the data dir")
+@click.option("--worker-lost-after", help="mark a silent worker lost after this long, e.g. 60s")
+def server(**flags: Any) -> None:
+    """Start the control plane (API, scheduler, state and logs)."""
+    import uvicorn
+
+    from runyard.config import ServerSettings
+    from runyard.server.app import bootstrap_admin_key, build_services, create_app
+
+    settings, _ = ServerSettings.resolve(flags)
+    services = build_services(settings)
+    key = bootstrap_admin_key(services, settings)
+    if key:
+        click.echo(
+            f"Admin API key (shown once; also in {settings.data_dir / 'admin-api-key'}):\n  {key}", err=True
+        )
+    app = create_app(settings, services)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", timeout_graceful_shutdown=3)
+
+
+@main.command()
+@click.option("--key", "key_path", type=click.Path(path_type=Path), required=True, help="private key file to write")
+@click.option("--csr", "csr_path", type=click.Path(path_type=Path), required=True, help="CSR file to write")
+@click.option("--bits", type=int, default=4096, show_default=True, help="RSA key size")
+def keygen(key_path: Path, csr_path: Path, bits: int) -> None:
+    """Make an RSA key and a CSR for a pool (like `openssl req -new -newkey rsa:4096 -nodes`)."""
+    from runyard.crypto import generate_key, key_to_pem, make_csr
+
+    for path in (key_path, csr_path):
+        if path.exists():
+            raise click.ClickException(f"{path} exists already; not overwriting it")
+    key = generate_key(bits)
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(key_to_pem(key))
+    csr_path.write_bytes(make_csr(key))
+    click.echo(f"wrote {key_path} (keep it secret) and {csr_path}")
+    click.echo(f"launchers take the key as: RUNYARD_POOL_PRIVATE_KEY=$(base64 -w0 {key_path})")
+
+
+@main.command()
+@click.option("--config", "config_file", type=click.Path(path_type=Path, exists=True, dir_okay=False), help="YAML settings file")
+@click.option("--explain-config", is_flag=True, help="print each setting, its value and where it came from, then exit")
+@click.option("--work-dir", type=click.Path(path_type=Path), help="where run workspaces are made")
+@click.option("--executor", type=click.Choice(["process"]), help="how runs are isolated")
+@click.option("--heartbeat-interval", help="e.g. 5s")
+@click.option("--disconnect-after-job", is_flag=True, default=None, help="exit after one run")
+@click.option("--debug", is_flag=True, default=None, help="print the exact commands run into the run log")
+def launcher(config_file: Path | None, explain_config: bool, **flags: Any) -> None:
+    """Join a worker pool and execute its runs.
+
+    Needs RUNYARD_TOKEN (from `runyard pool create`) and RUNYARD_POOL_PRIVATE_KEY
+    (the pool key, base64 on one line). RUNYARD_METADATA_<key> variables become
+    worker tags.
+    """
+    from runyard.config import LauncherSettings
+    from runyard.launcher.executors.process import ProcessExecutor
+    from runyard.launcher.launcher import Launcher, LauncherExit
+
+    settings, origin = LauncherSettings.resolve(flags, config_file=config_file)
+    if explain_config:
+        from runyard.cli.output import table
+
+        table(["setting", "value", "from"], settings.explain(origin))
+        return
+    runner = Launcher(settings, ProcessExecutor())
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        runner.stop("interrupted")
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        reason = runner.run()
+    except LauncherExit as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    click.echo(f"launcher exiting: {reason}", err=True)
+
+
+def b64_file(path: Path) -> str:
+    return base64.b64encode(path.read_bytes()).decode()
+
+
+def _register_groups() -> None:
+    from runyard.cli import demo, resources
+
+    main.add_command(resources.pool)
+    main.add_command(resources.stack)
+    main.add_command(resources.run)
+    main.add_command(demo.demo)
+
+
+_register_groups()

@@ -1,0 +1,338 @@
+"""`runyard pool|stack|run ...`: the API, for people and scripts."""
+
+from __future__ import annotations
+
+import functools
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from runyard.archive import pack_directory
+from runyard.cli.output import OUTPUT_OPTION, emit_json, fields, table
+from runyard.client import Client
+from runyard.core.errors import InvalidInput, Unavailable
+from runyard.core.states import RunKind, RunState
+from runyard.wire import EnvVarIO, RunOut, SourceIO, StackCreate
+
+
+def with_client(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Adds --endpoint/--api-key (or RUNYARD_ENDPOINT/RUNYARD_API_KEY) and passes a Client."""
+
+    @click.option("--endpoint", envvar="RUNYARD_ENDPOINT", default="http://127.0.0.1:8765",
+                  show_default=True, help="server URL [env RUNYARD_ENDPOINT]")
+    @click.option("--api-key", envvar="RUNYARD_API_KEY", default="", help="API key [env RUNYARD_API_KEY]")
+    @functools.wraps(fn)
+    def wrapper(endpoint: str, api_key: str, **kwargs: Any) -> Any:
+        client = Client([endpoint], api_key)
+        try:
+            return fn(client, **kwargs)
+        finally:
+            client.close()
+
+    return wrapper
+
+
+# pools -----------------------------------------------------------------------
+
+
+@click.group()
+def pool() -> None:
+    """Worker pools: create them and get their tokens."""
+
+
+@pool.command("create")
+@click.argument("name")
+@click.option("--csr", "csr_path", type=click.Path(path_type=Path, exists=True, dir_okay=False), required=True,
+              help="the pool's CSR (from `runyard keygen` or openssl)")
+@click.option("--description", default="", help="markdown shown with the pool")
+@click.option("--label", "labels", multiple=True, help="a label (repeatable)")
+@OUTPUT_OPTION
+@with_client
+def pool_create(client: Client, name: str, csr_path: Path, description: str, labels: tuple[str, ...], output: str) -> None:
+    """Create a pool; prints its token (give it to launchers as RUNYARD_TOKEN)."""
+    created = client.create_pool(name, csr_path.read_text(), description, labels)
+    if output == "json":
+        emit_json(created)
+    else:
+        click.echo(created.token)
+
+
+@pool.command("list")
+@OUTPUT_OPTION
+@with_client
+def pool_list(client: Client, output: str) -> None:
+    """List pools."""
+    pools = client.pools()
+    if output == "json":
+        emit_json(pools)
+        return
+    table(["id", "name", "labels", "created"], [(p.id, p.name, p.labels, p.created_at) for p in pools])
+
+
+@pool.command("show")
+@click.argument("name")
+@OUTPUT_OPTION
+@with_client
+def pool_show(client: Client, name: str, output: str) -> None:
+    """Show a pool and its workers."""
+    p = client.pool(name)
+    workers = client.workers(p.id)
+    if output == "json":
+        emit_json({"pool": p.model_dump(mode="json"), "workers": [w.model_dump(mode="json") for w in workers]})
+        return
+    fields([("id", p.id), ("name", p.name), ("description", p.description), ("labels", p.labels),
+            ("created", p.created_at), ("workers", len(workers))])
+    if workers:
+        click.echo()
+        table(["worker", "status", "run", "version", "last seen", "metadata"],
+              [(w.id, w.status, w.current_run_id, w.version, w.last_seen_at, w.metadata) for w in workers])
+
+
+# stacks ----------------------------------------------------------------------
+
+
+def _pairs(values: tuple[str, ...], secret: bool) -> list[EnvVarIO]:
+    out = []
+    for item in values:
+        if "=" not in item:
+            raise InvalidInput(f"{item!r} is not KEY=VALUE")
+        key, value = item.split("=", 1)
+        out.append(EnvVarIO(name=key, value=value, secret=secret))
+    return out
+
+
+def _is_git_url(source: str) -> bool:
+    return "://" in source or source.startswith("git@") or source.endswith(".git")
+
+
+@click.group()
+def stack() -> None:
+    """Stacks: a source, a tool and a pool to run on."""
+
+
+@stack.command("create")
+@click.argument("name")
+@click.option("--pool", "pool_name", required=True, help="pool whose workers run this stack")
+@click.option("--source", required=True, help="a local directory (uploaded now) or a git URL")
+@click.option("--branch", default="", help="git branch (git sources)")
+@click.option("--project-root", default="", help="folder inside the source to run in")
+@click.option("--tool", type=click.Choice(["shell", "terraform", "opentofu", "ansible"]), default="shell", show_default=True)
+@click.option("--runner-image", default="", help="container image for runs (default: the launcher's)")
+@click.option("--init", "init_cmd", default="", help="shell: command of the init phase")
+@click.option("--plan", "plan_cmd", default="", help="shell: command of the plan phase")
+@click.option("--apply", "apply_cmd", default="", help="shell: command of the apply phase")
+@click.option("--env", "env", multiple=True, help="KEY=VALUE variable (repeatable)")
+@click.option("--secret", "secrets", multiple=True, help="KEY=VALUE secret variable, masked in logs (repeatable)")
+@click.option("--label", "labels", multiple=True, help="a label (repeatable)")
+@OUTPUT_OPTION
+@with_client
+def stack_create(client: Client, name: str, pool_name: str, source: str, branch: str, project_root: str,
+                 tool: str, runner_image: str, init_cmd: str, plan_cmd: str, apply_cmd: str,
+                 env: tuple[str, ...], secrets: tuple[str, ...], labels: tuple[str, ...], output: str) -> None:
+    """Create a stack. A local directory is uploaded as the stack's source."""
+    variables = _pairs(env, False) + _pairs(secrets, True)
+    if _is_git_url(source):
+        src = SourceIO(kind="git", url=source, branch=branch)
+    else:
+        directory = Path(source).expanduser().resolve()
+        if not directory.is_dir():
+            raise InvalidInput(f"source {source!r} is neither a directory nor a git URL")
+        upload_id = client.upload_source(pack_directory(directory))
+        src = SourceIO(kind="upload", upload_id=upload_id, origin=str(directory))
+    body = StackCreate(
+        name=name, pool=pool_name, source=src, tool=tool, project_root=project_root,
+        runner_image=runner_image, commands={"init": init_cmd, "plan": plan_cmd, "apply": apply_cmd},
+        env=variables, labels=list(labels),
+    )
+    created = client.create_stack(body)
+    if output == "json":
+        emit_json(created)
+    else:
+        click.echo(f"created stack {created.name} ({created.id})")
+
+
+@stack.command("list")
+@OUTPUT_OPTION
+@with_client
+def stack_list(client: Client, output: str) -> None:
+    """List stacks."""
+    stacks = client.stacks()
+    if output == "json":
+        emit_json(stacks)
+        return
+    table(["id", "name", "tool", "pool", "source"],
+          [(s.id, s.name, s.tool, s.pool_id, s.source.url or s.source.origin) for s in stacks])
+
+
+@stack.command("show")
+@click.argument("name")
+@OUTPUT_OPTION
+@with_client
+def stack_show(client: Client, name: str, output: str) -> None:
+    """Show a stack (secret values are never shown)."""
+    s = client.stack(name)
+    if output == "json":
+        emit_json(s)
+        return
+    src = f"git {s.source.url}" + (f" ({s.source.branch})" if s.source.branch else "") if s.source.kind == "git" \
+        else f"upload of {s.source.origin}"
+    fields([("id", s.id), ("name", s.name), ("pool", s.pool_id), ("tool", s.tool), ("source", src),
+            ("project root", s.project_root or "."), ("runner image", s.runner_image or "(launcher default)"),
+            *[(f"{phase} command", cmd) for phase, cmd in s.commands.items()],
+            ("variables", [f"{e.name}={'***' if e.secret else e.value}" for e in s.env]),
+            ("labels", s.labels), ("created", s.created_at)])
+
+
+# runs ------------------------------------------------------------------------
+
+
+@click.group()
+def run() -> None:
+    """Runs: trigger them, follow their logs, cancel them."""
+
+
+def _print_run(r: RunOut, output: str) -> None:
+    if output == "json":
+        emit_json(r)
+        return
+    fields([("id", r.id), ("kind", r.kind.value), ("state", r.state.value), ("stack", r.stack_id),
+            ("worker", r.worker_id), ("reason", r.reason or "-"), ("created", r.created_at)])
+    click.echo()
+    table(["state", "at", "note"], [(t.state.value, t.at.strftime("%H:%M:%S.%f")[:-3], t.note) for t in r.transitions])
+
+
+def follow_logs(client: Client, run_id: str, out: Callable[[str], None] = click.echo) -> RunOut:
+    """Print the run's log as it grows until the run ends; survives server restarts."""
+    after = 0
+    backoff = 0.2
+    while True:
+        try:
+            page = client.logs(run_id, after=after, wait=20)
+        except Unavailable:
+            time.sleep(backoff)
+            backoff = min(backoff * 2, 5)
+            continue
+        backoff = 0.2
+        for line in page.lines:
+            out(line.msg)
+            after = line.seq
+        if page.done:
+            return client.run(run_id)
+
+
+def _wait_and_exit(client: Client, r: RunOut, follow: bool, output: str) -> None:
+    if follow:
+        final = follow_logs(client, r.id, click.echo if output == "table" else lambda s: None)
+    else:
+        final = r
+        while not final.state.terminal:
+            final = _await_change(client, final)
+    if output == "json":
+        emit_json(final)
+    else:
+        click.echo(f"run {final.id} {final.state.value}" + (f": {final.reason}" if final.reason else ""), err=True)
+    sys.exit(0 if final.state == RunState.FINISHED else 1)
+
+
+def _await_change(client: Client, r: RunOut) -> RunOut:
+    # The log long poll returns when the run's log or state moves.
+    try:
+        client.logs(r.id, after=10**12, wait=20)
+        return client.run(r.id)
+    except Unavailable:
+        time.sleep(1)
+        return r
+
+
+@run.command("trigger")
+@click.argument("stack_name")
+@click.option("--proposed", is_flag=True, help="plan only, change nothing")
+@click.option("--wait", is_flag=True, help="wait for the end; exit non-zero unless it finished")
+@click.option("--follow", "-f", is_flag=True, help="with --wait: print the log as it comes")
+@OUTPUT_OPTION
+@with_client
+def run_trigger(client: Client, stack_name: str, proposed: bool, wait: bool, follow: bool, output: str) -> None:
+    """Queue a tracked run (or a proposed one) on a stack."""
+    r = client.trigger(stack_name, RunKind.PROPOSED if proposed else RunKind.TRACKED)
+    if wait or follow:
+        click.echo(f"run {r.id} queued", err=True)
+        _wait_and_exit(client, r, follow, output)
+    _print_run(r, output) if output == "json" else click.echo(r.id)
+
+
+@run.command("task")
+@click.argument("stack_name")
+@click.option("--command", "command", required=True, help="the command to run in the stack's workspace")
+@click.option("--wait", is_flag=True, help="wait for the end; exit non-zero unless it finished")
+@click.option("--follow", "-f", is_flag=True, help="with --wait: print the log as it comes")
+@OUTPUT_OPTION
+@with_client
+def run_task(client: Client, stack_name: str, command: str, wait: bool, follow: bool, output: str) -> None:
+    """Run one command on a stack's worker."""
+    r = client.trigger(stack_name, RunKind.TASK, command)
+    if wait or follow:
+        click.echo(f"run {r.id} queued", err=True)
+        _wait_and_exit(client, r, follow, output)
+    _print_run(r, output) if output == "json" else click.echo(r.id)
+
+
+@run.command("list")
+@click.option("--stack", "stack_name", default=None, help="only this stack's runs")
+@click.option("--limit", default=50, show_default=True)
+@OUTPUT_OPTION
+@with_client
+def run_list(client: Client, stack_name: str | None, limit: int, output: str) -> None:
+    """List runs, newest first."""
+    runs = client.runs(stack_name, limit)
+    if output == "json":
+        emit_json(runs)
+        return
+    table(["id", "stack", "kind", "state", "created", "reason"],
+          [(r.id, r.stack_id, r.kind.value, r.state.value, r.created_at, r.reason) for r in runs])
+
+
+@run.command("show")
+@click.argument("run_id")
+@OUTPUT_OPTION
+@with_client
+def run_show(client: Client, run_id: str, output: str) -> None:
+    """Show a run with every state transition."""
+    _print_run(client.run(run_id), output)
+
+
+@run.command("logs")
+@click.argument("run_id")
+@click.option("--follow", "-f", is_flag=True, help="keep printing until the run ends")
+@with_client
+def run_logs(client: Client, run_id: str, follow: bool) -> None:
+    """Print a run's log."""
+    if follow:
+        follow_logs(client, run_id)
+        return
+    after = 0
+    while True:
+        page = client.logs(run_id, after=after)
+        for line in page.lines:
+            click.echo(line.msg)
+            after = line.seq
+        if not page.lines:
+            return
+
+
+@run.command("cancel")
+@click.argument("run_id")
+@OUTPUT_OPTION
+@with_client
+def run_cancel(client: Client, run_id: str, output: str) -> None:
+    """Cancel a queued run, or stop a running one."""
+    r = client.cancel(run_id)
+    if output == "json":
+        emit_json(r)
+    elif r.state.terminal:
+        click.echo(f"run {r.id} {r.state.value}")
+    else:
+        click.echo(f"run {r.id}: stop requested; the worker is stopping it")

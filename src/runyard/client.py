@@ -1,0 +1,201 @@
+"""The HTTP API client, used by the CLI, the launcher and the autoscaler.
+
+It is the only module that imports httpx. Errors come back as the same
+:class:`RunyardError` subclasses the server raised; a server that cannot be
+reached is :class:`Unavailable`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import BaseModel
+
+from runyard.core.errors import (
+    AlreadyExists,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    RunyardError,
+    StaleLease,
+    Unauthorized,
+    Unavailable,
+    WorkerGone,
+)
+from runyard.core.models import LogLine
+from runyard.core.states import RunKind, RunState
+from runyard.wire import (
+    API,
+    ChallengeOut,
+    HeartbeatOut,
+    LogLineIO,
+    LogsAck,
+    LogsOut,
+    PollOut,
+    PoolCreated,
+    PoolOut,
+    RegisterOut,
+    RunOut,
+    StackCreate,
+    StackOut,
+    UploadOut,
+    WorkerOut,
+)
+
+M = TypeVar("M", bound=BaseModel)
+
+_BY_CODE: dict[str, type[RunyardError]] = {
+    cls.code: cls
+    for cls in (InvalidInput, NotFound, AlreadyExists, Conflict, StaleLease, Unauthorized, WorkerGone)
+}
+
+
+def _error(response: httpx.Response) -> RunyardError:
+    try:
+        doc = response.json()
+        code, message = str(doc.get("error", "")), str(doc.get("message", response.text))
+    except ValueError:
+        code, message = "", response.text or response.reason_phrase
+    cls = _BY_CODE.get(code)
+    if cls is None:
+        cls = {401: Unauthorized, 404: NotFound, 409: Conflict, 410: WorkerGone}.get(
+            response.status_code, InvalidInput if response.status_code < 500 else Unavailable
+        )
+    err = cls(message)
+    return err
+
+
+class Client:
+    """Talks to the first endpoint that answers, in the order given."""
+
+    def __init__(
+        self,
+        endpoints: Sequence[str],
+        credential: str = "",
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        if not endpoints:
+            raise InvalidInput("no server endpoint: pass --endpoint or set RUNYARD_ENDPOINT")
+        self.endpoints = [e.rstrip("/") for e in endpoints]
+        self._current = 0
+        self.credential = credential
+        self._http = httpx.Client(timeout=timeout, transport=transport)
+
+    def close(self) -> None:
+        self._http.close()
+
+    @property
+    def endpoint(self) -> str:
+        return self.endpoints[self._current]
+
+    def request(self, method: str, path: str, *, timeout: float | None = None, **kwargs: Any) -> httpx.Response:
+        headers = kwargs.pop("headers", {})
+        if self.credential:
+            headers["Authorization"] = f"Bearer {self.credential}"
+        last: Exception | None = None
+        for attempt in range(len(self.endpoints)):
+            index = (self._current + attempt) % len(self.endpoints)
+            try:
+                response = self._http.request(
+                    method,
+                    self.endpoints[index] + path,
+                    headers=headers,
+                    timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
+                    **kwargs,
+                )
+            except httpx.TransportError as exc:
+                last = exc
+                continue
+            self._current = index
+            if response.status_code >= 400:
+                raise _error(response)
+            return response
+        raise Unavailable(f"cannot reach the runyard server at {', '.join(self.endpoints)}: {last}")
+
+    def _get(self, path: str, model: type[M], **kw: Any) -> M:
+        return model.model_validate(self.request("GET", path, **kw).json())
+
+    def _post(self, path: str, model: type[M], body: BaseModel | dict[str, Any] | None = None, **kw: Any) -> M:
+        payload = body.model_dump(mode="json") if isinstance(body, BaseModel) else body
+        return model.model_validate(self.request("POST", path, json=payload, **kw).json())
+
+    # people -------------------------------------------------------------------
+
+    def create_pool(self, name: str, csr: str, description: str = "", labels: Sequence[str] = ()) -> PoolCreated:
+        body = {"name": name, "csr": csr, "description": description, "labels": list(labels)}
+        return self._post(f"{API}/pools", PoolCreated, body)
+
+    def pools(self) -> list[PoolOut]:
+        return [PoolOut.model_validate(p) for p in self.request("GET", f"{API}/pools").json()]
+
+    def pool(self, ref: str) -> PoolOut:
+        return self._get(f"{API}/pools/{ref}", PoolOut)
+
+    def workers(self, pool: str) -> list[WorkerOut]:
+        return [WorkerOut.model_validate(w) for w in self.request("GET", f"{API}/pools/{pool}/workers").json()]
+
+    def upload_source(self, archive: bytes) -> str:
+        response = self.request(
+            "POST", f"{API}/sources", content=archive, headers={"Content-Type": "application/gzip"}
+        )
+        return UploadOut.model_validate(response.json()).upload_id
+
+    def create_stack(self, body: StackCreate) -> StackOut:
+        return self._post(f"{API}/stacks", StackOut, body)
+
+    def stacks(self) -> list[StackOut]:
+        return [StackOut.model_validate(s) for s in self.request("GET", f"{API}/stacks").json()]
+
+    def stack(self, ref: str) -> StackOut:
+        return self._get(f"{API}/stacks/{ref}", StackOut)
+
+    def trigger(self, stack: str, kind: RunKind = RunKind.TRACKED, command: str = "") -> RunOut:
+        return self._post(f"{API}/stacks/{stack}/runs", RunOut, {"kind": kind.value, "command": command})
+
+    def runs(self, stack: str | None = None, limit: int = 100) -> list[RunOut]:
+        params: dict[str, Any] = {"limit": limit}
+        if stack:
+            params["stack"] = stack
+        return [RunOut.model_validate(r) for r in self.request("GET", f"{API}/runs", params=params).json()]
+
+    def run(self, run_id: str) -> RunOut:
+        return self._get(f"{API}/runs/{run_id}", RunOut)
+
+    def cancel(self, run_id: str) -> RunOut:
+        return self._post(f"{API}/runs/{run_id}/cancel", RunOut)
+
+    def logs(self, run_id: str, after: int = 0, wait: float = 0) -> LogsOut:
+        return self._get(
+            f"{API}/runs/{run_id}/logs", LogsOut, params={"after": after, "wait": wait}, timeout=wait + 30
+        )
+
+    # workers ------------------------------------------------------------------
+
+    def challenge(self, pool_id: str) -> str:
+        return self._post(f"{API}/worker/challenge", ChallengeOut, {"pool_id": pool_id}).challenge
+
+    def register(self, body: dict[str, Any]) -> RegisterOut:
+        return self._post(f"{API}/worker/register", RegisterOut, body)
+
+    def heartbeat(self) -> HeartbeatOut:
+        return self._post(f"{API}/worker/heartbeat", HeartbeatOut)
+
+    def deregister(self, reason: str) -> None:
+        self.request("POST", f"{API}/worker/deregister", params={"reason": reason})
+
+    def poll(self, wait: float) -> PollOut:
+        return self._post(f"{API}/worker/poll", PollOut, params={"wait": wait}, timeout=wait + 30)
+
+    def report(self, run_id: str, lease: int, state: RunState, note: str = "") -> RunOut:
+        body = {"lease": lease, "state": state.value, "note": note}
+        return self._post(f"{API}/worker/runs/{run_id}/transition", RunOut, body)
+
+    def send_logs(self, run_id: str, lease: int, lines: Sequence[LogLine]) -> LogsAck:
+        body = {"lease": lease, "lines": [LogLineIO(seq=ln.seq, ts=ln.ts, msg=ln.msg).model_dump() for ln in lines]}
+        return self._post(f"{API}/worker/runs/{run_id}/logs", LogsAck, body)
+
+    def source_archive(self, upload_id: str) -> bytes:
+        return self.request("GET", f"{API}/worker/sources/{upload_id}", timeout=300).content

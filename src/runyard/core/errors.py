@@ -1,0 +1,83 @@
+"""The one error hierarchy. Each boundary raises a subclass; one handler per
+process (HTTP status in the server, exit code in the CLI) maps them."""
+
+from __future__ import annotations
+
+
+class RunyardError(Exception):
+    """Root of every error runyard raises on purpose.
+
+    ``http_status`` is what the API answers; ``exit_code`` what the CLI exits
+    with. The message must tell a person what to do next.
+    """
+
+    http_status = 500
+    exit_code = 1
+    code = "internal"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidInput(RunyardError):
+    """The request itself is wrong (bad name, malformed CSR, unknown option)."""
+
+    http_status = 422
+    exit_code = 2
+    code = "invalid"
+
+
+class NotFound(RunyardError):
+    """The named thing does not exist."""
+
+    http_status = 404
+    exit_code = 3
+    code = "not_found"
+
+
+class AlreadyExists(RunyardError):
+    """A thing with that name exists already."""
+
+    http_status = 409
+    exit_code = 4
+    code = "exists"
+
+
+class Conflict(RunyardError):
+    """The request collides with the current state: an illegal run transition,
+    a stale lease, a lock held by someone else."""
+
+    http_status = 409
+    exit_code = 4
+    code = "conflict"
+
+
+class StaleLease(Conflict):
+    """A worker reported on a run it no longer holds."""
+
+    code = "stale_lease"
+
+
+class Unauthorized(RunyardError):
+    """No credentials, or credentials that are not (or no longer) valid."""
+
+    http_status = 401
+    exit_code = 5
+    code = "unauthorized"
+
+
+class WorkerGone(RunyardError):
+    """The worker's registration was removed (lost, cycled away, pool reset)."""
+
+    http_status = 410
+    exit_code = 5
+    code = "worker_gone"
+
+
+class Unavailable(RunyardError):
+    """A dependency (the server, the database, Docker) cannot be reached."""
+
+    http_status = 503
+    exit_code = 6
+    code = "unavailable"

@@ -1,0 +1,136 @@
+"""Domain records. Frozen; conversion to rows and JSON happens at the edges."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from runyard.core.states import RunKind, RunState
+
+
+class WorkerStatus(str, enum.Enum):
+    """What an operator sees of a worker."""
+
+    IDLE = "IDLE"
+    BUSY = "BUSY"
+    DRAINED = "DRAINED"
+
+
+class Tool(str, enum.Enum):
+    """What a stack's runs execute."""
+
+    SHELL = "shell"
+    TERRAFORM = "terraform"
+    OPENTOFU = "opentofu"
+    ANSIBLE = "ansible"
+
+
+@dataclass(frozen=True)
+class Pool:
+    id: str
+    name: str
+    description: str
+    labels: tuple[str, ...]
+    certificate_pem: str
+    certificate_serial: str
+    drift_detection_limit: int | None  # None: drift runs disabled
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Worker:
+    id: str
+    pool_id: str
+    metadata: dict[str, str]
+    version: str
+    drained: bool
+    current_run_id: str | None
+    certificate_serial: str
+    created_at: datetime
+    last_seen_at: datetime
+    exit_requested: bool = False
+
+    @property
+    def status(self) -> WorkerStatus:
+        # A drained worker still finishes its run, but it takes no new work:
+        # operators see DRAINED so they know it will not come back on its own.
+        if self.drained:
+            return WorkerStatus.DRAINED
+        return WorkerStatus.BUSY if self.current_run_id else WorkerStatus.IDLE
+
+
+@dataclass(frozen=True)
+class EnvVar:
+    name: str
+    value: str
+    secret: bool = False
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a stack's code comes from: a git repository, or an uploaded snapshot
+    of a local directory (``upload_id`` names the blob)."""
+
+    kind: str  # "git" | "upload"
+    url: str = ""
+    branch: str = ""
+    upload_id: str = ""
+    origin: str = ""  # the directory an upload was made from, for display
+
+
+@dataclass(frozen=True)
+class Stack:
+    id: str
+    name: str
+    pool_id: str
+    source: Source
+    project_root: str
+    tool: Tool
+    runner_image: str
+    commands: dict[str, str]  # phase -> command (init, plan, apply)
+    env: tuple[EnvVar, ...]
+    labels: tuple[str, ...]
+    autodeploy: bool
+    created_at: datetime
+
+    def secret_values(self) -> list[str]:
+        return [v.value for v in self.env if v.secret]
+
+
+@dataclass(frozen=True)
+class Transition:
+    state: RunState
+    at: datetime
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Run:
+    id: str
+    stack_id: str
+    pool_id: str
+    kind: RunKind
+    state: RunState
+    command: str  # for TASK runs
+    worker_id: str | None
+    lease: int  # fencing token; bumped on every assignment
+    stop_requested: bool
+    reason: str  # why it ended, when it did not simply finish
+    created_at: datetime
+    updated_at: datetime
+    transitions: tuple[Transition, ...] = field(default=())
+
+    def entered(self, state: RunState) -> datetime | None:
+        """When the run first reached ``state``."""
+        for t in self.transitions:
+            if t.state == state:
+                return t.at
+        return None
+
+
+@dataclass(frozen=True)
+class LogLine:
+    seq: int
+    ts: float  # seconds since the epoch, on the worker
+    msg: str

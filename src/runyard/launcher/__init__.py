@@ -1,0 +1,1 @@
+"""The launcher: registers a worker, takes runs, executes each in isolation."""

@@ -1,0 +1,84 @@
+"""Runs steps as local processes: for hosts without a container engine."""
+
+from __future__ import annotations
+
+import codecs
+import ctypes
+import os
+import selectors
+import signal
+import subprocess
+import threading
+
+from runyard.launcher.executors import Output, Step, StepStopped
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+KILL_GRACE = 5.0
+
+
+def _die_with_parent() -> None:
+    # PR_SET_PDEATHSIG: a launcher killed with -9 takes its steps with it.
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+class ProcessExecutor:
+    """Each step is ``sh -c COMMAND`` in its own session, with a clean environment."""
+
+    name = "process"
+
+    def run(self, step: Step, output: Output, stop: threading.Event) -> int:
+        env = {"PATH": DEFAULT_PATH, "HOME": str(step.workspace), **step.env}
+        proc = subprocess.Popen(
+            ["/bin/sh", "-c", step.command],
+            cwd=step.workspace / step.workdir,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+        assert proc.stdout is not None
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        stream = proc.stdout.fileno()
+        with selectors.DefaultSelector() as sel:
+            sel.register(stream, selectors.EVENT_READ)
+            while True:
+                if stop.is_set():
+                    self._kill(proc)
+                    raise StepStopped()
+                if not sel.select(timeout=0.1):
+                    continue
+                chunk = os.read(stream, 65536)
+                if not chunk:
+                    break
+                output(decoder.decode(chunk))
+        tail = decoder.decode(b"", final=True)
+        if tail:
+            output(tail)
+        proc.stdout.close()
+        return proc.wait()
+
+    @staticmethod
+    def _kill(proc: subprocess.Popen[bytes]) -> None:
+        """TERM the whole process group, then KILL what is left."""
+        for sig, grace in ((signal.SIGTERM, KILL_GRACE), (signal.SIGKILL, None)):
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                proc.wait(grace)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # stragglers that left the leader behind
+        except ProcessLookupError:
+            pass
+        if proc.stdout:
+            proc.stdout.close()
+        proc.wait()

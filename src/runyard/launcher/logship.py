@@ -1,0 +1,102 @@
+"""Ships a run's log lines to the server, in order, exactly once.
+
+Lines get sequence numbers here, on the worker. A batch is resent until the
+server acknowledges it; the server ignores sequence numbers it already has,
+so a retry after a lost answer never duplicates a line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+import time
+from collections.abc import Callable
+
+from runyard.client import Client
+from runyard.core.errors import Unavailable
+from runyard.core.models import LogLine
+
+log = logging.getLogger("runyard.launcher")
+
+BATCH = 500
+BACKOFF_MAX = 5.0
+
+
+class LogShipper:
+    def __init__(
+        self,
+        client: Client,
+        run_id: str,
+        stack_id: str,
+        lease: int,
+        on_stop_requested: Callable[[], None],
+        stdout_json: bool = False,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.client = client
+        self.run_id = run_id
+        self.stack_id = stack_id
+        self.lease = lease
+        self.on_stop_requested = on_stop_requested
+        self.stdout_json = stdout_json
+        self.clock = clock
+        self._pending: list[LogLine] = []
+        self._seq = 0
+        self._cond = threading.Condition()
+        self._closed = False
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._loop, name=f"logs-{run_id}", daemon=True)
+        self._thread.start()
+
+    def write(self, msg: str) -> None:
+        """Queue one (already masked) line."""
+        with self._cond:
+            self._seq += 1
+            line = LogLine(self._seq, self.clock(), msg)
+            self._pending.append(line)
+            self._cond.notify()
+        if self.stdout_json:
+            doc = {"run_ulid": self.run_id, "stack_id": self.stack_id, "ts": line.ts, "msg": msg}
+            sys.stdout.write(json.dumps(doc) + "\n")
+            sys.stdout.flush()
+
+    def close(self, timeout: float | None = None) -> None:
+        """Send everything queued, then stop. Raises what stopped the shipping
+        (a stale lease, the worker removed) so the caller stops reporting."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._thread.join(timeout)
+        if self._failure is not None:
+            raise self._failure
+
+    @property
+    def failure(self) -> BaseException | None:
+        return self._failure
+
+    def _loop(self) -> None:
+        backoff = 0.2
+        while True:
+            with self._cond:
+                while not self._pending and not self._closed:
+                    self._cond.wait()
+                if not self._pending and self._closed:
+                    return
+                batch = self._pending[:BATCH]
+            try:
+                ack = self.client.send_logs(self.run_id, self.lease, batch)
+            except Unavailable as exc:
+                log.warning("log upload for run %s failed, retrying: %s", self.run_id, exc)
+                time.sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX)
+                continue
+            except Exception as exc:  # noqa: BLE001 - any refusal ends shipping; close() re-raises it
+                self._failure = exc
+                return
+            backoff = 0.2
+            with self._cond:
+                del self._pending[: len(batch)]
+            if ack.stop_run:
+                self.on_stop_requested()

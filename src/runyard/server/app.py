@@ -1,0 +1,95 @@
+"""The composition root of the server: ``create_app(settings)`` wires it all."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from runyard import __version__
+from runyard.config import ServerSettings
+from runyard.core.errors import RunyardError
+from runyard.server.api import users, workers
+from runyard.server.api.deps import Services
+from runyard.server.blobs import BlobStore, LocalBlobStore
+from runyard.server.db.dialects import make_engine
+from runyard.server.db.migrate import upgrade
+from runyard.server.reaper import Reaper
+from runyard.server.services import Context
+
+log = logging.getLogger("runyard.server")
+
+
+def build_services(settings: ServerSettings, blobs: BlobStore | None = None) -> Services:
+    """Open the database (migrating it) and the object store; wire the services."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.db_url())
+    upgrade(engine)
+    ctx = Context(
+        engine=engine,
+        blobs=blobs or LocalBlobStore(settings.data_dir / "blobs"),
+        endpoints=settings.endpoints(),
+    )
+    return Services.build(ctx, settings.long_poll)
+
+
+def bootstrap_admin_key(svc: Services, settings: ServerSettings) -> str | None:
+    """Ensure an admin key; a new one is written to DATA_DIR/admin-api-key (0600)."""
+    key = svc.auth.bootstrap_admin_key(settings.admin_api_key.get_secret_value() or None)
+    if key is not None:
+        path: Path = settings.data_dir / "admin-api-key"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(key + "\n")
+    return key
+
+
+def create_app(settings: ServerSettings, svc: Services | None = None) -> FastAPI:
+    services = svc or build_services(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        reaper = Reaper(
+            services.workers, settings.worker_lost_after, settings.reaper_interval, services.ctx.clock()
+        )
+        task = asyncio.create_task(reaper.run())
+        try:
+            yield
+        finally:
+            reaper.stop()
+            await task
+            services.ctx.engine.dispose()
+
+    app = FastAPI(
+        title="runyard",
+        version=__version__,
+        description="Control plane for self-hosted worker pools.",
+        lifespan=lifespan,
+    )
+    app.state.services = services
+
+    @app.exception_handler(RunyardError)
+    async def _runyard_error(_: Request, exc: RunyardError) -> JSONResponse:
+        return JSONResponse({"error": exc.code, "message": exc.message}, status_code=exc.http_status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _bad_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: {e['msg']}" for e in exc.errors()
+        )
+        return JSONResponse({"error": "invalid", "message": problems}, status_code=422)
+
+    @app.get("/healthz", tags=["meta"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok", "version": __version__}
+
+    app.include_router(users.router)
+    app.include_router(workers.router)
+    return app

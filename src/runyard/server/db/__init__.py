@@ -1,0 +1,1 @@
+"""Persistence: tables, the one repository of queries, dialect differences."""

@@ -1,0 +1,402 @@
+"""The one repository of queries. It works inside a connection whose
+transaction the calling service owns; it never commits."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, and_, delete, func, insert, select, update
+
+from runyard.core.models import (
+    EnvVar,
+    LogLine,
+    Pool,
+    Run,
+    Source,
+    Stack,
+    Tool,
+    Transition,
+    Worker,
+)
+from runyard.core.states import RunKind, RunState
+from runyard.server.db import tables as t
+from runyard.server.db.dialects import insert_ignoring_duplicates
+
+
+def ts(value: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(value, dt.timezone.utc)
+
+
+def _pool(row: Any) -> Pool:
+    return Pool(
+        id=row.id,
+        name=row.name,
+        description=row.description,
+        labels=tuple(row.labels),
+        certificate_pem=row.certificate_pem,
+        certificate_serial=row.certificate_serial,
+        drift_detection_limit=row.drift_detection_limit,
+        created_at=ts(row.created_at),
+    )
+
+
+def _worker(row: Any) -> Worker:
+    return Worker(
+        id=row.id,
+        pool_id=row.pool_id,
+        metadata=dict(row.metadata),
+        version=row.version,
+        drained=row.drained,
+        current_run_id=row.current_run_id,
+        certificate_serial=row.certificate_serial,
+        created_at=ts(row.created_at),
+        last_seen_at=ts(row.last_seen_at),
+        exit_requested=row.exit_requested,
+    )
+
+
+def _stack(row: Any) -> Stack:
+    return Stack(
+        id=row.id,
+        name=row.name,
+        pool_id=row.pool_id,
+        source=Source(**row.source),
+        project_root=row.project_root,
+        tool=Tool(row.tool),
+        runner_image=row.runner_image,
+        commands=dict(row.commands),
+        env=tuple(EnvVar(**e) for e in row.env),
+        labels=tuple(row.labels),
+        autodeploy=row.autodeploy,
+        created_at=ts(row.created_at),
+    )
+
+
+def _run(row: Any, transitions: Sequence[Transition] = ()) -> Run:
+    return Run(
+        id=row.id,
+        stack_id=row.stack_id,
+        pool_id=row.pool_id,
+        kind=RunKind(row.kind),
+        state=RunState(row.state),
+        command=row.command,
+        worker_id=row.worker_id,
+        lease=row.lease,
+        stop_requested=row.stop_requested,
+        reason=row.reason,
+        created_at=ts(row.created_at),
+        updated_at=ts(row.updated_at),
+        transitions=tuple(transitions),
+    )
+
+
+class Repository:
+    """Queries over one connection (and the transaction its caller opened)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    # settings -------------------------------------------------------------
+
+    def get_setting(self, key: str) -> str | None:
+        return self.conn.execute(select(t.settings.c.value).where(t.settings.c.key == key)).scalar()
+
+    def put_setting_if_absent(self, key: str, value: str) -> str:
+        """Store ``value`` unless another process stored one first; return the winner."""
+        stmt = insert_ignoring_duplicates(self.conn.dialect.name, t.settings).values(key=key, value=value)
+        self.conn.execute(stmt)
+        stored = self.get_setting(key)
+        assert stored is not None
+        return stored
+
+    # api keys -------------------------------------------------------------
+
+    def add_api_key(self, key_id: str, name: str, key_hash: str, admin: bool, now: float) -> None:
+        self.conn.execute(
+            insert(t.api_keys).values(id=key_id, name=name, key_hash=key_hash, admin=admin, created_at=now)
+        )
+
+    def api_key_by_hash(self, key_hash: str) -> Any:
+        return self.conn.execute(select(t.api_keys).where(t.api_keys.c.key_hash == key_hash)).first()
+
+    def count_api_keys(self) -> int:
+        return int(self.conn.execute(select(func.count()).select_from(t.api_keys)).scalar_one())
+
+    # pools ----------------------------------------------------------------
+
+    def add_pool(self, pool: Pool) -> None:
+        self.conn.execute(
+            insert(t.pools).values(
+                id=pool.id,
+                name=pool.name,
+                description=pool.description,
+                labels=list(pool.labels),
+                certificate_pem=pool.certificate_pem,
+                certificate_serial=pool.certificate_serial,
+                drift_detection_limit=pool.drift_detection_limit,
+                created_at=pool.created_at.timestamp(),
+            )
+        )
+
+    def pool(self, ref: str) -> Pool | None:
+        """A pool by id or name."""
+        row = self.conn.execute(
+            select(t.pools).where((t.pools.c.id == ref) | (t.pools.c.name == ref))
+        ).first()
+        return _pool(row) if row else None
+
+    def pools(self) -> list[Pool]:
+        return [_pool(r) for r in self.conn.execute(select(t.pools).order_by(t.pools.c.name))]
+
+    # workers --------------------------------------------------------------
+
+    def add_worker(self, worker: Worker, token_hash: str, nonce: str) -> None:
+        self.conn.execute(
+            insert(t.workers).values(
+                id=worker.id,
+                pool_id=worker.pool_id,
+                metadata=worker.metadata,
+                version=worker.version,
+                drained=worker.drained,
+                current_run_id=None,
+                certificate_serial=worker.certificate_serial,
+                token_hash=token_hash,
+                registration_nonce=nonce,
+                exit_requested=False,
+                created_at=worker.created_at.timestamp(),
+                last_seen_at=worker.last_seen_at.timestamp(),
+            )
+        )
+
+    def nonce_used(self, nonce: str) -> bool:
+        return (
+            self.conn.execute(select(t.workers.c.id).where(t.workers.c.registration_nonce == nonce)).first()
+            is not None
+        )
+
+    def worker(self, worker_id: str) -> Worker | None:
+        row = self.conn.execute(
+            select(t.workers).where(t.workers.c.id == worker_id, t.workers.c.gone_at.is_(None))
+        ).first()
+        return _worker(row) if row else None
+
+    def worker_by_token(self, token_hash: str) -> tuple[Worker | None, str]:
+        """The live worker holding ``token_hash``, or None and why it is gone."""
+        row = self.conn.execute(select(t.workers).where(t.workers.c.token_hash == token_hash)).first()
+        if row is None:
+            return None, "unknown worker token"
+        if row.gone_at is not None:
+            return None, row.gone_reason or "worker removed"
+        return _worker(row), ""
+
+    def workers(self, pool_id: str | None = None) -> list[Worker]:
+        stmt = select(t.workers).where(t.workers.c.gone_at.is_(None))
+        if pool_id:
+            stmt = stmt.where(t.workers.c.pool_id == pool_id)
+        return [_worker(r) for r in self.conn.execute(stmt.order_by(t.workers.c.created_at))]
+
+    def touch_worker(self, worker_id: str, now: float) -> None:
+        self.conn.execute(update(t.workers).where(t.workers.c.id == worker_id).values(last_seen_at=now))
+
+    def stale_workers(self, cutoff: float) -> list[Worker]:
+        rows = self.conn.execute(
+            select(t.workers).where(t.workers.c.gone_at.is_(None), t.workers.c.last_seen_at < cutoff)
+        )
+        return [_worker(r) for r in rows]
+
+    def remove_worker(self, worker_id: str, reason: str, now: float) -> bool:
+        result = self.conn.execute(
+            update(t.workers)
+            .where(t.workers.c.id == worker_id, t.workers.c.gone_at.is_(None))
+            .values(gone_at=now, gone_reason=reason, current_run_id=None)
+        )
+        return result.rowcount == 1
+
+    def set_worker_run(self, worker_id: str, run_id: str | None, expect: str | None) -> bool:
+        """Compare-and-set the worker's current run."""
+        cond = (
+            t.workers.c.current_run_id.is_(None)
+            if expect is None
+            else t.workers.c.current_run_id == expect
+        )
+        result = self.conn.execute(
+            update(t.workers).where(t.workers.c.id == worker_id, cond).values(current_run_id=run_id)
+        )
+        return result.rowcount == 1
+
+    def update_worker(self, worker_id: str, **values: Any) -> None:
+        self.conn.execute(update(t.workers).where(t.workers.c.id == worker_id).values(**values))
+
+    # stacks ---------------------------------------------------------------
+
+    def add_stack(self, stack: Stack) -> None:
+        self.conn.execute(
+            insert(t.stacks).values(
+                id=stack.id,
+                name=stack.name,
+                pool_id=stack.pool_id,
+                source=stack.source.__dict__,
+                project_root=stack.project_root,
+                tool=stack.tool.value,
+                runner_image=stack.runner_image,
+                commands=stack.commands,
+                env=[e.__dict__ for e in stack.env],
+                labels=list(stack.labels),
+                autodeploy=stack.autodeploy,
+                created_at=stack.created_at.timestamp(),
+            )
+        )
+
+    def stack(self, ref: str) -> Stack | None:
+        row = self.conn.execute(
+            select(t.stacks).where((t.stacks.c.id == ref) | (t.stacks.c.name == ref))
+        ).first()
+        return _stack(row) if row else None
+
+    def stacks(self, pool_id: str | None = None) -> list[Stack]:
+        stmt = select(t.stacks).order_by(t.stacks.c.name)
+        if pool_id:
+            stmt = stmt.where(t.stacks.c.pool_id == pool_id)
+        return [_stack(r) for r in self.conn.execute(stmt)]
+
+    # runs -----------------------------------------------------------------
+
+    def add_run(self, run: Run) -> None:
+        self.conn.execute(
+            insert(t.runs).values(
+                id=run.id,
+                stack_id=run.stack_id,
+                pool_id=run.pool_id,
+                kind=run.kind.value,
+                state=run.state.value,
+                command=run.command,
+                worker_id=None,
+                lease=0,
+                stop_requested=False,
+                reason="",
+                log_sealed=False,
+                created_at=run.created_at.timestamp(),
+                updated_at=run.updated_at.timestamp(),
+            )
+        )
+
+    def run(self, run_id: str, with_transitions: bool = True) -> Run | None:
+        row = self.conn.execute(select(t.runs).where(t.runs.c.id == run_id)).first()
+        if row is None:
+            return None
+        return _run(row, self.transitions(run_id) if with_transitions else ())
+
+    def run_log_sealed(self, run_id: str) -> bool:
+        return bool(self.conn.execute(select(t.runs.c.log_sealed).where(t.runs.c.id == run_id)).scalar())
+
+    def runs(
+        self,
+        stack_id: str | None = None,
+        pool_id: str | None = None,
+        states: Iterable[RunState] | None = None,
+        limit: int = 100,
+        oldest_first: bool = False,
+    ) -> list[Run]:
+        stmt = select(t.runs)
+        if stack_id:
+            stmt = stmt.where(t.runs.c.stack_id == stack_id)
+        if pool_id:
+            stmt = stmt.where(t.runs.c.pool_id == pool_id)
+        if states is not None:
+            stmt = stmt.where(t.runs.c.state.in_([s.value for s in states]))
+        order = t.runs.c.id if oldest_first else t.runs.c.id.desc()
+        return [_run(r) for r in self.conn.execute(stmt.order_by(order).limit(limit))]
+
+    def transitions(self, run_id: str) -> list[Transition]:
+        rows = self.conn.execute(
+            select(t.run_transitions)
+            .where(t.run_transitions.c.run_id == run_id)
+            .order_by(t.run_transitions.c.id)
+        )
+        return [Transition(RunState(r.state), ts(r.at), r.note) for r in rows]
+
+    def add_transition(self, run_id: str, state: RunState, now: float, note: str = "") -> None:
+        self.conn.execute(
+            insert(t.run_transitions).values(run_id=run_id, state=state.value, at=now, note=note)
+        )
+
+    def move_run(
+        self,
+        run_id: str,
+        expect_state: RunState,
+        expect_lease: int,
+        now: float,
+        **values: Any,
+    ) -> bool:
+        """Compare-and-set on (state, lease): the fencing that stops stale writers."""
+        result = self.conn.execute(
+            update(t.runs)
+            .where(
+                t.runs.c.id == run_id,
+                t.runs.c.state == expect_state.value,
+                t.runs.c.lease == expect_lease,
+            )
+            .values(updated_at=now, **values)
+        )
+        return result.rowcount == 1
+
+    def set_run_flags(self, run_id: str, **values: Any) -> None:
+        self.conn.execute(update(t.runs).where(t.runs.c.id == run_id).values(**values))
+
+    def active_write_run(self, stack_id: str, exclude: str) -> str | None:
+        """A tracked run or task of the stack that is past the queue and not ended."""
+        busy = [s.value for s in RunState if not s.terminal and s != RunState.QUEUED]
+        row = self.conn.execute(
+            select(t.runs.c.id).where(
+                t.runs.c.stack_id == stack_id,
+                t.runs.c.id != exclude,
+                t.runs.c.kind.in_([RunKind.TRACKED.value, RunKind.TASK.value]),
+                t.runs.c.state.in_(busy),
+            )
+        ).first()
+        return row.id if row else None
+
+    def older_queued_write_run(self, stack_id: str, run_id: str) -> str | None:
+        row = self.conn.execute(
+            select(t.runs.c.id).where(
+                t.runs.c.stack_id == stack_id,
+                t.runs.c.id < run_id,
+                t.runs.c.kind.in_([RunKind.TRACKED.value, RunKind.TASK.value]),
+                t.runs.c.state == RunState.QUEUED.value,
+            )
+        ).first()
+        return row.id if row else None
+
+    def count_runs(self, pool_id: str, states: Iterable[RunState]) -> int:
+        stmt = select(func.count()).select_from(t.runs).where(
+            and_(t.runs.c.pool_id == pool_id, t.runs.c.state.in_([s.value for s in states]))
+        )
+        return int(self.conn.execute(stmt).scalar_one())
+
+    # logs -----------------------------------------------------------------
+
+    def add_log_lines(self, run_id: str, lines: Sequence[LogLine]) -> None:
+        if not lines:
+            return
+        stmt = insert_ignoring_duplicates(self.conn.dialect.name, t.log_lines)
+        self.conn.execute(stmt, [{"run_id": run_id, "seq": ln.seq, "ts": ln.ts, "msg": ln.msg} for ln in lines])
+
+    def log_lines(self, run_id: str, after: int = 0, limit: int = 5000) -> list[LogLine]:
+        rows = self.conn.execute(
+            select(t.log_lines)
+            .where(t.log_lines.c.run_id == run_id, t.log_lines.c.seq > after)
+            .order_by(t.log_lines.c.seq)
+            .limit(limit)
+        )
+        return [LogLine(r.seq, r.ts, r.msg) for r in rows]
+
+    def last_log_seq(self, run_id: str) -> int:
+        value = self.conn.execute(
+            select(func.max(t.log_lines.c.seq)).where(t.log_lines.c.run_id == run_id)
+        ).scalar()
+        return int(value or 0)
+
+    def drop_log_lines(self, run_id: str) -> None:
+        self.conn.execute(delete(t.log_lines).where(t.log_lines.c.run_id == run_id))

@@ -1,0 +1,125 @@
+"""Table definitions. Timestamps are epoch seconds (float) on every dialect."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+settings = Table(
+    "settings",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(26), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("admin", Boolean, nullable=False, default=False),
+    Column("created_at", Float, nullable=False),
+)
+
+pools = Table(
+    "pools",
+    metadata,
+    Column("id", String(26), primary_key=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("description", Text, nullable=False, default=""),
+    Column("labels", JSON, nullable=False),
+    Column("certificate_pem", Text, nullable=False),
+    Column("certificate_serial", String(64), nullable=False),
+    Column("drift_detection_limit", Integer, nullable=True),
+    Column("created_at", Float, nullable=False),
+)
+
+workers = Table(
+    "workers",
+    metadata,
+    Column("id", String(26), primary_key=True),
+    Column("pool_id", String(26), ForeignKey("pools.id"), nullable=False),
+    Column("metadata", JSON, nullable=False),
+    Column("version", String(64), nullable=False),
+    Column("drained", Boolean, nullable=False, default=False),
+    Column("current_run_id", String(26), nullable=True),
+    Column("certificate_serial", String(64), nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("registration_nonce", String(512), nullable=False, unique=True),
+    Column("exit_requested", Boolean, nullable=False, default=False),
+    Column("created_at", Float, nullable=False),
+    Column("last_seen_at", Float, nullable=False),
+    Column("gone_at", Float, nullable=True),
+    Column("gone_reason", String(200), nullable=False, default=""),
+)
+Index("ix_workers_pool_alive", workers.c.pool_id, workers.c.gone_at)
+
+stacks = Table(
+    "stacks",
+    metadata,
+    Column("id", String(26), primary_key=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("pool_id", String(26), ForeignKey("pools.id"), nullable=False),
+    Column("source", JSON, nullable=False),
+    Column("project_root", String(500), nullable=False, default=""),
+    Column("tool", String(32), nullable=False),
+    Column("runner_image", String(300), nullable=False, default=""),
+    Column("commands", JSON, nullable=False),
+    Column("env", JSON, nullable=False),
+    Column("labels", JSON, nullable=False),
+    Column("autodeploy", Boolean, nullable=False, default=True),
+    Column("created_at", Float, nullable=False),
+)
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("id", String(26), primary_key=True),
+    Column("stack_id", String(26), ForeignKey("stacks.id"), nullable=False),
+    Column("pool_id", String(26), ForeignKey("pools.id"), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("state", String(32), nullable=False),
+    Column("command", Text, nullable=False, default=""),
+    Column("worker_id", String(26), nullable=True),
+    Column("lease", Integer, nullable=False, default=0),
+    Column("stop_requested", Boolean, nullable=False, default=False),
+    Column("reason", Text, nullable=False, default=""),
+    Column("log_sealed", Boolean, nullable=False, default=False),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+Index("ix_runs_pool_state", runs.c.pool_id, runs.c.state)
+Index("ix_runs_stack", runs.c.stack_id, runs.c.created_at)
+
+run_transitions = Table(
+    "run_transitions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", String(26), ForeignKey("runs.id"), nullable=False, index=True),
+    Column("state", String(32), nullable=False),
+    Column("at", Float, nullable=False),
+    Column("note", Text, nullable=False, default=""),
+)
+
+log_lines = Table(
+    "log_lines",
+    metadata,
+    Column("run_id", String(26), primary_key=True),
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("ts", Float, nullable=False),
+    Column("msg", Text, nullable=False),
+)

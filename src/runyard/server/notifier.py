@@ -1,0 +1,63 @@
+"""Wakes long polls the moment something they wait for changes.
+
+Each topic (``pool:<id>``, ``run:<id>``) has a generation counter. A waiter
+reads the generation, checks the database, and if there is nothing for it,
+waits for the generation to move: a change between the check and the wait is
+never missed. ``notify`` may be called from any thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+
+class Notifier:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._generations: dict[str, int] = {}
+        self._waiters: dict[str, list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]] = {}
+
+    def generation(self, topic: str) -> int:
+        with self._lock:
+            return self._generations.get(topic, 0)
+
+    def notify(self, *topics: str) -> None:
+        for topic in topics:
+            with self._lock:
+                self._generations[topic] = self._generations.get(topic, 0) + 1
+                waiters = self._waiters.pop(topic, [])
+            for loop, fut in waiters:
+                loop.call_soon_threadsafe(_resolve, fut)
+
+    async def wait(self, topic: str, seen: int, timeout: float) -> bool:
+        """Wait until ``topic`` moves past generation ``seen``; False on timeout."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        with self._lock:
+            if self._generations.get(topic, 0) != seen:
+                return True
+            self._waiters.setdefault(topic, []).append((loop, fut))
+        try:
+            await asyncio.wait_for(fut, timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False
+        finally:
+            with self._lock:
+                waiters = self._waiters.get(topic, [])
+                if (loop, fut) in waiters:
+                    waiters.remove((loop, fut))
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+def pool_topic(pool_id: str) -> str:
+    return f"pool:{pool_id}"
+
+
+def run_topic(run_id: str) -> str:
+    return f"run:{run_id}"

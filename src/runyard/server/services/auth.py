@@ -1,0 +1,62 @@
+"""API keys for people and tools; bearer tokens for workers."""
+
+from __future__ import annotations
+
+from runyard.core.errors import Unauthorized, WorkerGone
+from runyard.core.ids import new_ulid
+from runyard.core.models import Worker
+from runyard.crypto import hash_secret, new_secret
+from runyard.server.services import Context
+
+API_KEY_HINT = (
+    "send an API key as 'Authorization: Bearer KEY' (CLI: --api-key or RUNYARD_API_KEY); "
+    "the server printed the admin key at first start and wrote it to DATA_DIR/admin-api-key"
+)
+
+
+class AuthService:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    def bootstrap_admin_key(self, given: str | None) -> str | None:
+        """Make sure an admin key exists. Returns a newly made key (to show
+        once), or None when ``given`` was used or keys exist already."""
+        now = self.ctx.clock()
+        with self.ctx.tx() as repo:
+            if given:
+                if repo.api_key_by_hash(hash_secret(given)) is None:
+                    repo.add_api_key(new_ulid(), "admin (RUNYARD_ADMIN_API_KEY)", hash_secret(given), True, now)
+                return None
+            if repo.count_api_keys():
+                return None
+            key = new_secret("ryk_")
+            repo.add_api_key(new_ulid(), "admin (generated)", hash_secret(key), True, now)
+            return key
+
+    def check_api_key(self, key: str | None) -> str:
+        """The key's name, or :class:`Unauthorized`."""
+        if not key:
+            raise Unauthorized(f"no API key: {API_KEY_HINT}")
+        with self.ctx.tx() as repo:
+            row = repo.api_key_by_hash(hash_secret(key))
+        if row is None:
+            raise Unauthorized(f"that API key is not valid: {API_KEY_HINT}")
+        return str(row.name)
+
+    def check_worker_token(self, token: str | None) -> Worker:
+        """The live worker behind a bearer token."""
+        if not token:
+            raise Unauthorized("worker requests need the token given at registration")
+        with self.ctx.tx() as repo:
+            worker, why = repo.worker_by_token(hash_secret(token))
+            if worker is None:
+                if why == "unknown worker token":
+                    raise Unauthorized("unknown worker token: register again")
+                raise WorkerGone(f"this worker was removed ({why}): register again")
+            pool = repo.pool(worker.pool_id)
+        if pool is None or pool.certificate_serial != worker.certificate_serial:
+            raise Unauthorized(
+                "the pool was reset: its old token and key are no longer accepted; "
+                "start the launcher with the new pool token"
+            )
+        return worker

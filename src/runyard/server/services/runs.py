@@ -1,0 +1,182 @@
+"""Runs: triggering, scheduling onto workers, worker reports, cancellation."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from runyard.core.errors import Conflict, InvalidInput, NotFound, StaleLease
+from runyard.core.ids import new_ulid
+from runyard.core.models import LogLine, Run, Stack, Worker
+from runyard.core.states import SCHEDULABLE, Actor, RunKind, RunState, check_transition
+from runyard.server.db.repository import Repository
+from runyard.server.notifier import pool_topic, run_topic
+from runyard.server.services import Context
+from runyard.server.services.logs import LogService
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """A run handed to a worker, with the lease it must quote in every report."""
+
+    run: Run
+    stack: Stack
+    lease: int
+
+
+class RunService:
+    def __init__(self, ctx: Context, logs: LogService) -> None:
+        self.ctx = ctx
+        self.logs = logs
+
+    # people ---------------------------------------------------------------
+
+    def trigger(self, stack_ref: str, kind: RunKind, command: str = "") -> Run:
+        if kind == RunKind.TASK and not command.strip():
+            raise InvalidInput("a task needs a command: --command 'CMD'")
+        now = self.ctx.clock()
+        stamp = dt.datetime.fromtimestamp(now, dt.timezone.utc)
+        with self.ctx.tx() as repo:
+            stack = repo.stack(stack_ref)
+            if stack is None:
+                raise NotFound(f"no stack {stack_ref!r}: `runyard stack list` shows the stacks")
+            run = Run(
+                id=new_ulid(now),
+                stack_id=stack.id,
+                pool_id=stack.pool_id,
+                kind=kind,
+                state=RunState.QUEUED,
+                command=command,
+                worker_id=None,
+                lease=0,
+                stop_requested=False,
+                reason="",
+                created_at=stamp,
+                updated_at=stamp,
+            )
+            repo.add_run(run)
+            repo.add_transition(run.id, RunState.QUEUED, now)
+        self.ctx.notifier.notify(pool_topic(run.pool_id))
+        return self.get(run.id)
+
+    def get(self, run_id: str) -> Run:
+        with self.ctx.tx() as repo:
+            run = repo.run(run_id)
+        if run is None:
+            raise NotFound(f"no run {run_id!r}: `runyard run list` shows the runs")
+        return run
+
+    def list(self, stack_ref: str | None = None, limit: int = 100) -> list[Run]:
+        with self.ctx.tx() as repo:
+            stack_id = None
+            if stack_ref:
+                stack = repo.stack(stack_ref)
+                if stack is None:
+                    raise NotFound(f"no stack {stack_ref!r}")
+                stack_id = stack.id
+            return repo.runs(stack_id=stack_id, limit=limit)
+
+    def cancel(self, run_id: str) -> Run:
+        """Cancel a waiting run at once; ask the worker to stop a running one."""
+        run = self.get(run_id)
+        with self.ctx.tx() as repo:
+            if run.state in SCHEDULABLE:
+                self._move(repo, run, RunState.CANCELED, Actor.SERVER, "canceled by user")
+            elif run.state == RunState.UNCONFIRMED:
+                self._move(repo, run, RunState.DISCARDED, Actor.SERVER, "canceled by user")
+            elif run.state.on_worker:
+                repo.set_run_flags(run.id, stop_requested=True)
+            else:
+                raise Conflict(f"run {run.id} is already {run.state.value}")
+        self.ctx.notifier.notify(run_topic(run.id), pool_topic(run.pool_id))
+        return self.get(run_id)
+
+    # the scheduler ----------------------------------------------------------
+
+    def claim(self, worker_id: str) -> Assignment | None:
+        """Give the worker the oldest run it may take, or None."""
+        now = self.ctx.clock()
+        with self.ctx.tx() as repo:
+            worker = repo.worker(worker_id)
+            if worker is None or worker.drained or worker.exit_requested or worker.current_run_id:
+                return None
+            for run in repo.runs(pool_id=worker.pool_id, states=SCHEDULABLE, limit=50, oldest_first=True):
+                if self._blocked(repo, run):
+                    continue
+                lease = run.lease + 1
+                note = f"assigned to worker {worker.id}"
+                if not repo.move_run(run.id, run.state, run.lease, now, state=RunState.READY.value,
+                                     worker_id=worker.id, lease=lease):
+                    continue  # another scheduler took it first
+                repo.add_transition(run.id, RunState.READY, now, note)
+                if not repo.set_worker_run(worker.id, run.id, expect=None):
+                    raise Conflict(f"worker {worker.id} took another run meanwhile")
+                stack = repo.stack(run.stack_id)
+                assert stack is not None
+                claimed = repo.run(run.id)
+                assert claimed is not None
+                break
+            else:
+                return None
+        self.ctx.notifier.notify(run_topic(claimed.id))
+        return Assignment(claimed, stack, lease)
+
+    @staticmethod
+    def _blocked(repo: Repository, run: Run) -> bool:
+        """Write runs of one stack go one at a time, oldest first."""
+        if not run.kind.writes or run.state != RunState.QUEUED:
+            return False
+        return bool(
+            repo.active_write_run(run.stack_id, run.id)
+            or repo.older_queued_write_run(run.stack_id, run.id)
+        )
+
+    # workers' reports -------------------------------------------------------
+
+    def _held(self, repo: Repository, worker: Worker, run_id: str, lease: int) -> Run:
+        run = repo.run(run_id, with_transitions=False)
+        if run is None:
+            raise NotFound(f"no run {run_id!r}")
+        if run.worker_id != worker.id or run.lease != lease:
+            raise StaleLease(
+                f"worker {worker.id} no longer holds run {run_id} (lease {lease} is stale); "
+                "the report was refused and changed nothing"
+            )
+        if not run.state.on_worker:
+            raise StaleLease(f"run {run_id} is {run.state.value} and no longer on a worker")
+        return run
+
+    def report(self, worker: Worker, run_id: str, lease: int, target: RunState, note: str = "") -> Run:
+        """A worker proposes a transition for a run it holds."""
+        with self.ctx.tx() as repo:
+            run = self._held(repo, worker, run_id, lease)
+            self._move(repo, run, target, Actor.WORKER, note)
+        self.ctx.notifier.notify(run_topic(run_id), pool_topic(run.pool_id))
+        return self.get(run_id)
+
+    def append_logs(self, worker: Worker, run_id: str, lease: int, lines: Sequence[LogLine]) -> bool:
+        """Store log lines; returns whether the run was asked to stop."""
+        with self.ctx.tx() as repo:
+            run = self._held(repo, worker, run_id, lease)
+            self.logs.append(repo, run_id, lines)
+        self.ctx.notifier.notify(run_topic(run_id))
+        return run.stop_requested
+
+    def end_on_server(self, repo: Repository, run: Run, state: RunState, reason: str) -> None:
+        """End a run from the server's side (worker lost, shutdown) in ``repo``'s transaction."""
+        self._move(repo, run, state, Actor.SERVER, reason)
+
+    def _move(self, repo: Repository, run: Run, target: RunState, actor: Actor, note: str) -> None:
+        check_transition(run.state, target, actor)
+        now = self.ctx.clock()
+        values: dict[str, object] = {"state": target.value}
+        if target.terminal:
+            values["reason"] = note
+        if not repo.move_run(run.id, run.state, run.lease, now, **values):
+            raise StaleLease(f"run {run.id} changed meanwhile; the report was refused")
+        repo.add_transition(run.id, target, now, note)
+        if run.worker_id and run.state.on_worker and not target.on_worker:
+            repo.set_worker_run(run.worker_id, None, expect=run.id)
+        if target.terminal:
+            self.logs.seal(repo, run.id)

@@ -1,0 +1,150 @@
+"""Stacks and the source snapshots uploaded for them."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import os
+import subprocess
+import tarfile
+from collections.abc import Callable
+
+from runyard.core.errors import AlreadyExists, InvalidInput, NotFound
+from runyard.core.ids import new_ulid
+from runyard.core.masking import check_maskable
+from runyard.core.models import EnvVar, Source, Stack, Tool
+from runyard.server.services import Context
+from runyard.server.services.pools import check_name
+
+MAX_UPLOAD = 200 * 1024 * 1024
+PHASES = ("init", "plan", "apply")
+
+GitProbe = Callable[[str, str], None]
+
+
+def probe_git(url: str, branch: str) -> None:
+    """Fail with :class:`InvalidInput` unless the repository (and branch) can be read."""
+    cmd = ["git", "ls-remote", "--exit-code", url] + ([f"refs/heads/{branch}"] if branch else [])
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30, env=env, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise InvalidInput(f"cannot read git repository {url}: {exc}") from exc
+    if proc.returncode == 2:
+        raise InvalidInput(f"git repository {url} has no branch {branch!r}")
+    if proc.returncode != 0:
+        detail = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "no answer"
+        raise InvalidInput(f"cannot read git repository {url}: {detail}")
+
+
+def source_key(upload_id: str) -> str:
+    return f"sources/{upload_id}.tar.gz"
+
+
+def check_archive(data: bytes) -> None:
+    """Refuse anything but a gzip tar whose members stay inside the workspace."""
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+            for member in tar.getmembers():
+                name = member.name
+                if name.startswith("/") or ".." in name.split("/"):
+                    raise InvalidInput(f"source archive member {name!r} points outside the workspace")
+                if member.issym() or member.islnk():
+                    target = member.linkname
+                    if target.startswith("/") or ".." in target.split("/"):
+                        raise InvalidInput(f"source archive link {name!r} points outside the workspace")
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise InvalidInput(f"the source upload is not a gzip tar archive: {exc}") from exc
+
+
+class StackService:
+    def __init__(self, ctx: Context, git_probe: GitProbe = probe_git) -> None:
+        self.ctx = ctx
+        self.git_probe = git_probe
+
+    def upload_source(self, data: bytes) -> str:
+        if len(data) > MAX_UPLOAD:
+            raise InvalidInput(f"source upload is larger than {MAX_UPLOAD // (1024 * 1024)} MiB")
+        check_archive(data)
+        upload_id = new_ulid(self.ctx.clock())
+        self.ctx.blobs.put(source_key(upload_id), data)
+        return upload_id
+
+    def source_archive(self, upload_id: str) -> bytes:
+        return self.ctx.blobs.get(source_key(upload_id))
+
+    def create(
+        self,
+        name: str,
+        pool_ref: str,
+        source: Source,
+        tool: Tool,
+        project_root: str = "",
+        runner_image: str = "",
+        commands: dict[str, str] | None = None,
+        env: tuple[EnvVar, ...] = (),
+        labels: tuple[str, ...] = (),
+        autodeploy: bool = True,
+    ) -> Stack:
+        check_name("stack", name)
+        commands = {k: v for k, v in (commands or {}).items() if v}
+        unknown = set(commands) - set(PHASES)
+        if unknown:
+            raise InvalidInput(f"unknown phase(s) {sorted(unknown)}: phases are {', '.join(PHASES)}")
+        if tool == Tool.SHELL and not commands:
+            raise InvalidInput("a shell stack needs at least one of --init, --plan, --apply")
+        if project_root.startswith("/") or ".." in project_root.split("/"):
+            raise InvalidInput("--project-root must be a relative path inside the source")
+        names = [v.name for v in env]
+        if len(set(names)) != len(names):
+            raise InvalidInput("a variable is given twice")
+        for var in env:
+            if not var.name.isidentifier():
+                raise InvalidInput(f"{var.name!r} is not a valid environment variable name")
+            if var.secret:
+                check_maskable(var.name, var.value)
+        self._check_source(source)
+        with self.ctx.tx() as repo:
+            pool = repo.pool(pool_ref)
+            if pool is None:
+                raise NotFound(f"no pool {pool_ref!r}: `runyard pool list` shows the pools")
+            if repo.stack(name) is not None:
+                raise AlreadyExists(f"a stack named {name!r} exists already")
+            stack = Stack(
+                id=new_ulid(self.ctx.clock()),
+                name=name,
+                pool_id=pool.id,
+                source=source,
+                project_root=project_root.strip("/"),
+                tool=tool,
+                runner_image=runner_image,
+                commands=commands,
+                env=env,
+                labels=labels,
+                autodeploy=autodeploy,
+                created_at=dt.datetime.fromtimestamp(self.ctx.clock(), dt.timezone.utc),
+            )
+            repo.add_stack(stack)
+        return stack
+
+    def _check_source(self, source: Source) -> None:
+        if source.kind == "upload":
+            if not source.upload_id or not self.ctx.blobs.exists(source_key(source.upload_id)):
+                raise InvalidInput(f"no uploaded source {source.upload_id!r}: upload the directory first")
+        elif source.kind == "git":
+            if not source.url:
+                raise InvalidInput("a git source needs a URL")
+            self.git_probe(source.url, source.branch)
+        else:
+            raise InvalidInput(f"unknown source kind {source.kind!r}: use 'git' or 'upload'")
+
+    def get(self, ref: str) -> Stack:
+        with self.ctx.tx() as repo:
+            stack = repo.stack(ref)
+        if stack is None:
+            raise NotFound(f"no stack {ref!r}: `runyard stack list` shows the stacks")
+        return stack
+
+    def list(self) -> list[Stack]:
+        with self.ctx.tx() as repo:
+            return repo.stacks()

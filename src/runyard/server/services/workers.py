@@ -1,0 +1,138 @@
+"""Worker registration with proof of key possession, heartbeats, the reaper."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from runyard.core.errors import Unauthorized, WorkerGone
+from runyard.core.ids import new_ulid
+from runyard.core.models import Worker
+from runyard.core.states import RunState
+from runyard.crypto import (
+    check_challenge,
+    hash_secret,
+    issue_challenge,
+    load_cert,
+    new_secret,
+    serial_of,
+    verify_challenge_signature,
+)
+from runyard.server.notifier import pool_topic, run_topic
+from runyard.server.services import Context
+from runyard.server.services.pools import PoolService
+from runyard.server.services.runs import RunService
+
+WORKER_LOST = "worker lost"
+
+
+@dataclass(frozen=True)
+class HeartbeatReply:
+    stop_run: bool  # the current run was asked to stop
+    exit_reason: str  # non-empty: the worker should exit (e.g. the pool was cycled)
+
+
+class WorkerService:
+    def __init__(self, ctx: Context, pools: PoolService, runs: RunService) -> None:
+        self.ctx = ctx
+        self.pools = pools
+        self.runs = runs
+
+    def challenge(self, pool_id: str) -> str:
+        pool = self.pools.get(pool_id)
+        return issue_challenge(self.pools.challenge_secret(), pool.id, self.ctx.clock())
+
+    def register(
+        self,
+        pool_id: str,
+        certificate_pem: str,
+        challenge: str,
+        signature: str,
+        metadata: dict[str, str],
+        version: str,
+    ) -> tuple[Worker, str]:
+        """Admit a worker that signed our challenge with the pool's private key."""
+        pool = self.pools.get(pool_id)
+        check_challenge(self.pools.challenge_secret(), challenge, pool.id, self.ctx.clock())
+        cert = load_cert(certificate_pem)
+        self.pools.ca().verify(cert)
+        if serial_of(cert) != pool.certificate_serial:
+            raise Unauthorized(
+                "this token's certificate is not the pool's current one: the pool was reset "
+                "or the token belongs to another pool; use the newest token"
+            )
+        verify_challenge_signature(cert, challenge, signature)
+        now = self.ctx.clock()
+        stamp = dt.datetime.fromtimestamp(now, dt.timezone.utc)
+        worker = Worker(
+            id=new_ulid(now),
+            pool_id=pool.id,
+            metadata=dict(metadata),
+            version=version,
+            drained=False,
+            current_run_id=None,
+            certificate_serial=pool.certificate_serial,
+            created_at=stamp,
+            last_seen_at=stamp,
+        )
+        token = new_secret("ryw_")
+        with self.ctx.tx() as repo:
+            if repo.nonce_used(challenge):
+                raise Unauthorized("that registration challenge was used already: ask for a new one")
+            repo.add_worker(worker, hash_secret(token), challenge)
+        self.ctx.notifier.notify(pool_topic(pool.id))
+        return worker, token
+
+    def heartbeat(self, worker: Worker) -> HeartbeatReply:
+        with self.ctx.tx() as repo:
+            repo.touch_worker(worker.id, self.ctx.clock())
+            stop = False
+            if worker.current_run_id:
+                run = repo.run(worker.current_run_id, with_transitions=False)
+                stop = bool(run and run.stop_requested)
+        return HeartbeatReply(stop, "cycled" if worker.exit_requested else "")
+
+    def refresh(self, worker_id: str) -> Worker:
+        """The worker as stored now; :class:`WorkerGone` if it was removed."""
+        with self.ctx.tx() as repo:
+            worker = repo.worker(worker_id)
+        if worker is None:
+            raise WorkerGone("this worker was removed: register again")
+        return worker
+
+    def touch(self, worker: Worker) -> None:
+        with self.ctx.tx() as repo:
+            repo.touch_worker(worker.id, self.ctx.clock())
+
+    def deregister(self, worker: Worker, reason: str) -> None:
+        """A launcher leaving on purpose; its run (if any) fails with ``reason``."""
+        self._remove(worker.id, reason)
+
+    def reap(self, lost_after: float, started_at: float) -> list[str]:
+        """Remove workers silent for ``lost_after`` seconds and fail their runs.
+
+        Silence during the server's own downtime does not count: a worker is
+        judged only once the server has been up for ``lost_after`` itself.
+        """
+        now = self.ctx.clock()
+        if now - started_at < lost_after:
+            return []
+        with self.ctx.tx() as repo:
+            stale = [w.id for w in repo.stale_workers(now - lost_after)]
+        for worker_id in stale:
+            self._remove(worker_id, WORKER_LOST)
+        return stale
+
+    def _remove(self, worker_id: str, reason: str) -> None:
+        now = self.ctx.clock()
+        topics = []
+        with self.ctx.tx() as repo:
+            worker = repo.worker(worker_id)
+            if worker is None or not repo.remove_worker(worker_id, reason, now):
+                return
+            topics.append(pool_topic(worker.pool_id))
+            run = repo.run(worker.current_run_id, False) if worker.current_run_id else None
+            if run is not None and run.state.on_worker and run.worker_id == worker_id:
+                self.runs.end_on_server(repo, run, RunState.FAILED, reason)
+                topics.append(run_topic(run.id))
+        self.ctx.notifier.notify(*topics)

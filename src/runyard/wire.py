@@ -1,0 +1,269 @@
+"""API schemas shared by the server and its clients (CLI, launcher)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, Field
+
+from runyard.core.models import EnvVar, LogLine, Pool, Run, Source, Stack, Worker
+from runyard.core.states import RunKind, RunState
+
+API = "/api/v1"
+
+
+class ErrorOut(BaseModel):
+    error: str = Field(description="machine-readable error code")
+    message: str = Field(description="what went wrong and what to do about it")
+
+
+# pools -------------------------------------------------------------------
+
+
+class PoolCreate(BaseModel):
+    name: str
+    csr: str = Field(description="PEM certificate signing request for the pool's RSA key")
+    description: str = ""
+    labels: list[str] = []
+    drift_detection_limit: int | None = Field(None, ge=0)
+
+
+class PoolOut(BaseModel):
+    id: str
+    name: str
+    description: str
+    labels: list[str]
+    drift_detection_limit: int | None
+    created_at: datetime
+
+    @classmethod
+    def of(cls, pool: Pool) -> PoolOut:
+        return cls(
+            id=pool.id,
+            name=pool.name,
+            description=pool.description,
+            labels=list(pool.labels),
+            drift_detection_limit=pool.drift_detection_limit,
+            created_at=pool.created_at,
+        )
+
+
+class PoolCreated(BaseModel):
+    pool: PoolOut
+    token: str = Field(description="base64 JSON: endpoints, pool id and certificate")
+
+
+class WorkerOut(BaseModel):
+    id: str
+    pool_id: str
+    status: str
+    metadata: dict[str, str]
+    version: str
+    current_run_id: str | None
+    created_at: datetime
+    last_seen_at: datetime
+
+    @classmethod
+    def of(cls, w: Worker) -> WorkerOut:
+        return cls(
+            id=w.id,
+            pool_id=w.pool_id,
+            status=w.status.value,
+            metadata=w.metadata,
+            version=w.version,
+            current_run_id=w.current_run_id,
+            created_at=w.created_at,
+            last_seen_at=w.last_seen_at,
+        )
+
+
+# stacks ------------------------------------------------------------------
+
+
+class SourceIO(BaseModel):
+    kind: str = Field(description="'git' or 'upload'")
+    url: str = ""
+    branch: str = ""
+    upload_id: str = ""
+    origin: str = ""
+
+    def to_domain(self) -> Source:
+        return Source(**self.model_dump())
+
+
+class EnvVarIO(BaseModel):
+    name: str
+    value: str = Field(description="for secret variables, empty in every answer")
+    secret: bool = False
+
+
+class StackCreate(BaseModel):
+    name: str
+    pool: str = Field(description="pool name or id")
+    source: SourceIO
+    tool: str = "shell"
+    project_root: str = ""
+    runner_image: str = ""
+    commands: dict[str, str] = Field(default_factory=dict, description="phase (init, plan, apply) -> command")
+    env: list[EnvVarIO] = []
+    labels: list[str] = []
+    autodeploy: bool = True
+
+    def env_domain(self) -> tuple[EnvVar, ...]:
+        return tuple(EnvVar(e.name, e.value, e.secret) for e in self.env)
+
+
+class StackOut(BaseModel):
+    id: str
+    name: str
+    pool_id: str
+    source: SourceIO
+    project_root: str
+    tool: str
+    runner_image: str
+    commands: dict[str, str]
+    env: list[EnvVarIO]
+    labels: list[str]
+    autodeploy: bool
+    created_at: datetime
+
+    @classmethod
+    def of(cls, s: Stack, reveal_secrets: bool = False) -> StackOut:
+        return cls(
+            id=s.id,
+            name=s.name,
+            pool_id=s.pool_id,
+            source=SourceIO(**s.source.__dict__),
+            project_root=s.project_root,
+            tool=s.tool.value,
+            runner_image=s.runner_image,
+            commands=s.commands,
+            env=[
+                EnvVarIO(name=e.name, value=e.value if (reveal_secrets or not e.secret) else "", secret=e.secret)
+                for e in s.env
+            ],
+            labels=list(s.labels),
+            autodeploy=s.autodeploy,
+            created_at=s.created_at,
+        )
+
+
+class UploadOut(BaseModel):
+    upload_id: str
+
+
+# runs --------------------------------------------------------------------
+
+
+class RunTrigger(BaseModel):
+    kind: RunKind = RunKind.TRACKED
+    command: str = ""
+
+
+class TransitionOut(BaseModel):
+    state: RunState
+    at: datetime
+    note: str
+
+
+class RunOut(BaseModel):
+    id: str
+    stack_id: str
+    pool_id: str
+    kind: RunKind
+    state: RunState
+    command: str
+    worker_id: str | None
+    reason: str
+    stop_requested: bool
+    created_at: datetime
+    updated_at: datetime
+    transitions: list[TransitionOut]
+
+    @classmethod
+    def of(cls, r: Run) -> RunOut:
+        return cls(
+            id=r.id,
+            stack_id=r.stack_id,
+            pool_id=r.pool_id,
+            kind=r.kind,
+            state=r.state,
+            command=r.command,
+            worker_id=r.worker_id,
+            reason=r.reason,
+            stop_requested=r.stop_requested,
+            created_at=r.created_at,
+            updated_at=r.updated_at,
+            transitions=[TransitionOut(state=t.state, at=t.at, note=t.note) for t in r.transitions],
+        )
+
+
+class LogLineIO(BaseModel):
+    seq: int = Field(ge=1)
+    ts: float
+    msg: str
+
+    def to_domain(self) -> LogLine:
+        return LogLine(self.seq, self.ts, self.msg)
+
+
+class LogsOut(BaseModel):
+    lines: list[LogLineIO]
+    state: RunState
+    done: bool = Field(description="the run has ended and every line was sent")
+
+
+# workers -------------------------------------------------------------------
+
+
+class ChallengeIn(BaseModel):
+    pool_id: str
+
+
+class ChallengeOut(BaseModel):
+    challenge: str
+
+
+class RegisterIn(BaseModel):
+    pool_id: str
+    certificate: str
+    challenge: str
+    signature: str = Field(description="base64 RSA-PSS SHA-256 signature of the challenge")
+    metadata: dict[str, str] = {}
+    version: str = ""
+
+
+class RegisterOut(BaseModel):
+    worker_id: str
+    token: str = Field(description="bearer token for this worker's later requests")
+
+
+class HeartbeatOut(BaseModel):
+    stop_run: bool
+    exit_reason: str
+
+
+class AssignmentOut(BaseModel):
+    run: RunOut
+    stack: StackOut = Field(description="with secret values: only the holding worker sees them")
+    lease: int
+
+
+class PollOut(BaseModel):
+    assignment: AssignmentOut | None = None
+    exit_reason: str = ""
+
+
+class ReportIn(BaseModel):
+    lease: int
+    state: RunState
+    note: str = ""
+
+
+class LogsIn(BaseModel):
+    lease: int
+    lines: list[LogLineIO]
+
+
+class LogsAck(BaseModel):
+    stop_run: bool
