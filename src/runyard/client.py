@@ -76,16 +76,23 @@ class Client:
         credential: str = "",
         timeout: float = 30.0,
         transport: httpx.BaseTransport | None = None,
+        http: httpx.Client | None = None,
     ) -> None:
         if not endpoints:
             raise InvalidInput("no server endpoint: pass --endpoint or set RUNYARD_ENDPOINT")
         self.endpoints = [e.rstrip("/") for e in endpoints]
         self._current = 0
         self.credential = credential
-        self._http = httpx.Client(timeout=timeout, transport=transport)
+        self._http = http or httpx.Client(timeout=timeout, transport=transport)
 
     def close(self) -> None:
         self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @property
     def endpoint(self) -> str:

@@ -98,7 +98,7 @@ class CertificateAuthority:
     def create(cls, name: str = "runyard CA") -> CertificateAuthority:
         key = generate_key(2048)
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         cert = (
             x509.CertificateBuilder()
             .subject_name(subject)
@@ -123,7 +123,7 @@ class CertificateAuthority:
         return self.certificate.public_bytes(serialization.Encoding.PEM).decode()
 
     def sign_csr(self, csr: x509.CertificateSigningRequest, pool_id: str) -> x509.Certificate:
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         return (
             x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"pool:{pool_id}")]))

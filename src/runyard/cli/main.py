@@ -39,11 +39,13 @@ def main() -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    for noisy in ("httpx", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 @main.command()
-@click.option("--data-dir", type=click.Path(path_type=Path), help="state directory [env RUNYARD_DATA_DIR; default ./runyard-data]")
+@click.option("--data-dir", type=click.Path(path_type=Path),
+              help="state directory [env RUNYARD_DATA_DIR; default ./runyard-data]")
 @click.option("--host", help="listen address [env RUNYARD_HOST; default 127.0.0.1]")
 @click.option("--port", type=int, help="listen port [env RUNYARD_PORT; default 8765]")
 @click.option("--database-url", help="postgresql://... or sqlite:///...; default: SQLite in the data dir")
@@ -87,7 +89,8 @@ def keygen(key_path: Path, csr_path: Path, bits: int) -> None:
 
 
 @main.command()
-@click.option("--config", "config_file", type=click.Path(path_type=Path, exists=True, dir_okay=False), help="YAML settings file")
+@click.option("--config", "config_file", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              help="YAML settings file")
 @click.option("--explain-config", is_flag=True, help="print each setting, its value and where it came from, then exit")
 @click.option("--work-dir", type=click.Path(path_type=Path), help="where run workspaces are made")
 @click.option("--executor", type=click.Choice(["process"]), help="how runs are isolated")

@@ -52,7 +52,9 @@ def pool() -> None:
 @click.option("--label", "labels", multiple=True, help="a label (repeatable)")
 @OUTPUT_OPTION
 @with_client
-def pool_create(client: Client, name: str, csr_path: Path, description: str, labels: tuple[str, ...], output: str) -> None:
+def pool_create(
+    client: Client, name: str, csr_path: Path, description: str, labels: tuple[str, ...], output: str
+) -> None:
     """Create a pool; prints its token (give it to launchers as RUNYARD_TOKEN)."""
     created = client.create_pool(name, csr_path.read_text(), description, labels)
     if output == "json":
@@ -120,7 +122,8 @@ def stack() -> None:
 @click.option("--source", required=True, help="a local directory (uploaded now) or a git URL")
 @click.option("--branch", default="", help="git branch (git sources)")
 @click.option("--project-root", default="", help="folder inside the source to run in")
-@click.option("--tool", type=click.Choice(["shell", "terraform", "opentofu", "ansible"]), default="shell", show_default=True)
+@click.option("--tool", type=click.Choice(["shell", "terraform", "opentofu", "ansible"]), default="shell",
+              show_default=True)
 @click.option("--runner-image", default="", help="container image for runs (default: the launcher's)")
 @click.option("--init", "init_cmd", default="", help="shell: command of the init phase")
 @click.option("--plan", "plan_cmd", default="", help="shell: command of the plan phase")

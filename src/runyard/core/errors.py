@@ -36,14 +36,6 @@ class NotFound(RunyardError):
     code = "not_found"
 
 
-class AlreadyExists(RunyardError):
-    """A thing with that name exists already."""
-
-    http_status = 409
-    exit_code = 4
-    code = "exists"
-
-
 class Conflict(RunyardError):
     """The request collides with the current state: an illegal run transition,
     a stale lease, a lock held by someone else."""
@@ -51,6 +43,12 @@ class Conflict(RunyardError):
     http_status = 409
     exit_code = 4
     code = "conflict"
+
+
+class AlreadyExists(Conflict):
+    """A thing with that name exists already."""
+
+    code = "exists"
 
 
 class StaleLease(Conflict):

@@ -9,7 +9,7 @@ from datetime import datetime
 from runyard.core.states import RunKind, RunState
 
 
-class WorkerStatus(str, enum.Enum):
+class WorkerStatus(enum.StrEnum):
     """What an operator sees of a worker."""
 
     IDLE = "IDLE"
@@ -17,7 +17,7 @@ class WorkerStatus(str, enum.Enum):
     DRAINED = "DRAINED"
 
 
-class Tool(str, enum.Enum):
+class Tool(enum.StrEnum):
     """What a stack's runs execute."""
 
     SHELL = "shell"

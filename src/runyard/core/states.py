@@ -11,7 +11,7 @@ import enum
 from runyard.core.errors import Conflict
 
 
-class RunKind(str, enum.Enum):
+class RunKind(enum.StrEnum):
     """What a run does."""
 
     PROPOSED = "PROPOSED"  # plan only, read-only
@@ -25,7 +25,7 @@ class RunKind(str, enum.Enum):
         return self in (RunKind.TRACKED, RunKind.TASK)
 
 
-class RunState(str, enum.Enum):
+class RunState(enum.StrEnum):
     """Where a run is. The last four, with FINISHED, are terminal."""
 
     QUEUED = "QUEUED"
@@ -53,7 +53,7 @@ class RunState(str, enum.Enum):
         return self in ON_WORKER
 
 
-class Actor(str, enum.Enum):
+class Actor(enum.StrEnum):
     """Who proposes a transition."""
 
     WORKER = "worker"  # the launcher holding the run's lease
@@ -84,7 +84,9 @@ S = RunState
 # from-state -> {to-state: who may propose it}
 TRANSITIONS: dict[RunState, dict[RunState, frozenset[Actor]]] = {
     S.QUEUED: {S.READY: _S, S.CANCELED: _S, S.FAILED: _S},
-    S.READY: {S.PREPARING: _W, S.CANCELED: _S, S.FAILED: _WS, S.STOPPED: _WS},
+    # READY -> QUEUED: the worker left before it started the run; nothing ran,
+    # and its lease can no longer report, so the run may go to another worker.
+    S.READY: {S.PREPARING: _W, S.QUEUED: _S, S.CANCELED: _S, S.FAILED: _WS, S.STOPPED: _WS},
     S.PREPARING: {
         S.INITIALIZING: _W,
         S.PERFORMING: _W,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import platform
+import queue
 import threading
 from collections.abc import Mapping
 
@@ -15,7 +16,7 @@ from runyard.core.errors import InvalidInput, RunyardError, Unauthorized, Unavai
 from runyard.crypto import PoolToken, load_cert, load_private_key_b64, same_public_key, sign_challenge
 from runyard.launcher.executors import Executor
 from runyard.launcher.runner import RunAbandoned, RunExecution
-from runyard.wire import AssignmentOut
+from runyard.wire import AssignmentOut, PollOut
 
 log = logging.getLogger("runyard.launcher")
 BACKOFF_MAX = 5.0
@@ -107,7 +108,9 @@ class Launcher:
         try:
             while not self._stopping.is_set():
                 try:
-                    poll = self.client.poll(self.settings.long_poll)
+                    poll = self._poll()
+                    if poll is None:
+                        break
                 except Unavailable as exc:
                     log.warning("server unavailable, retrying: %s", exc)
                     self._sleep(backoff)
@@ -132,6 +135,32 @@ class Launcher:
             self._stopping.set()
             self._leave()
         return self._exit_reason or "interrupted"
+
+    def _poll(self) -> PollOut | None:
+        """One long poll, given up at once when the launcher is told to stop.
+
+        The request runs in its own thread so a stop does not wait for the
+        server's answer. A run the server assigned meanwhile is requeued when
+        this worker deregisters: it was never started.
+        """
+        box: queue.Queue[PollOut | BaseException] = queue.Queue(maxsize=1)
+
+        def call() -> None:
+            try:
+                box.put(self.client.poll(self.settings.long_poll))
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+                box.put(exc)
+
+        threading.Thread(target=call, name="poll", daemon=True).start()
+        while not self._stopping.is_set():
+            try:
+                result = box.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if isinstance(result, BaseException):
+                raise result
+            return result
+        return None
 
     def _execute(self, assignment: AssignmentOut) -> None:
         execution = RunExecution(

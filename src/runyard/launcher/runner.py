@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -122,10 +123,8 @@ class RunExecution:
             raise
         finally:
             if self.shipper.failure is None:
-                try:
+                with contextlib.suppress(RunyardError):
                     self.shipper.close(timeout=0)
-                except RunyardError:
-                    pass
             if ws is not None:
                 workspace.remove(ws)
 

@@ -30,6 +30,11 @@ class Notifier:
             for loop, fut in waiters:
                 loop.call_soon_threadsafe(_resolve, fut)
 
+    def waiting(self, topic: str) -> int:
+        """How many waiters are parked on ``topic`` now (for tests and metrics)."""
+        with self._lock:
+            return len(self._waiters.get(topic, []))
+
     async def wait(self, topic: str, seen: int, timeout: float) -> bool:
         """Wait until ``topic`` moves past generation ``seen``; False on timeout."""
         loop = asyncio.get_running_loop()
@@ -41,7 +46,7 @@ class Notifier:
         try:
             await asyncio.wait_for(fut, timeout)
             return True
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
         finally:
             with self._lock:

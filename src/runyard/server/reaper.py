@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from starlette.concurrency import run_in_threadpool
@@ -28,12 +29,10 @@ class Reaper:
                 lost = await run_in_threadpool(self.workers.reap, self.lost_after, self.started_at)
                 for worker_id in lost:
                     log.warning("worker %s lost: no heartbeat for %.0fs", worker_id, self.lost_after)
-            except Exception:  # noqa: BLE001 - the loop must outlive a failed pass; it is logged
+            except Exception:
                 log.exception("reaper pass failed")
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), self.interval)
-            except asyncio.TimeoutError:
-                pass
 
     def stop(self) -> None:
         self._stop.set()

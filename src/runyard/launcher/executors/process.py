@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import contextlib
 import ctypes
 import os
 import selectors
@@ -16,12 +17,16 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 KILL_GRACE = 5.0
 
 
+# The step runs under a small supervisor shell that leads its own process
+# group. When the launcher dies (even by SIGKILL) the kernel sends the
+# supervisor SIGTERM (PR_SET_PDEATHSIG), and it kills the whole group: the
+# step's children and grandchildren do not outlive the launcher.
+SUPERVISOR = 'trap "kill -KILL 0" TERM HUP; /bin/sh -c "$1" & wait $!'
+
+
 def _die_with_parent() -> None:
-    # PR_SET_PDEATHSIG: a launcher killed with -9 takes its steps with it.
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
-    except OSError:
-        pass
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
 
 
 class ProcessExecutor:
@@ -32,7 +37,7 @@ class ProcessExecutor:
     def run(self, step: Step, output: Output, stop: threading.Event) -> int:
         env = {"PATH": DEFAULT_PATH, "HOME": str(step.workspace), **step.env}
         proc = subprocess.Popen(
-            ["/bin/sh", "-c", step.command],
+            ["/bin/sh", "-c", SUPERVISOR, "runyard-step", step.command],
             cwd=step.workspace / step.workdir,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -75,10 +80,8 @@ class ProcessExecutor:
                 break
             except subprocess.TimeoutExpired:
                 continue
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)  # stragglers that left the leader behind
-        except ProcessLookupError:
-            pass
         if proc.stdout:
             proc.stdout.close()
         proc.wait()

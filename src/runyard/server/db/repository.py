@@ -26,7 +26,7 @@ from runyard.server.db.dialects import insert_ignoring_duplicates
 
 
 def ts(value: float) -> dt.datetime:
-    return dt.datetime.fromtimestamp(value, dt.timezone.utc)
+    return dt.datetime.fromtimestamp(value, dt.UTC)
 
 
 def _pool(row: Any) -> Pool:

@@ -78,7 +78,7 @@ class PoolService:
             certificate_pem=cert_to_pem(cert),
             certificate_serial=serial_of(cert),
             drift_detection_limit=drift_detection_limit,
-            created_at=dt.datetime.fromtimestamp(self.ctx.clock(), dt.timezone.utc),
+            created_at=dt.datetime.fromtimestamp(self.ctx.clock(), dt.UTC),
         )
         with self.ctx.tx() as repo:
             if repo.pool(name) is not None:

@@ -36,7 +36,7 @@ class RunService:
         if kind == RunKind.TASK and not command.strip():
             raise InvalidInput("a task needs a command: --command 'CMD'")
         now = self.ctx.clock()
-        stamp = dt.datetime.fromtimestamp(now, dt.timezone.utc)
+        stamp = dt.datetime.fromtimestamp(now, dt.UTC)
         with self.ctx.tx() as repo:
             stack = repo.stack(stack_ref)
             if stack is None:
@@ -163,9 +163,15 @@ class RunService:
         self.ctx.notifier.notify(run_topic(run_id))
         return run.stop_requested
 
-    def end_on_server(self, repo: Repository, run: Run, state: RunState, reason: str) -> None:
-        """End a run from the server's side (worker lost, shutdown) in ``repo``'s transaction."""
-        self._move(repo, run, state, Actor.SERVER, reason)
+    def release_from_worker(self, repo: Repository, run: Run, reason: str) -> None:
+        """The run's worker is gone. A run it never started goes back to the
+        queue; one it started ends FAILED with ``reason``: it is never started
+        a second time behind the user's back."""
+        if run.state == RunState.READY:
+            self._move(repo, run, RunState.QUEUED, Actor.SERVER, f"requeued: {reason} before starting it")
+            repo.set_run_flags(run.id, worker_id=None)
+        else:
+            self._move(repo, run, RunState.FAILED, Actor.SERVER, reason)
 
     def _move(self, repo: Repository, run: Run, target: RunState, actor: Actor, note: str) -> None:
         check_transition(run.state, target, actor)

@@ -122,7 +122,7 @@ class StackService:
                 env=env,
                 labels=labels,
                 autodeploy=autodeploy,
-                created_at=dt.datetime.fromtimestamp(self.ctx.clock(), dt.timezone.utc),
+                created_at=dt.datetime.fromtimestamp(self.ctx.clock(), dt.UTC),
             )
             repo.add_stack(stack)
         return stack

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from runyard.core.errors import Unauthorized, WorkerGone
 from runyard.core.ids import new_ulid
 from runyard.core.models import Worker
-from runyard.core.states import RunState
 from runyard.crypto import (
     check_challenge,
     hash_secret,
@@ -63,7 +62,7 @@ class WorkerService:
             )
         verify_challenge_signature(cert, challenge, signature)
         now = self.ctx.clock()
-        stamp = dt.datetime.fromtimestamp(now, dt.timezone.utc)
+        stamp = dt.datetime.fromtimestamp(now, dt.UTC)
         worker = Worker(
             id=new_ulid(now),
             pool_id=pool.id,
@@ -133,6 +132,6 @@ class WorkerService:
             topics.append(pool_topic(worker.pool_id))
             run = repo.run(worker.current_run_id, False) if worker.current_run_id else None
             if run is not None and run.state.on_worker and run.worker_id == worker_id:
-                self.runs.end_on_server(repo, run, RunState.FAILED, reason)
+                self.runs.release_from_worker(repo, run, reason)
                 topics.append(run_topic(run.id))
         self.ctx.notifier.notify(*topics)

@@ -1,0 +1,267 @@
+"""The API on SQLite and on PostgreSQL: pools, workers, stacks, runs, logs."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+
+import pytest
+
+from runyard.core.errors import Conflict, InvalidInput, NotFound, StaleLease, Unauthorized
+from runyard.core.models import LogLine
+from runyard.core.states import RunKind, RunState
+from runyard.crypto import generate_key, make_csr, sign_challenge
+from runyard.server.notifier import pool_topic
+from runyard.wire import SourceIO, StackCreate
+from tests.harness import wait_for
+from tests.integration.conftest import Api, walk
+
+S = RunState
+
+
+def test_requests_without_a_valid_key_get_401_saying_what_to_do(api: Api):
+    with pytest.raises(Unauthorized, match="RUNYARD_API_KEY"):
+        api.anonymous().pools()
+    resp = api.http.get("/api/v1/pools", headers={"Authorization": "Bearer wrong"})
+    assert resp.status_code == 401
+    assert "not valid" in resp.json()["message"]
+
+
+def test_openapi_document_describes_the_api(api: Api):
+    doc = api.http.get("/openapi.json").json()
+    assert "/api/v1/stacks/{ref}/runs" in doc["paths"]
+    assert "/api/v1/worker/poll" in doc["paths"]
+
+
+def test_pool_create_returns_a_token_with_endpoint_pool_and_certificate(api: Api):
+    pool_id, token, _ = api.pool("builders")
+    doc = json.loads(base64.b64decode(token))
+    assert doc["pool_id"] == pool_id
+    assert doc["endpoints"] == ["http://127.0.0.1:8765"]
+    assert "BEGIN CERTIFICATE" in doc["certificate"]
+    assert [p.name for p in api.client.pools()] == ["builders"]
+    assert api.client.pool("builders").id == pool_id
+
+
+def test_a_bad_csr_is_refused_and_nothing_is_made(api: Api):
+    with pytest.raises(InvalidInput, match="not a PEM certificate signing request"):
+        api.client.create_pool("broken", "hello")
+    assert api.client.pools() == []
+
+
+def test_duplicate_and_invalid_names_are_refused(api: Api):
+    api.pool("p1")
+    with pytest.raises(Conflict, match="exists already"):
+        api.client.create_pool("p1", make_csr(generate_key(2048)).decode())
+    with pytest.raises(InvalidInput, match="not valid"):
+        api.client.create_pool("bad name!", make_csr(generate_key(2048)).decode())
+
+
+def test_registration_needs_the_pools_private_key(api: Api):
+    pool_id, token, key = api.pool("p1")
+    _, other_token, other_key = api.pool("p2")
+    from runyard.crypto import PoolToken
+
+    cert = PoolToken.decode(token).certificate_pem
+    anon = api.anonymous()
+    # The token alone (no valid signature) is not enough.
+    challenge = anon.challenge(pool_id)
+    with pytest.raises(Unauthorized):
+        anon.register({"pool_id": pool_id, "certificate": cert, "challenge": challenge, "signature": "AAAA"})
+    # Another pool's key is not enough.
+    challenge = anon.challenge(pool_id)
+    with pytest.raises(Unauthorized, match="does not belong to this pool"):
+        anon.register({"pool_id": pool_id, "certificate": cert, "challenge": challenge,
+                       "signature": sign_challenge(other_key, challenge)})
+    # Another pool's token presented for this pool is not enough.
+    challenge = anon.challenge(pool_id)
+    with pytest.raises(Unauthorized, match="not the pool's current one"):
+        anon.register({"pool_id": pool_id, "certificate": PoolToken.decode(other_token).certificate_pem,
+                       "challenge": challenge, "signature": sign_challenge(other_key, challenge)})
+    # The right key works, once per challenge.
+    challenge = anon.challenge(pool_id)
+    body = {"pool_id": pool_id, "certificate": cert, "challenge": challenge,
+            "signature": sign_challenge(key, challenge), "metadata": {"rack": "r1"}}
+    anon.register(body)
+    with pytest.raises(Unauthorized, match="used already"):
+        anon.register(body)
+    workers = api.client.workers("p1")
+    assert len(workers) == 1 and workers[0].metadata == {"rack": "r1"} and workers[0].status == "IDLE"
+
+
+def test_a_run_goes_from_queued_to_finished_with_its_logs(api: Api):
+    pool_id, token, key = api.pool()
+    api.stack()
+    worker = api.worker(pool_id, token, key)
+    run = api.client.trigger("s1", RunKind.TRACKED)
+    assert run.state == S.QUEUED
+    poll = worker.poll(1)
+    assert poll.assignment is not None and poll.assignment.run.id == run.id
+    lease = poll.assignment.lease
+    assert api.client.workers("p1")[0].status == "BUSY"
+    walk(worker, run.id, lease, S.PREPARING, S.INITIALIZING, S.PLANNING)
+    worker.send_logs(run.id, lease, [LogLine(1, 1.0, "one"), LogLine(2, 2.0, "two")])
+    # A retried batch (the answer was lost) must not duplicate lines.
+    worker.send_logs(run.id, lease, [LogLine(2, 2.0, "two"), LogLine(3, 3.0, "three")])
+    walk(worker, run.id, lease, S.APPLYING, S.FINISHED)
+    done = api.client.run(run.id)
+    assert [t.state for t in done.transitions] == [
+        S.QUEUED, S.READY, S.PREPARING, S.INITIALIZING, S.PLANNING, S.APPLYING, S.FINISHED]
+    assert all(t.at for t in done.transitions)
+    logs = api.client.logs(run.id)
+    assert [(ln.seq, ln.msg) for ln in logs.lines] == [(1, "one"), (2, "two"), (3, "three")]
+    assert logs.done is False  # lines were returned; the next page says done
+    assert api.client.logs(run.id, after=3).done is True
+    assert api.svc.ctx.blobs.exists(f"logs/{run.id}.jsonl")  # sealed into the object store
+    assert api.client.workers("p1")[0].status == "IDLE"
+
+
+def test_a_report_with_a_stale_lease_is_refused_and_changes_nothing(api: Api):
+    pool_id, token, key = api.pool()
+    api.stack()
+    worker = api.worker(pool_id, token, key)
+    run = api.client.trigger("s1", RunKind.PROPOSED)
+    lease = worker.poll(1).assignment.lease  # type: ignore[union-attr]
+    with pytest.raises(StaleLease):
+        worker.report(run.id, lease - 1, S.PREPARING)
+    with pytest.raises(StaleLease):
+        worker.send_logs(run.id, lease + 7, [LogLine(1, 1.0, "ghost")])
+    assert api.client.run(run.id).state == S.READY
+    assert api.client.logs(run.id).lines == []
+
+
+def test_an_illegal_transition_is_a_409(api: Api):
+    pool_id, token, key = api.pool()
+    api.stack()
+    worker = api.worker(pool_id, token, key)
+    run = api.client.trigger("s1", RunKind.TRACKED)
+    lease = worker.poll(1).assignment.lease  # type: ignore[union-attr]
+    with pytest.raises(Conflict, match="cannot go from READY to APPLYING"):
+        worker.report(run.id, lease, S.APPLYING)
+    resp = api.http.post(f"/api/v1/worker/runs/{run.id}/transition", json={"lease": lease, "state": "FINISHED"},
+                         headers={"Authorization": f"Bearer {worker.credential}"})
+    assert resp.status_code == 409
+
+
+def test_a_held_poll_is_answered_the_moment_a_run_is_queued(api: Api):
+    pool_id, token, key = api.pool()
+    api.stack()
+    worker = api.worker(pool_id, token, key)
+    result: dict[str, object] = {}
+    polling = threading.Thread(target=lambda: result.update(poll=worker.poll(5)))
+    polling.start()
+    # Once the poll is parked (no run yet), queue one: it must come back with
+    # it, long before its 5 s wait would run out.
+    wait_for(lambda: api.svc.ctx.notifier.waiting(pool_topic(pool_id)), 5, "the poll to park")
+    run = api.client.trigger("s1", RunKind.PROPOSED)
+    polling.join(10)
+    assert result["poll"].assignment.run.id == run.id  # type: ignore[attr-defined]
+
+
+def test_tracked_runs_of_a_stack_wait_for_each_other_but_proposed_runs_do_not(api: Api):
+    pool_id, token, key = api.pool()
+    api.stack()
+    w1, w2, w3 = (api.worker(pool_id, token, key) for _ in range(3))
+    first = api.client.trigger("s1", RunKind.TRACKED)
+    second = api.client.trigger("s1", RunKind.TRACKED)
+    proposed = api.client.trigger("s1", RunKind.PROPOSED)
+    a1 = w1.poll(1).assignment
+    assert a1 is not None and a1.run.id == first.id
+    a2 = w2.poll(1).assignment
+    assert a2 is not None and a2.run.id == proposed.id  # the second tracked run is held
+    assert w3.poll(0.2).assignment is None
+    walk(w1, first.id, a1.lease, S.PREPARING, S.INITIALIZING, S.PLANNING, S.FINISHED)
+    a3 = w3.poll(1).assignment
+    assert a3 is not None and a3.run.id == second.id
+
+
+def test_cancel_ends_a_queued_run_and_asks_a_worker_to_stop_a_running_one(api: Api):
+    pool_id, token, key = api.pool()
+    api.stack()
+    queued = api.client.trigger("s1", RunKind.PROPOSED)
+    assert api.client.cancel(queued.id).state == S.CANCELED
+    worker = api.worker(pool_id, token, key)
+    running = api.client.trigger("s1", RunKind.PROPOSED)
+    lease = worker.poll(1).assignment.lease  # type: ignore[union-attr]
+    worker.report(running.id, lease, S.PREPARING)
+    assert api.client.cancel(running.id).stop_requested
+    assert worker.heartbeat().stop_run
+    assert worker.send_logs(running.id, lease, [LogLine(1, 1.0, "stopping")]).stop_run
+    worker.report(running.id, lease, S.STOPPED, "stopped by user")
+    assert api.client.run(running.id).state == S.STOPPED
+    with pytest.raises(Conflict, match="already STOPPED"):
+        api.client.cancel(running.id)
+
+
+def test_a_lost_worker_fails_its_run_and_its_late_reports_are_refused(api: Api):
+    pool_id, token, key = api.pool()
+    api.stack()
+    worker = api.worker(pool_id, token, key)
+    run = api.client.trigger("s1", RunKind.TRACKED)
+    lease = worker.poll(1).assignment.lease  # type: ignore[union-attr]
+    worker.report(run.id, lease, S.PREPARING)
+    now = api.svc.ctx.clock()
+    lost = api.svc.workers.reap(lost_after=0.0, started_at=now - 100)
+    assert len(lost) == 1
+    failed = api.client.run(run.id)
+    assert failed.state == S.FAILED and failed.reason == "worker lost"
+    from runyard.core.errors import WorkerGone
+
+    with pytest.raises(WorkerGone):
+        worker.report(run.id, lease, S.INITIALIZING)
+    assert api.client.run(run.id).state == S.FAILED
+    assert api.client.workers("p1") == []
+
+
+def test_silence_while_the_server_was_down_does_not_count(api: Api):
+    pool_id, token, key = api.pool()
+    api.worker(pool_id, token, key)
+    now = api.svc.ctx.clock()
+    assert api.svc.workers.reap(lost_after=30.0, started_at=now - 1) == []
+    assert len(api.client.workers("p1")) == 1
+
+
+def test_bad_stack_input_gets_a_clear_4xx_and_makes_nothing(api: Api, tmp_path):
+    api.pool()
+    upload = SourceIO(kind="upload", upload_id="nope")
+    with pytest.raises(InvalidInput, match="no uploaded source"):
+        api.client.create_stack(StackCreate(name="s", pool="p1", source=upload, commands={"plan": "x"}))
+    with pytest.raises(InvalidInput, match="cannot read git repository"):
+        api.client.create_stack(StackCreate(name="s", pool="p1", commands={"plan": "x"},
+                                            source=SourceIO(kind="git", url=f"file://{tmp_path}/missing")))
+    with pytest.raises(NotFound, match="no pool"):
+        api.stack("s", pool="nope")
+    with pytest.raises(InvalidInput, match="too short to mask"):
+        api.stack("s", env=[{"name": "PIN", "value": "12", "secret": True}])
+    with pytest.raises(InvalidInput, match="not a gzip tar"):
+        api.client.upload_source(b"plain text")
+    with pytest.raises(NotFound, match="no stack"):
+        api.client.trigger("missing")
+    assert api.client.stacks() == []
+
+
+def test_secret_values_are_never_returned_to_api_clients(api: Api):
+    api.pool()
+    api.stack(env=[{"name": "TOKEN", "value": "very-secret-value", "secret": True},
+                   {"name": "PLAIN", "value": "visible"}])
+    shown = api.client.stack("s1")
+    assert {e.name: e.value for e in shown.env} == {"TOKEN": "", "PLAIN": "visible"}
+    assert "very-secret-value" not in api.http.get(
+        "/api/v1/stacks", headers={"Authorization": f"Bearer {api.client.credential}"}).text
+
+
+def test_git_sources_are_checked_and_accepted(api: Api, tmp_path):
+    import subprocess
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for cmd in (["git", "init", "-q", "-b", "main"], ["git", "-c", "user.email=a@b", "-c", "user.name=a",
+                                                         "commit", "-q", "--allow-empty", "-m", "x"]):
+        subprocess.run(cmd, cwd=repo, check=True)
+    api.pool()
+    src = SourceIO(kind="git", url=f"file://{repo}", branch="main")
+    api.client.create_stack(StackCreate(name="g", pool="p1", source=src, commands={"plan": "true"}))
+    with pytest.raises(InvalidInput, match="no branch"):
+        api.client.create_stack(StackCreate(name="g2", pool="p1", commands={"plan": "true"},
+                                            source=SourceIO(kind="git", url=f"file://{repo}", branch="nope")))

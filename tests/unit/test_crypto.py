@@ -1,0 +1,98 @@
+"""Pool credentials: CSR signing, tokens, and proof of key possession."""
+
+import base64
+import json
+import shutil
+import subprocess
+
+import pytest
+
+from runyard import crypto
+from runyard.core.errors import InvalidInput, Unauthorized
+
+
+@pytest.fixture(scope="module")
+def ca():
+    return crypto.CertificateAuthority.create()
+
+
+@pytest.fixture(scope="module")
+def pool_key():
+    return crypto.generate_key(2048)
+
+
+@pytest.fixture(scope="module")
+def other_key():
+    return crypto.generate_key(2048)
+
+
+def test_ca_signs_a_csr_for_the_csr_key(ca, pool_key):
+    cert = ca.sign_csr(crypto.load_csr(crypto.make_csr(pool_key)), "pool1")
+    ca.verify(cert)
+    assert crypto.same_public_key(cert, pool_key)
+
+
+def test_a_certificate_of_another_ca_is_refused(ca, pool_key):
+    stranger = crypto.CertificateAuthority.create()
+    cert = stranger.sign_csr(crypto.load_csr(crypto.make_csr(pool_key)), "pool1")
+    with pytest.raises(Unauthorized, match="not issued by this server"):
+        ca.verify(cert)
+
+
+def test_garbage_is_not_a_csr():
+    with pytest.raises(InvalidInput, match="not a PEM certificate signing request"):
+        crypto.load_csr("-----BEGIN CERTIFICATE REQUEST-----\nnope\n-----END CERTIFICATE REQUEST-----\n")
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl not installed")
+def test_openssl_made_key_and_csr_work(tmp_path, ca):
+    subprocess.run(
+        ["openssl", "req", "-new", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=pool",
+         "-keyout", str(tmp_path / "k"), "-out", str(tmp_path / "c")],
+        check=True, capture_output=True,
+    )
+    cert = ca.sign_csr(crypto.load_csr((tmp_path / "c").read_bytes()), "p")
+    key = crypto.load_private_key_b64(base64.b64encode((tmp_path / "k").read_bytes()).decode())
+    assert crypto.same_public_key(cert, key)
+
+
+def test_token_round_trips_and_is_base64_json(ca, pool_key):
+    cert_pem = crypto.cert_to_pem(ca.sign_csr(crypto.load_csr(crypto.make_csr(pool_key)), "P1"))
+    token = crypto.PoolToken(("http://a:1", "http://b:2"), "P1", cert_pem)
+    encoded = token.encode()
+    doc = json.loads(base64.b64decode(encoded))
+    assert doc["pool_id"] == "P1" and doc["endpoints"] == ["http://a:1", "http://b:2"]
+    assert crypto.PoolToken.decode(encoded) == token
+
+
+@pytest.mark.parametrize("bad", ["", "not base64!", base64.b64encode(b"{}").decode(),
+                                 base64.b64encode(b'{"endpoints": [], "pool_id": "x", "certificate": ""}').decode()])
+def test_malformed_tokens_are_refused_clearly(bad):
+    with pytest.raises(InvalidInput, match="token"):
+        crypto.PoolToken.decode(bad)
+
+
+def test_signed_challenge_proves_possession(ca, pool_key):
+    secret = b"s" * 32
+    cert = ca.sign_csr(crypto.load_csr(crypto.make_csr(pool_key)), "P1")
+    challenge = crypto.issue_challenge(secret, "P1")
+    crypto.check_challenge(secret, challenge, "P1")
+    crypto.verify_challenge_signature(cert, challenge, crypto.sign_challenge(pool_key, challenge))
+
+
+def test_another_pools_key_cannot_sign_for_this_pool(ca, pool_key, other_key):
+    cert = ca.sign_csr(crypto.load_csr(crypto.make_csr(pool_key)), "P1")
+    challenge = crypto.issue_challenge(b"s" * 32, "P1")
+    with pytest.raises(Unauthorized, match="does not belong to this pool"):
+        crypto.verify_challenge_signature(cert, challenge, crypto.sign_challenge(other_key, challenge))
+
+
+def test_challenges_expire_and_are_bound_to_their_pool():
+    secret = b"k" * 32
+    challenge = crypto.issue_challenge(secret, "P1", now=1000.0)
+    with pytest.raises(Unauthorized, match="expired"):
+        crypto.check_challenge(secret, challenge, "P1", now=1000.0 + crypto.CHALLENGE_TTL_SECONDS + 1)
+    with pytest.raises(Unauthorized, match="not issued for this pool"):
+        crypto.check_challenge(secret, challenge, "P2", now=1000.0)
+    with pytest.raises(Unauthorized, match="not issued for this pool"):
+        crypto.check_challenge(b"x" * 32, challenge, "P1", now=1000.0)
