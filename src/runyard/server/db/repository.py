@@ -345,29 +345,17 @@ class Repository:
     def set_run_flags(self, run_id: str, **values: Any) -> None:
         self.conn.execute(update(t.runs).where(t.runs.c.id == run_id).values(**values))
 
-    def active_write_run(self, stack_id: str, exclude: str) -> str | None:
-        """A tracked run or task of the stack that is past the queue and not ended."""
+    def stacks_with_active_write_run(self, pool_id: str) -> set[str]:
+        """Stacks of the pool with a tracked run or task past the queue and not ended."""
         busy = [s.value for s in RunState if not s.terminal and s != RunState.QUEUED]
-        row = self.conn.execute(
-            select(t.runs.c.id).where(
-                t.runs.c.stack_id == stack_id,
-                t.runs.c.id != exclude,
+        rows = self.conn.execute(
+            select(t.runs.c.stack_id).distinct().where(
+                t.runs.c.pool_id == pool_id,
                 t.runs.c.kind.in_([RunKind.TRACKED.value, RunKind.TASK.value]),
                 t.runs.c.state.in_(busy),
             )
-        ).first()
-        return row.id if row else None
-
-    def older_queued_write_run(self, stack_id: str, run_id: str) -> str | None:
-        row = self.conn.execute(
-            select(t.runs.c.id).where(
-                t.runs.c.stack_id == stack_id,
-                t.runs.c.id < run_id,
-                t.runs.c.kind.in_([RunKind.TRACKED.value, RunKind.TASK.value]),
-                t.runs.c.state == RunState.QUEUED.value,
-            )
-        ).first()
-        return row.id if row else None
+        )
+        return {r.stack_id for r in rows}
 
     def count_runs(self, pool_id: str, states: Iterable[RunState]) -> int:
         stmt = select(func.count()).select_from(t.runs).where(

@@ -96,13 +96,14 @@ class RunService:
 
     def claim(self, worker_id: str) -> Assignment | None:
         """Give the worker the oldest run it may take, or None."""
-        now = self.ctx.clock()
         with self.ctx.tx() as repo:
+            now = self.ctx.clock()  # inside the transaction: after any run we can see was queued
             worker = repo.worker(worker_id)
             if worker is None or worker.drained or worker.exit_requested or worker.current_run_id:
                 return None
-            for run in repo.runs(pool_id=worker.pool_id, states=SCHEDULABLE, limit=50, oldest_first=True):
-                if self._blocked(repo, run):
+            busy_stacks = repo.stacks_with_active_write_run(worker.pool_id)
+            for run in repo.runs(pool_id=worker.pool_id, states=SCHEDULABLE, limit=1000, oldest_first=True):
+                if self._blocked(run, busy_stacks):
                     continue
                 lease = run.lease + 1
                 note = f"assigned to worker {worker.id}"
@@ -123,14 +124,16 @@ class RunService:
         return Assignment(claimed, stack, lease)
 
     @staticmethod
-    def _blocked(repo: Repository, run: Run) -> bool:
-        """Write runs of one stack go one at a time, oldest first."""
+    def _blocked(run: Run, busy_stacks: set[str]) -> bool:
+        """Write runs (tracked, tasks) of one stack go one at a time, oldest
+        first. Candidates come oldest first, so the first queued write run of
+        a stack marks the stack busy for every later one."""
         if not run.kind.writes or run.state != RunState.QUEUED:
             return False
-        return bool(
-            repo.active_write_run(run.stack_id, run.id)
-            or repo.older_queued_write_run(run.stack_id, run.id)
-        )
+        if run.stack_id in busy_stacks:
+            return True
+        busy_stacks.add(run.stack_id)
+        return False
 
     # workers' reports -------------------------------------------------------
 
@@ -152,7 +155,11 @@ class RunService:
         with self.ctx.tx() as repo:
             run = self._held(repo, worker, run_id, lease)
             self._move(repo, run, target, Actor.WORKER, note)
-        self.ctx.notifier.notify(run_topic(run_id), pool_topic(run.pool_id))
+        topics = [run_topic(run_id)]
+        if not target.on_worker:
+            # A worker and maybe a stack's write lane are free: wake the pool.
+            topics.append(pool_topic(run.pool_id))
+        self.ctx.notifier.notify(*topics)
         return self.get(run_id)
 
     def append_logs(self, worker: Worker, run_id: str, lease: int, lines: Sequence[LogLine]) -> bool:
