@@ -21,6 +21,25 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >/dev/null
 }
 
+ensure_dockerd() {
+  if docker info >/dev/null 2>&1; then return 0; fi
+  log "starting dockerd (log: /tmp/runyard-dockerd.log)"
+  as_root sh -c 'nohup dockerd >/tmp/runyard-dockerd.log 2>&1 &'
+  for _ in $(seq 1 120); do
+    docker info >/dev/null 2>&1 && return 0
+    sleep 0.5
+  done
+  log "dockerd did not start; see /tmp/runyard-dockerd.log"
+  return 1
+}
+
+build_runner_image() {
+  local tf=()
+  [ -x /usr/local/bin/terraform ] && tf=(--with-terraform /usr/local/bin/terraform)
+  log "building the runner image offline"
+  "$VENV/bin/runyard" runner-image build "${tf[@]}"
+}
+
 ensure_venv() {
   local extras=${1:-}
   if [ ! -x "$VENV/bin/python" ]; then

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError
@@ -129,6 +129,9 @@ class ServerSettings(Settings):
         return (f"http://{host}:{self.port}",)
 
 
+RUNNER_IMAGE = "runyard/runner:latest"
+
+
 class LauncherSettings(Settings):
     """The launcher's settings: flags > ``RUNYARD_*`` variables > ``--config`` YAML > defaults."""
 
@@ -139,19 +142,73 @@ class LauncherSettings(Settings):
     work_dir: Path = Field(
         Path("/tmp/runyard-launcher"), description="where run workspaces are made (and removed)"
     )
-    executor: str = Field("process", description="how runs are isolated: process")
-    heartbeat_interval: Duration = Field(5.0, description="how often the launcher tells the server it is alive")
-    long_poll: Duration = Field(25.0, description="how long one poll for work is held open")
+    executor: Literal["auto", "docker", "process"] = Field(
+        "auto", description="run isolation: docker, process, or auto (docker when an engine answers)"
+    )
+    default_runner_image: str = Field(RUNNER_IMAGE, description="image for stacks that name none")
+    default_ansible_runner_image: str = Field(RUNNER_IMAGE, description="image for ansible stacks that name none")
+    docker_pull: Literal["never", "missing"] = Field(
+        "never", description="pull a runner image missing on this host (never: fail the run at once)"
+    )
+    docker_config_dir: Path | None = Field(None, description="Docker client config dir (registry credentials)")
+    worker_network: str = Field("bridge", description="Docker network of run containers")
+    worker_runtime: str = Field("", description="Docker runtime of run containers (empty: the engine's default)")
+    worker_extra_mounts: CsvList = Field(default_factory=list, description="/host:/container mounts for every run")
+    worker_ro_extra_mounts: CsvList = Field(
+        default_factory=list, description="mounts for read-only runs (proposed, drift detection)"
+    )
+    worker_wo_extra_mounts: CsvList = Field(default_factory=list, description="mounts for write runs (tracked, task)")
+    whitelist_envs: CsvList = Field(
+        default_factory=list,
+        description="launcher variables passed to runs; ro_NAME only to read-only runs, wo_NAME only to write runs",
+    )
     mask_envs: CsvList = Field(
-        default_factory=list, description="launcher variables whose values never appear in logs"
+        default_factory=list, description="launcher variables passed to runs whose values never appear in logs"
+    )
+    sensitive_output_upload_enabled: bool = Field(
+        False, description="upload sensitive outputs (encrypted) for stack dependencies"
     )
     run_logs_on_standard_output_enabled: bool = Field(
         False, description="also write each run log line to stdout as JSON"
     )
+    launcher_run_initialization_policy: Path | None = Field(
+        None, description="Rego file checked before each run; a deny fails the run"
+    )
+    launcher_logs_timeout: Duration = Field(420.0, description="kill a run that printed nothing this long (0: off)")
+    launcher_run_timeout: Duration = Field(4200.0, description="kill a run that runs this long (0: off)")
     debug: bool = Field(False, description="print the exact commands run into the run log")
+    heartbeat_interval: Duration = Field(5.0, description="how often the launcher tells the server it is alive")
+    long_poll: Duration = Field(25.0, description="how long one poll for work is held open")
     disconnect_after_job: bool = Field(False, description="exit after one run")
+    disconnect_after_idle_timeout: Duration = Field(0.0, description="exit after this long without work (0: never)")
+    shutdown_hook_path: Path | None = Field(
+        None, description="executable run at exit with RUNYARD_SHUTDOWN_REASON set"
+    )
+    interruption_grace_period: Duration = Field(
+        120.0, description="on SIGTERM, how long the current run may take to finish before it is stopped"
+    )
 
     def metadata(self, env: Mapping[str, str]) -> dict[str, str]:
         """Worker tags from ``RUNYARD_METADATA_<key>`` variables."""
         prefix = PREFIX + "METADATA_"
         return {k[len(prefix) :]: v for k, v in env.items() if k.startswith(prefix) and len(k) > len(prefix)}
+
+    def passed_env(self, env: Mapping[str, str], writes: bool) -> dict[str, str]:
+        """Launcher variables a run gets, by ``whitelist_envs`` and ``mask_envs``."""
+        out = {}
+        for entry in [*self.whitelist_envs, *self.mask_envs]:
+            name = entry
+            if entry.startswith("ro_"):
+                if writes:
+                    continue
+                name = entry[3:]
+            elif entry.startswith("wo_"):
+                if not writes:
+                    continue
+                name = entry[3:]
+            if name in env:
+                out[name] = env[name]
+        return out
+
+    def mounts(self, writes: bool) -> list[str]:
+        return [*self.worker_extra_mounts, *(self.worker_wo_extra_mounts if writes else self.worker_ro_extra_mounts)]

@@ -8,6 +8,8 @@ import signal
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from runyard.core.states import RunState
 from tests.e2e.conftest import LauncherFactory
 from tests.harness import RUNYARD, PoolCreds, ServerProcess, clean_env, cli, wait_for
@@ -80,10 +82,10 @@ def test_wait_exits_non_zero_when_the_run_fails(server, launcher, tmp_path):
     assert "FAILED: task command exited with code 3" in r.stderr
 
 
-def test_logs_follow_shows_lines_while_the_run_is_still_running(server, launcher, tmp_path):
+def test_logs_follow_shows_lines_while_the_run_is_still_running(server, launcher, tmp_path, sync_dir):
     launcher()
     make_stack(server, tmp_path)
-    go = tmp_path / "go"
+    go = sync_dir / "go"
     cmd = f"echo first-line; while [ ! -e {go} ]; do sleep 0.05; done; echo last-line"
     run_id = cli(server, "run", "task", "s1", "--command", cmd, check=True).stdout.strip()
     follow = subprocess.Popen([*RUNYARD, "run", "logs", run_id, "--follow"], stdout=subprocess.PIPE, text=True,
@@ -105,6 +107,7 @@ def test_logs_follow_shows_lines_while_the_run_is_still_running(server, launcher
         follow.stdout.close()
 
 
+@pytest.mark.parametrize("executor", ["docker", "process"], indirect=True)
 def test_kill_9_of_the_launcher_fails_its_run_as_worker_lost_and_never_reruns_it(server, launcher, tmp_path):
     proc = launcher()
     make_stack(server, tmp_path)
@@ -173,6 +176,7 @@ def test_a_token_or_key_of_another_pool_is_refused(server, pool: PoolCreds, tmp_
         assert client.workers("p1") == []
 
 
+@pytest.mark.parametrize("executor", ["docker", "process"], indirect=True)
 def test_cancel_stops_a_running_run_and_kills_its_processes(server, launcher, tmp_path):
     proc = launcher()
     make_stack(server, tmp_path)
@@ -189,10 +193,10 @@ def test_cancel_stops_a_running_run_and_kills_its_processes(server, launcher, tm
     assert list(proc.work_dir.iterdir()) == []
 
 
-def test_a_server_restart_mid_run_loses_no_log_line(server, launcher, tmp_path):
+def test_a_server_restart_mid_run_loses_no_log_line(server, launcher, tmp_path, sync_dir):
     launcher()
     make_stack(server, tmp_path)
-    go = tmp_path / "go"
+    go = sync_dir / "go"
     cmd = (f"for i in $(seq 1 20); do echo line-$i; done; while [ ! -e {go} ]; do sleep 0.05; done; "
            "for i in $(seq 21 40); do echo line-$i; sleep 0.02; done")
     run_id = cli(server, "run", "task", "s1", "--command", cmd, check=True).stdout.strip()

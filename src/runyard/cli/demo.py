@@ -19,6 +19,7 @@ import runyard
 from runyard.archive import pack_directory
 from runyard.cli.resources import follow_logs
 from runyard.client import Client
+from runyard.config import RUNNER_IMAGE
 from runyard.core.errors import RunyardError, Unavailable
 from runyard.core.states import RunKind, RunState
 from runyard.crypto import generate_key, key_to_pem, make_csr, new_secret
@@ -45,6 +46,13 @@ def wait_for_server(client: Client, proc: subprocess.Popen[bytes], timeout: floa
         except Unavailable:
             time.sleep(0.1)
     raise click.ClickException("the server did not answer within 60s")
+
+
+def pick_executor() -> str:
+    """Docker when an engine answers and the runner image is here; else processes."""
+    from runyard.launcher.executors.docker import image_available
+
+    return "docker" if image_available(RUNNER_IMAGE) else "process"
 
 
 def wait_for_worker(client: Client, pool_id: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
@@ -106,8 +114,10 @@ def demo(example: Path | None, keep: bool) -> None:
         key = generate_key(4096)
         created = client.create_pool("demo", make_csr(key).decode(), "Pool made by `runyard demo`.", ["demo"])
 
-        click.secho("==> starting a launcher for pool 'demo'", bold=True)
+        executor = pick_executor()
+        click.secho(f"==> starting a launcher for pool 'demo' (executor: {executor})", bold=True)
         launcher_env = {
+            "RUNYARD_EXECUTOR": executor,
             **base_env,
             "RUNYARD_TOKEN": created.token,
             "RUNYARD_POOL_PRIVATE_KEY": base64.b64encode(key_to_pem(key)).decode(),

@@ -7,13 +7,17 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
 from runyard import __version__
+from runyard.config import RUNNER_IMAGE, LauncherSettings, Settings
 from runyard.core.errors import RunyardError
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class RunyardGroup(click.Group):
@@ -88,25 +92,39 @@ def keygen(key_path: Path, csr_path: Path, bits: int) -> None:
     click.echo(f"launchers take the key as: RUNYARD_POOL_PRIVATE_KEY=$(base64 -w0 {key_path})")
 
 
+def settings_options(cls: type[Settings], skip: tuple[str, ...] = ()) -> Callable[[F], F]:
+    """One flag per settings field, so every setting can come from a flag."""
+
+    def decorate(fn: F) -> F:
+        for name, info in reversed(list(cls.model_fields.items())):
+            if name in skip:
+                continue
+            flag = "--" + name.replace("_", "-")
+            env = f"RUNYARD_{name.upper()}"
+            if info.annotation is bool:
+                fn = click.option(f"{flag}/--no-{flag[2:]}", name, default=None,
+                                  help=f"{info.description} [env {env}]")(fn)
+            else:
+                fn = click.option(flag, name, default=None, help=f"{info.description} [env {env}]")(fn)
+        return fn
+
+    return decorate
+
+
 @main.command()
 @click.option("--config", "config_file", type=click.Path(path_type=Path, exists=True, dir_okay=False),
-              help="YAML settings file")
+              help="YAML settings file (keys: the setting names below, e.g. launcher_logs_timeout: 7m)")
 @click.option("--explain-config", is_flag=True, help="print each setting, its value and where it came from, then exit")
-@click.option("--work-dir", type=click.Path(path_type=Path), help="where run workspaces are made")
-@click.option("--executor", type=click.Choice(["process"]), help="how runs are isolated")
-@click.option("--heartbeat-interval", help="e.g. 5s")
-@click.option("--disconnect-after-job", is_flag=True, default=None, help="exit after one run")
-@click.option("--debug", is_flag=True, default=None, help="print the exact commands run into the run log")
+@settings_options(LauncherSettings)
 def launcher(config_file: Path | None, explain_config: bool, **flags: Any) -> None:
     """Join a worker pool and execute its runs.
 
     Needs RUNYARD_TOKEN (from `runyard pool create`) and RUNYARD_POOL_PRIVATE_KEY
     (the pool key, base64 on one line). RUNYARD_METADATA_<key> variables become
-    worker tags.
+    worker tags. Every setting comes from a flag, a RUNYARD_* variable or the
+    --config file, in that order.
     """
-    from runyard.config import LauncherSettings
-    from runyard.launcher.executors.process import ProcessExecutor
-    from runyard.launcher.launcher import Launcher, LauncherExit
+    from runyard.launcher.launcher import Launcher, LauncherExit, make_executor
 
     settings, origin = LauncherSettings.resolve(flags, config_file=config_file)
     if explain_config:
@@ -114,10 +132,10 @@ def launcher(config_file: Path | None, explain_config: bool, **flags: Any) -> No
 
         table(["setting", "value", "from"], settings.explain(origin))
         return
-    runner = Launcher(settings, ProcessExecutor())
+    runner = Launcher(settings, make_executor(settings))
 
     def on_signal(signum: int, _frame: Any) -> None:
-        runner.stop("interrupted")
+        runner.interrupt()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
@@ -127,6 +145,29 @@ def launcher(config_file: Path | None, explain_config: bool, **flags: Any) -> No
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
     click.echo(f"launcher exiting: {reason}", err=True)
+
+
+@main.group("runner-image")
+def runner_image() -> None:
+    """Runner images for the Docker executor."""
+
+
+@runner_image.command("build")
+@click.option("--tag", default=RUNNER_IMAGE, show_default=True, help="image tag to build")
+@click.option("--with-terraform", "terraform", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="a static terraform (or tofu) binary on this host to include")
+@click.option("--busybox", type=click.Path(path_type=Path, dir_okay=False), default=Path("/bin/busybox"),
+              show_default=True, help="a static busybox binary (Debian: busybox-static)")
+def runner_image_build(tag: str, terraform: Path | None, busybox: Path) -> None:
+    """Build a runner image offline: no registry, no base image pulled."""
+    from runyard.launcher.executors import ExecutorError
+    from runyard.launcher.executors.docker import build_runner_image
+
+    try:
+        image_id = build_runner_image(tag, busybox, terraform)
+    except ExecutorError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"built {tag} ({image_id[:19]})")
 
 
 def b64_file(path: Path) -> str:

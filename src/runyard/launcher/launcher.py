@@ -6,20 +6,26 @@ import logging
 import os
 import platform
 import queue
+import shutil
+import subprocess
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 
 from runyard import __version__
 from runyard.client import Client
 from runyard.config import LauncherSettings
 from runyard.core.errors import InvalidInput, RunyardError, Unauthorized, Unavailable, WorkerGone
+from runyard.core.masking import check_maskable
 from runyard.crypto import PoolToken, load_cert, load_private_key_b64, same_public_key, sign_challenge
 from runyard.launcher.executors import Executor
-from runyard.launcher.runner import RunAbandoned, RunExecution
+from runyard.launcher.policy import InitializationPolicy
+from runyard.launcher.runner import RunAbandoned, RunContext, RunExecution
 from runyard.wire import AssignmentOut, PollOut
 
 log = logging.getLogger("runyard.launcher")
 BACKOFF_MAX = 5.0
+HOOK_TIMEOUT = 300.0
 
 
 class LauncherExit(Exception):
@@ -30,18 +36,41 @@ class LauncherExit(Exception):
         self.reason = reason
 
 
+def make_executor(settings: LauncherSettings) -> Executor:
+    """The executor the settings ask for; ``auto`` is Docker when an engine answers."""
+    if settings.executor == "process":
+        from runyard.launcher.executors.process import ProcessExecutor
+
+        return ProcessExecutor()
+    from runyard.launcher.executors import ExecutorError
+    from runyard.launcher.executors.docker import DockerExecutor, engine_available
+
+    if settings.executor == "auto" and not engine_available():
+        from runyard.launcher.executors.process import ProcessExecutor
+
+        log.warning("no Docker engine answers: runs execute as local processes (executor: process)")
+        return ProcessExecutor()
+    try:
+        return DockerExecutor(settings.work_dir, settings.worker_network, settings.worker_runtime,
+                              settings.docker_pull, settings.docker_config_dir)
+    except ExecutorError as exc:
+        raise InvalidInput(str(exc)) from exc
+
+
 class Launcher:
-    """One worker slot. ``run()`` blocks until ``stop()`` or a reason to exit."""
+    """One worker slot. ``run()`` blocks until there is a reason to exit."""
 
     def __init__(
         self,
         settings: LauncherSettings,
         executor: Executor,
         env: Mapping[str, str] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
         self.executor = executor
         self.env = dict(os.environ if env is None else env)
+        self.clock = clock
         if not settings.token.get_secret_value():
             raise InvalidInput("no pool token: set RUNYARD_TOKEN (printed by `runyard pool create`)")
         if not settings.pool_private_key.get_secret_value():
@@ -52,21 +81,48 @@ class Launcher:
             raise InvalidInput(
                 "RUNYARD_POOL_PRIVATE_KEY does not match the pool token: use the key whose CSR made this pool"
             )
-        self.mask_values = [self.env[name] for name in settings.mask_envs if self.env.get(name)]
+        for name in settings.mask_envs:
+            if self.env.get(name):
+                check_maskable(name, self.env[name])
+        self.policy = (
+            InitializationPolicy(settings.launcher_run_initialization_policy)
+            if settings.launcher_run_initialization_policy else None
+        )
+        if settings.shutdown_hook_path and not os.access(settings.shutdown_hook_path, os.X_OK):
+            raise InvalidInput(f"shutdown hook {settings.shutdown_hook_path} is not an executable file")
         self.client = Client(self.token.endpoints, timeout=30)
         self.worker_id = ""
-        self._stopping = threading.Event()
+        self._stopping = threading.Event()  # take no new work
+        self._done = threading.Event()  # the loop has ended: heartbeats end too
         self._current: RunExecution | None = None
         self._exit_reason = ""
+        self._interrupts = 0
+        self._grace_timer: threading.Timer | None = None
+        self._idle_since = clock()
 
     # life cycle -----------------------------------------------------------------
 
-    def stop(self, reason: str = "interrupted") -> None:
-        """Take no more work; the current run is stopped too."""
+    def stop(self, reason: str) -> None:
+        """Take no new work; the current run may finish (cycle, idle, job done)."""
         self._exit_reason = self._exit_reason or reason
         self._stopping.set()
-        if self._current is not None:
-            self._current.request_stop(reason)
+
+    def interrupt(self) -> None:
+        """SIGTERM: stop taking work at once; the current run gets the grace
+        period to finish, then is stopped. A second interrupt stops it now."""
+        self._interrupts += 1
+        self.stop("interrupted")
+        current = self._current
+        if current is None:
+            return
+        if self._interrupts > 1:
+            current.request_stop("interrupted")
+        elif self._grace_timer is None:
+            grace = self.settings.interruption_grace_period
+            log.warning("interrupted: the current run has %.0fs to finish", grace)
+            self._grace_timer = threading.Timer(grace, current.request_stop, ["interrupted"])
+            self._grace_timer.daemon = True
+            self._grace_timer.start()
 
     def _sleep(self, seconds: float) -> None:
         self._stopping.wait(seconds)
@@ -84,7 +140,7 @@ class Launcher:
                         "challenge": challenge,
                         "signature": sign_challenge(self.key, challenge),
                         "metadata": self.settings.metadata(self.env),
-                        "version": f"{__version__} ({platform.system().lower()})",
+                        "version": f"{__version__} ({platform.system().lower()}, {self.executor.name})",
                     }
                 )
             except Unavailable as exc:
@@ -92,62 +148,91 @@ class Launcher:
                 self._sleep(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
                 continue
-            except Unauthorized as exc:
+            except (Unauthorized, InvalidInput, WorkerGone) as exc:
                 raise LauncherExit("error", f"registration refused: {exc}") from exc
             self.client.credential = reply.token
             self.worker_id = reply.worker_id
-            log.info("registered as worker %s in pool %s", reply.worker_id, self.token.pool_id)
+            log.info("registered as worker %s in pool %s (executor %s)", reply.worker_id, self.token.pool_id,
+                     self.executor.name)
             return
 
+    def _remove_leftovers(self) -> None:
+        """Containers and workspaces a previous life of this launcher left behind."""
+        removed = self.executor.remove_leftovers()
+        if removed:
+            log.warning("removed %d container(s) left by a previous launcher", removed)
+        if self.settings.work_dir.is_dir():
+            for stale in self.settings.work_dir.glob("run-*"):
+                shutil.rmtree(stale, ignore_errors=True)
+
     def run(self) -> str:
-        """Work until told to stop; returns the reason the launcher exits."""
-        self.register()
-        beat = threading.Thread(target=self._heartbeats, name="heartbeat", daemon=True)
-        beat.start()
-        backoff = 0.2
+        """Work until there is a reason to stop; returns that reason."""
         try:
-            while not self._stopping.is_set():
-                try:
-                    poll = self._poll()
-                    if poll is None:
-                        break
-                except Unavailable as exc:
-                    log.warning("server unavailable, retrying: %s", exc)
-                    self._sleep(backoff)
-                    backoff = min(backoff * 2, BACKOFF_MAX)
-                    continue
-                except WorkerGone:
-                    log.warning("the server removed this worker; registering again")
-                    self.register()
-                    continue
-                except Unauthorized as exc:
-                    raise LauncherExit("error", str(exc)) from exc
-                backoff = 0.2
-                if poll.exit_reason:
-                    self.stop(poll.exit_reason)
-                    break
-                if poll.assignment is None:
-                    continue
-                self._execute(poll.assignment)
-                if self.settings.disconnect_after_job:
-                    self.stop("job-finished")
+            self._remove_leftovers()
+            self.register()
+            beat = threading.Thread(target=self._heartbeats, name="heartbeat", daemon=True)
+            beat.start()
+            self._loop()
+        except LauncherExit as exc:
+            self._exit_reason = exc.reason
+            self._stopping.set()
+            raise
         finally:
             self._stopping.set()
+            self._done.set()
+            if self._grace_timer is not None:
+                self._grace_timer.cancel()
             self._leave()
+            self._shutdown_hook(self._exit_reason or "interrupted")
         return self._exit_reason or "interrupted"
 
-    def _poll(self) -> PollOut | None:
-        """One long poll, given up at once when the launcher is told to stop.
+    def _loop(self) -> None:
+        backoff = 0.2
+        while not self._stopping.is_set():
+            try:
+                poll = self._poll()
+                if poll is None:
+                    break
+            except Unavailable as exc:
+                log.warning("server unavailable, retrying: %s", exc)
+                self._sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX)
+                continue
+            except WorkerGone:
+                log.warning("the server removed this worker; registering again")
+                self.register()
+                continue
+            except Unauthorized as exc:
+                raise LauncherExit("error", str(exc)) from exc
+            backoff = 0.2
+            if poll.exit_reason:
+                self.stop(poll.exit_reason)
+                break
+            if poll.assignment is None:
+                continue
+            self._execute(poll.assignment)
+            self._idle_since = self.clock()
+            if self.settings.disconnect_after_job:
+                self.stop("job-finished")
 
-        The request runs in its own thread so a stop does not wait for the
-        server's answer. A run the server assigned meanwhile is requeued when
-        this worker deregisters: it was never started.
-        """
+    def _idle_expired(self) -> bool:
+        limit = self.settings.disconnect_after_idle_timeout
+        return bool(limit) and self.clock() - self._idle_since >= limit
+
+    def _poll(self) -> PollOut | None:
+        """One long poll, given up at once when the launcher stops or its idle
+        time runs out. The request runs in its own thread so neither waits for
+        the server's answer; a run the server assigned meanwhile is requeued
+        when this worker deregisters, as it was never started."""
         box: queue.Queue[PollOut | BaseException] = queue.Queue(maxsize=1)
+        wait = self.settings.long_poll
+        if self.settings.disconnect_after_idle_timeout:
+            remaining = self.settings.disconnect_after_idle_timeout - (self.clock() - self._idle_since)
+            wait = max(0.0, min(wait, remaining))
 
         def call() -> None:
             try:
-                box.put(self.client.poll(self.settings.long_poll))
+                box.put(self.client.poll(wait))
             except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
                 box.put(exc)
 
@@ -159,20 +244,26 @@ class Launcher:
                 continue
             if isinstance(result, BaseException):
                 raise result
+            if result.assignment is None and self._idle_expired():
+                self.stop("idle")
+                return None
             return result
         return None
 
     def _execute(self, assignment: AssignmentOut) -> None:
-        execution = RunExecution(
-            self.client,
-            self.executor,
-            assignment,
-            self.settings.work_dir,
-            self.mask_values,
-            stdout_json=self.settings.run_logs_on_standard_output_enabled,
-            debug=self.settings.debug,
+        ctx = RunContext(
+            client=self.client,
+            executor=self.executor,
+            settings=self.settings,
+            env=self.env,
+            worker={"id": self.worker_id, "pool_id": self.token.pool_id,
+                    "metadata": self.settings.metadata(self.env), "executor": self.executor.name},
+            policy=self.policy,
         )
+        execution = RunExecution(ctx, assignment)
         self._current = execution
+        if self._stopping.is_set() and self._exit_reason == "interrupted":
+            self.interrupt()  # a run assigned as SIGTERM arrived gets the same grace
         log.info("run %s of stack %s started", assignment.run.id, assignment.stack.name)
         try:
             state = execution.execute()
@@ -183,7 +274,8 @@ class Launcher:
             self._current = None
 
     def _heartbeats(self) -> None:
-        while not self._stopping.wait(self.settings.heartbeat_interval):
+        # Heartbeats go on while a run finishes after a stop (cycle, SIGTERM).
+        while not self._done.wait(self.settings.heartbeat_interval):
             try:
                 reply = self.client.heartbeat()
             except (Unavailable, WorkerGone):
@@ -195,7 +287,7 @@ class Launcher:
             if reply.stop_run and current is not None:
                 current.request_stop("stopped by user")
             if reply.exit_reason:
-                self._exit_reason = self._exit_reason or reply.exit_reason
+                self.stop(reply.exit_reason)
 
     def _leave(self) -> None:
         if not self.worker_id:
@@ -204,3 +296,15 @@ class Launcher:
             self.client.deregister(self._exit_reason or "launcher exited")
         except RunyardError as exc:
             log.info("could not deregister: %s", exc)
+
+    def _shutdown_hook(self, reason: str) -> None:
+        hook = self.settings.shutdown_hook_path
+        if hook is None:
+            return
+        env = {**self.env, "RUNYARD_SHUTDOWN_REASON": reason, "RUNYARD_WORKER_ID": self.worker_id}
+        try:
+            proc = subprocess.run([str(hook)], env=env, timeout=HOOK_TIMEOUT, check=False)
+            if proc.returncode != 0:
+                log.warning("shutdown hook %s exited with %d", hook, proc.returncode)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            log.warning("shutdown hook %s failed: %s", hook, exc)

@@ -1,4 +1,6 @@
-"""Executors run one step of a run somewhere isolated and stream its output."""
+"""Executors isolate runs. Each run opens one session (one container, for
+Docker); the run's phases and hooks execute inside it, one command at a time;
+closing the session removes everything the run left behind."""
 
 from __future__ import annotations
 
@@ -10,27 +12,62 @@ from typing import Protocol
 
 
 @dataclass(frozen=True)
-class Step:
-    """One command of a run, in the run's workspace."""
+class RunSpec:
+    """What an executor needs to isolate one run."""
 
-    command: str
-    workspace: Path  # the run's workspace on this host
-    workdir: str  # relative to the workspace: the stack's project root
+    run_id: str
+    stack_id: str
+    workspace: Path  # on this host
+    image: str  # for container executors
     env: dict[str, str] = field(default_factory=dict)
-    image: str = ""  # for container executors
+    writes: bool = False  # tracked runs and tasks; read-only runs get other mounts and variables
+    mounts: tuple[str, ...] = ()  # "/host:/container[:ro]"
 
 
 class StepStopped(Exception):
-    """The step was killed because its run was asked to stop."""
+    """The command was killed because its run was asked to stop."""
+
+
+class ExecutorError(Exception):
+    """The run cannot be isolated as asked (missing image, bad mount); it fails with this message."""
 
 
 Output = Callable[[str], None]
 
 
-class Executor(Protocol):
-    """Runs steps. ``run`` returns the exit code, or raises :class:`StepStopped`
-    when ``stop`` is set while it runs (after killing everything it started)."""
+class Session(Protocol):
+    """One run's isolated environment."""
 
+    def run(self, command: str, workdir: str, output: Output, stop: threading.Event) -> int:
+        """Run ``command`` in ``workdir`` (relative to the workspace); stream its
+        output; return its exit code, or raise :class:`StepStopped` once ``stop``
+        is set (after killing what it started)."""
+        ...
+
+    def describe(self, command: str, workdir: str) -> str:
+        """The exact command line that :meth:`run` executes (for debug logs)."""
+        ...
+
+    def close(self) -> None:
+        """Kill and remove whatever the run left running."""
+        ...
+
+
+class Executor(Protocol):
     name: str
 
-    def run(self, step: Step, output: Output, stop: threading.Event) -> int: ...
+    def open(self, spec: RunSpec) -> Session: ...
+
+    def remove_leftovers(self) -> int:
+        """Remove what a previous life of this launcher left behind; returns how many."""
+        ...
+
+
+def parse_mount(entry: str) -> tuple[str, str, bool]:
+    """``/host:/container[:ro|:rw]`` -> (host, container, read_only)."""
+    parts = entry.split(":")
+    if len(parts) not in (2, 3) or not parts[0].startswith("/") or not parts[1].startswith("/"):
+        raise ExecutorError(f"mount {entry!r} is not /host/path:/container/path[:ro]")
+    if len(parts) == 3 and parts[2] not in ("ro", "rw"):
+        raise ExecutorError(f"mount {entry!r}: the mode must be ro or rw")
+    return parts[0], parts[1], len(parts) == 3 and parts[2] == "ro"

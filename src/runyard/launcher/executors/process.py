@@ -1,4 +1,4 @@
-"""Runs steps as local processes: for hosts without a container engine."""
+"""Runs as local processes: for hosts without a container engine."""
 
 from __future__ import annotations
 
@@ -7,20 +7,20 @@ import contextlib
 import ctypes
 import os
 import selectors
+import shlex
 import signal
 import subprocess
 import threading
 
-from runyard.launcher.executors import Output, Step, StepStopped
+from runyard.launcher.executors import Output, RunSpec, StepStopped
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 KILL_GRACE = 5.0
 
-
-# The step runs under a small supervisor shell that leads its own process
+# Each command runs under a small supervisor shell that leads its own process
 # group. When the launcher dies (even by SIGKILL) the kernel sends the
 # supervisor SIGTERM (PR_SET_PDEATHSIG), and it kills the whole group: the
-# step's children and grandchildren do not outlive the launcher.
+# command's children and grandchildren do not outlive the launcher.
 SUPERVISOR = 'trap "kill -KILL 0" TERM HUP; /bin/sh -c "$1" & wait $!'
 
 
@@ -30,16 +30,33 @@ def _die_with_parent() -> None:
 
 
 class ProcessExecutor:
-    """Each step is ``sh -c COMMAND`` in its own session, with a clean environment."""
+    """Commands are ``sh -c`` in their own session, with a clean environment."""
 
     name = "process"
 
-    def run(self, step: Step, output: Output, stop: threading.Event) -> int:
-        env = {"PATH": DEFAULT_PATH, "HOME": str(step.workspace), **step.env}
+    def open(self, spec: RunSpec) -> ProcessSession:
+        return ProcessSession(spec)
+
+    def remove_leftovers(self) -> int:
+        return 0  # process groups die with their launcher
+
+
+class ProcessSession:
+    def __init__(self, spec: RunSpec) -> None:
+        self.spec = spec
+        self.env = {"PATH": DEFAULT_PATH, "HOME": str(spec.workspace), **spec.env}
+
+    def describe(self, command: str, workdir: str) -> str:
+        return f"(cd {shlex.quote(str(self.spec.workspace / workdir))} && /bin/sh -c {shlex.quote(command)})"
+
+    def close(self) -> None:
+        pass
+
+    def run(self, command: str, workdir: str, output: Output, stop: threading.Event) -> int:
         proc = subprocess.Popen(
-            ["/bin/sh", "-c", SUPERVISOR, "runyard-step", step.command],
-            cwd=step.workspace / step.workdir,
-            env=env,
+            ["/bin/sh", "-c", SUPERVISOR, "runyard-step", command],
+            cwd=self.spec.workspace / workdir,
+            env=self.env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
