@@ -14,7 +14,14 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, V
 from runyard.core.durations import parse_duration
 from runyard.core.errors import InvalidInput
 
-Duration = Annotated[float, BeforeValidator(parse_duration)]
+def _duration(value: Any) -> float:
+    try:
+        return parse_duration(value)
+    except InvalidInput as exc:
+        raise ValueError(exc.message) from exc  # pydantic reports it with the field's name
+
+
+Duration = Annotated[float, BeforeValidator(_duration)]
 PREFIX = "RUNYARD_"
 
 S = TypeVar("S", bound="Settings")
