@@ -14,6 +14,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, V
 from runyard.core.durations import parse_duration
 from runyard.core.errors import InvalidInput
 
+
 def _duration(value: Any) -> float:
     try:
         return parse_duration(value)

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import signal
 import subprocess
 import textwrap
 import urllib.parse
 from pathlib import Path
-
-import pytest
 
 from runyard.core.states import RunState
 from tests.e2e.conftest import LauncherFactory
@@ -151,7 +148,8 @@ def test_mounts_and_whitelisted_variables_follow_read_only_and_write_runs(server
     assert "S=shared R= W=writer U=" in wo_text
 
 
-PEM = "-----BEGIN TEST KEY-----\nQUJDREVGR0hJSktMTU5PUFFSU1RVVldY\nWVphYmNkZWZnaGlqa2xtbm9wcXJzdHV2\n-----END TEST KEY-----"
+PEM = ("-----BEGIN TEST KEY-----\nQUJDREVGR0hJSktMTU5PUFFSU1RVVldY\n"
+       "WVphYmNkZWZnaGlqa2xtbm9wcXJzdHV2\n-----END TEST KEY-----")
 
 
 def test_secrets_are_masked_in_every_form_in_stored_logs_and_stdout_json(server, launcher, tmp_path, sync_dir):
