@@ -33,6 +33,7 @@ from runyard.wire import (
     LogLineIO,
     LogsAck,
     LogsOut,
+    OutputIO,
     PollOut,
     PoolCreated,
     PoolOut,
@@ -40,6 +41,7 @@ from runyard.wire import (
     RunOut,
     StackCreate,
     StackOut,
+    StateVersionOut,
     UploadOut,
     WorkerOut,
 )
@@ -174,6 +176,27 @@ class Client:
     def cancel(self, run_id: str) -> RunOut:
         return self._post(f"{API}/runs/{run_id}/cancel", RunOut)
 
+    def confirm(self, run_id: str) -> RunOut:
+        return self._post(f"{API}/runs/{run_id}/confirm", RunOut)
+
+    def discard(self, run_id: str) -> RunOut:
+        return self._post(f"{API}/runs/{run_id}/discard", RunOut)
+
+    def outputs(self, stack: str) -> list[OutputIO]:
+        return [OutputIO.model_validate(o) for o in self.request("GET", f"{API}/stacks/{stack}/outputs").json()]
+
+    def state_versions(self, stack: str) -> list[StateVersionOut]:
+        rows = self.request("GET", f"{API}/stacks/{stack}/state/versions").json()
+        return [StateVersionOut.model_validate(v) for v in rows]
+
+    def state(self, stack: str, version: int | None = None) -> bytes:
+        if version is None:
+            response = self.request("GET", f"{API}/stacks/{stack}/state")
+            if response.status_code == 204:
+                raise NotFound(f"stack {stack!r} has no state yet")
+            return response.content
+        return self.request("GET", f"{API}/stacks/{stack}/state/versions/{version}").content
+
     def logs(self, run_id: str, after: int = 0, wait: float = 0) -> LogsOut:
         return self._get(
             f"{API}/runs/{run_id}/logs", LogsOut, params={"after": after, "wait": wait}, timeout=wait + 30
@@ -196,9 +219,23 @@ class Client:
     def poll(self, wait: float) -> PollOut:
         return self._post(f"{API}/worker/poll", PollOut, params={"wait": wait}, timeout=wait + 30)
 
-    def report(self, run_id: str, lease: int, state: RunState, note: str = "") -> RunOut:
-        body = {"lease": lease, "state": state.value, "note": note}
+    def report(
+        self, run_id: str, lease: int, state: RunState, note: str = "", changes: dict[str, int] | None = None
+    ) -> RunOut:
+        body = {"lease": lease, "state": state.value, "note": note, "changes": changes}
         return self._post(f"{API}/worker/runs/{run_id}/transition", RunOut, body)
+
+    def put_workspace(self, run_id: str, lease: int, sealed: bytes) -> None:
+        self.request("PUT", f"{API}/worker/runs/{run_id}/workspace", params={"lease": lease}, content=sealed,
+                     headers={"Content-Type": "application/octet-stream"}, timeout=300)
+
+    def get_workspace(self, run_id: str, lease: int) -> bytes:
+        return self.request("GET", f"{API}/worker/runs/{run_id}/workspace", params={"lease": lease},
+                            timeout=300).content
+
+    def put_outputs(self, run_id: str, lease: int, outputs: Sequence[OutputIO]) -> None:
+        body = {"lease": lease, "outputs": [o.model_dump(mode="json") for o in outputs]}
+        self.request("POST", f"{API}/worker/runs/{run_id}/outputs", json=body)
 
     def send_logs(self, run_id: str, lease: int, lines: Sequence[LogLine]) -> LogsAck:
         body = {"lease": lease, "lines": [LogLineIO(seq=ln.seq, ts=ln.ts, msg=ln.msg).model_dump() for ln in lines]}

@@ -126,6 +126,7 @@ class ServerSettings(Settings):
     worker_lost_after: Duration = Field(60.0, description="a worker silent this long is lost")
     reaper_interval: Duration = Field(2.0, description="how often lost workers are looked for")
     long_poll: Duration = Field(25.0, description="how long a worker's poll for work is held open")
+    drift_interval: Duration = Field(15.0, description="how often drift-detection schedules are checked")
 
     def db_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'runyard.db').resolve()}"

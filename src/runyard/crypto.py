@@ -254,3 +254,70 @@ def hash_secret(value: str) -> str:
 
 def new_secret(prefix: str) -> str:
     return prefix + base64.b32encode(os.urandom(20)).decode().rstrip("=").lower()
+
+
+# Envelope encryption: what passes between plan and apply, and secrets, are
+# sealed to a pool's public key. A fresh AES-256-GCM key per message, wrapped
+# with RSA-OAEP; ``context`` (a run or variable id) is bound as associated
+# data, so a blob moved to another run does not open.
+
+_SEAL_MAGIC = b"RYS1"
+_OAEP = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
+
+
+class SealError(Exception):
+    """A sealed blob does not open: tampered, foreign, or for another key."""
+
+
+def public_key_of(cert_pem: str) -> rsa.RSAPublicKey:
+    public = load_cert(cert_pem).public_key()
+    if not isinstance(public, rsa.RSAPublicKey):
+        raise InvalidInput("the pool certificate does not hold an RSA key")
+    return public
+
+
+def seal(public: rsa.RSAPublicKey, data: bytes, context: str) -> bytes:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    key = AESGCM.generate_key(bit_length=256)
+    nonce = os.urandom(12)
+    wrapped = public.encrypt(key, _OAEP)
+    body = AESGCM(key).encrypt(nonce, data, context.encode())
+    return _SEAL_MAGIC + len(wrapped).to_bytes(2, "big") + wrapped + nonce + body
+
+
+def unseal(key: rsa.RSAPrivateKey, blob: bytes, context: str) -> bytes:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    if not blob.startswith(_SEAL_MAGIC) or len(blob) < 6:
+        raise SealError("not a runyard sealed blob")
+    size = int.from_bytes(blob[4:6], "big")
+    wrapped, nonce, body = blob[6 : 6 + size], blob[6 + size : 18 + size], blob[18 + size :]
+    try:
+        aes_key = key.decrypt(wrapped, _OAEP)
+        return AESGCM(aes_key).decrypt(nonce, body, context.encode())
+    except (ValueError, InvalidSignature) as exc:
+        raise SealError("cannot open: sealed for another pool's key, or tampered with") from exc
+    except Exception as exc:
+        raise SealError("cannot open: sealed for another run, or tampered with") from exc
+
+
+def secret_context(stack_id: str, name: str) -> str:
+    """What a sealed stack secret is bound to: it opens only as this variable."""
+    return f"stack:{stack_id}:var:{name}"
+
+
+def workspace_context(run_id: str) -> str:
+    return f"run:{run_id}:workspace"
+
+
+def seal_text(public: rsa.RSAPublicKey, text: str, context: str) -> str:
+    return base64.b64encode(seal(public, text.encode(), context)).decode()
+
+
+def unseal_text(key: rsa.RSAPrivateKey, sealed_b64: str, context: str) -> str:
+    try:
+        blob = base64.b64decode(sealed_b64, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise SealError("not base64") from exc
+    return unseal(key, blob, context).decode()

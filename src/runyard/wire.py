@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -108,6 +109,8 @@ class StackCreate(BaseModel):
     env: list[EnvVarIO] = []
     labels: list[str] = []
     autodeploy: bool = True
+    hooks: dict[str, list[str]] = Field(default_factory=dict, description="before_init, after_plan, ... -> commands")
+    drift_schedule: str = Field("", description="cron schedule of drift-detection runs")
 
     def env_domain(self) -> tuple[EnvVar, ...]:
         return tuple(EnvVar(e.name, e.value, e.secret) for e in self.env)
@@ -126,9 +129,13 @@ class StackOut(BaseModel):
     labels: list[str]
     autodeploy: bool
     created_at: datetime
+    hooks: dict[str, list[str]] = {}
+    drift_schedule: str = ""
 
     @classmethod
     def of(cls, s: Stack, reveal_secrets: bool = False) -> StackOut:
+        """``reveal_secrets``: include secret values as stored (sealed to the
+        pool's key), for the pool's workers only."""
         return cls(
             id=s.id,
             name=s.name,
@@ -145,6 +152,8 @@ class StackOut(BaseModel):
             labels=list(s.labels),
             autodeploy=s.autodeploy,
             created_at=s.created_at,
+            hooks={k: list(v) for k, v in s.hooks.items()},
+            drift_schedule=s.drift_schedule,
         )
 
 
@@ -179,9 +188,11 @@ class RunOut(BaseModel):
     created_at: datetime
     updated_at: datetime
     transitions: list[TransitionOut]
+    changes: dict[str, int] | None = Field(None, description="the plan's add / change / destroy counts")
+    waiting_for: str = Field("", description="why a queued run has not started")
 
     @classmethod
-    def of(cls, r: Run) -> RunOut:
+    def of(cls, r: Run, waiting_for: str = "") -> RunOut:
         return cls(
             id=r.id,
             stack_id=r.stack_id,
@@ -195,6 +206,8 @@ class RunOut(BaseModel):
             created_at=r.created_at,
             updated_at=r.updated_at,
             transitions=[TransitionOut(state=t.state, at=t.at, note=t.note) for t in r.transitions],
+            changes=r.changes,
+            waiting_for=waiting_for,
         )
 
 
@@ -245,8 +258,10 @@ class HeartbeatOut(BaseModel):
 
 class AssignmentOut(BaseModel):
     run: RunOut
-    stack: StackOut = Field(description="with secret values: only the holding worker sees them")
+    stack: StackOut = Field(description="secret values sealed to the pool's key")
     lease: int
+    run_token: str = Field("", description="the run's credential for its stack's state backend")
+    log_seq: int = Field(0, description="the last log line stored: a resumed run numbers on from it")
 
 
 class PollOut(BaseModel):
@@ -258,6 +273,7 @@ class ReportIn(BaseModel):
     lease: int
     state: RunState
     note: str = ""
+    changes: dict[str, int] | None = None
 
 
 class LogsIn(BaseModel):
@@ -267,3 +283,28 @@ class LogsIn(BaseModel):
 
 class LogsAck(BaseModel):
     stop_run: bool
+
+
+class OutputIO(BaseModel):
+    name: str
+    value: Any = Field(None, description="the value; null for sensitive outputs")
+    sensitive: bool = False
+    sealed: str | None = Field(None, description="sensitive outputs: sealed to the pool's key (base64)")
+
+
+class OutputsIn(BaseModel):
+    lease: int
+    outputs: list[OutputIO]
+
+
+class StateVersionOut(BaseModel):
+    version: int
+    serial: int
+    lineage: str
+    run_id: str | None
+    created_at: datetime
+
+    @classmethod
+    def of(cls, v: Any) -> StateVersionOut:
+        return cls(version=v.version, serial=v.serial, lineage=v.lineage, run_id=v.run_id,
+                   created_at=datetime.fromtimestamp(v.created_at, UTC))

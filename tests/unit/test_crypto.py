@@ -96,3 +96,23 @@ def test_challenges_expire_and_are_bound_to_their_pool():
         crypto.check_challenge(secret, challenge, "P2", now=1000.0)
     with pytest.raises(Unauthorized, match="not issued for this pool"):
         crypto.check_challenge(b"x" * 32, challenge, "P1", now=1000.0)
+
+
+def test_sealed_blobs_open_only_with_the_pool_key_and_their_context(pool_key, other_key):
+    blob = crypto.seal(pool_key.public_key(), b"plan file bytes", "run-1")
+    assert b"plan file bytes" not in blob
+    assert crypto.unseal(pool_key, blob, "run-1") == b"plan file bytes"
+    with pytest.raises(crypto.SealError):
+        crypto.unseal(other_key, blob, "run-1")
+    with pytest.raises(crypto.SealError):
+        crypto.unseal(pool_key, blob, "run-2")  # moved to another run
+    tampered = bytearray(blob)
+    tampered[-5] ^= 1
+    with pytest.raises(crypto.SealError):
+        crypto.unseal(pool_key, bytes(tampered), "run-1")
+
+
+def test_sealed_text_round_trips(pool_key):
+    sealed = crypto.seal_text(pool_key.public_key(), "s3cr3t", "stack:TOKEN")
+    assert "s3cr3t" not in sealed
+    assert crypto.unseal_text(pool_key, sealed, "stack:TOKEN") == "s3cr3t"

@@ -51,6 +51,17 @@ class AlreadyExists(Conflict):
     code = "exists"
 
 
+class Locked(Conflict):
+    """The state is locked by someone else; ``document`` is the holder's lock."""
+
+    http_status = 423
+    code = "locked"
+
+    def __init__(self, message: str, document: dict[str, object]) -> None:
+        super().__init__(message)
+        self.document = document
+
+
 class StaleLease(Conflict):
     """A worker reported on a run it no longer holds."""
 

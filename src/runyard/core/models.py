@@ -62,6 +62,9 @@ class Worker:
 
 @dataclass(frozen=True)
 class EnvVar:
+    """A stack variable. A secret one's ``value`` is sealed to the pool's key
+    on the server (base64); only the pool's workers can open it."""
+
     name: str
     value: str
     secret: bool = False
@@ -93,9 +96,8 @@ class Stack:
     labels: tuple[str, ...]
     autodeploy: bool
     created_at: datetime
-
-    def secret_values(self) -> list[str]:
-        return [v.value for v in self.env if v.secret]
+    hooks: dict[str, tuple[str, ...]] = field(default_factory=dict)  # before_init, after_plan, ...
+    drift_schedule: str = ""  # cron; empty: no drift detection
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,8 @@ class Run:
     created_at: datetime
     updated_at: datetime
     transitions: tuple[Transition, ...] = field(default=())
+    changes: dict[str, int] | None = None  # the plan's add / change / destroy counts
+    has_workspace: bool = False  # an encrypted workspace waits for the apply
 
     def entered(self, state: RunState) -> datetime | None:
         """When the run first reached ``state``."""

@@ -256,6 +256,7 @@ class Launcher:
             executor=self.executor,
             settings=self.settings,
             env=self.env,
+            key=self.key,
             worker={"id": self.worker_id, "pool_id": self.token.pool_id,
                     "metadata": self.settings.metadata(self.env), "executor": self.executor.name},
             policy=self.policy,

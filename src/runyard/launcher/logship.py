@@ -34,6 +34,7 @@ class LogShipper:
         on_stop_requested: Callable[[], None],
         stdout_json: bool = False,
         clock: Callable[[], float] = time.time,
+        start_seq: int = 0,
     ) -> None:
         self.client = client
         self.run_id = run_id
@@ -43,7 +44,7 @@ class LogShipper:
         self.stdout_json = stdout_json
         self.clock = clock
         self._pending: list[LogLine] = []
-        self._seq = 0
+        self._seq = start_seq  # a resumed run (apply after confirm) numbers on
         self._cond = threading.Condition()
         self._closed = False
         self._failure: BaseException | None = None

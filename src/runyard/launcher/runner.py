@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from runyard.client import Client
 from runyard.config import LauncherSettings
@@ -17,16 +20,27 @@ from runyard.core.durations import format_duration
 from runyard.core.errors import Conflict, RunyardError, Unauthorized, Unavailable, WorkerGone
 from runyard.core.masking import StreamMasker
 from runyard.core.models import Tool
-from runyard.core.states import RunState
+from runyard.core.states import RunKind, RunState
+from runyard.crypto import SealError, seal, seal_text, secret_context, unseal, unseal_text, workspace_context
 from runyard.launcher import workspace
 from runyard.launcher.executors import Executor, ExecutorError, RunSpec, Session, StepStopped
 from runyard.launcher.logship import LogShipper
 from runyard.launcher.policy import InitializationPolicy
-from runyard.launcher.workflows import shell_phases
-from runyard.wire import AssignmentOut
+from runyard.launcher.workflows import (
+    OUTPUTS_JSON,
+    PLAN_JSON,
+    ToolCommands,
+    commands_for,
+    count_changes,
+    prepare_terraform,
+    state_env,
+)
+from runyard.launcher.workspace import pack_tree, unpack_tree
+from runyard.wire import AssignmentOut, OutputIO
 
 log = logging.getLogger("runyard.launcher")
 BACKOFF_MAX = 5.0
+T = TypeVar("T")
 
 
 class RunAbandoned(Exception):
@@ -41,9 +55,13 @@ class RunContext:
     executor: Executor
     settings: LauncherSettings
     env: dict[str, str]  # the launcher's own environment
+    key: rsa.RSAPrivateKey  # the pool's private key: opens secrets and saved workspaces
     worker: dict[str, Any] = field(default_factory=dict)  # id, pool, metadata: policy input
     policy: InitializationPolicy | None = None
     clock: Callable[[], float] = time.monotonic
+
+    def pool_public_key(self) -> rsa.RSAPublicKey:
+        return self.key.public_key()
 
 
 class RunExecution:
@@ -59,15 +77,35 @@ class RunExecution:
         self.stop = threading.Event()
         self.stop_reason = "stopped by user"
         self.stop_state = RunState.STOPPED
+        self.unopened: list[str] = []
+        self.run_token = assignment.run_token
         self.passed_env = ctx.settings.passed_env(ctx.env, self.run.kind.writes)
+        self.variables, secrets = self._open_variables()
         mask = [ctx.env[n] for n in ctx.settings.mask_envs if ctx.env.get(n)]
-        self.masker = StreamMasker([e.value for e in self.stack.env if e.secret] + mask)
+        self.masker = StreamMasker([*secrets, *mask, self.run_token])
         self.shipper = LogShipper(
             ctx.client, self.run.id, self.stack.id, self.lease, self.request_stop,
-            stdout_json=ctx.settings.run_logs_on_standard_output_enabled,
+            stdout_json=ctx.settings.run_logs_on_standard_output_enabled, start_seq=assignment.log_seq,
         )
         self.started = ctx.clock()
         self.last_output = self.started
+
+    def _open_variables(self) -> tuple[dict[str, str], list[str]]:
+        """The stack's variables, secret ones unsealed with the pool's key."""
+        values, secrets = {}, []
+        for var in self.stack.env:
+            if not var.secret:
+                values[var.name] = var.value
+                continue
+            try:
+                values[var.name] = unseal_text(self.ctx.key, var.value, secret_context(self.stack.id, var.name))
+            except SealError:
+                # Not ours to open (another pool's key?): the run must not start with it.
+                values[var.name] = ""
+                self.unopened.append(var.name)
+                continue
+            secrets.append(values[var.name])
+        return values, secrets
 
     def request_stop(self, reason: str = "stopped by user", state: RunState = RunState.STOPPED) -> None:
         if not self.stop.is_set():
@@ -94,11 +132,11 @@ class RunExecution:
 
     # reports ------------------------------------------------------------------
 
-    def report(self, state: RunState, note: str = "") -> None:
+    def report(self, state: RunState, note: str = "", changes: dict[str, int] | None = None) -> None:
         backoff = 0.2
         while True:
             try:
-                self.client.report(self.run.id, self.lease, state, note)
+                self.client.report(self.run.id, self.lease, state, note, changes)
                 return
             except Unavailable as exc:
                 log.warning("reporting %s for run %s failed, retrying: %s", state.value, self.run.id, exc)
@@ -107,16 +145,16 @@ class RunExecution:
             except (Conflict, WorkerGone, Unauthorized) as exc:
                 raise RunAbandoned(str(exc)) from exc
 
-    def _end(self, state: RunState, note: str) -> RunState:
+    def _end(self, state: RunState, note: str, changes: dict[str, int] | None = None) -> RunState:
         """Flush every log line first, then report the end: the server seals the log."""
-        if note and state != RunState.FINISHED:
+        if note and state not in (RunState.FINISHED, RunState.UNCONFIRMED):
             self.say(note)
         self._flush_output()
         try:
             self.shipper.close()
         except RunyardError as exc:
             raise RunAbandoned(str(exc)) from exc
-        self.report(state, note)
+        self.report(state, note, changes)
         return state
 
     # the run ------------------------------------------------------------------
@@ -127,18 +165,30 @@ class RunExecution:
         session: Session | None = None
         watchdog = threading.Thread(target=self._watchdog, name=f"watchdog-{self.run.id}", daemon=True)
         try:
+            if self.unopened:
+                return self._end(RunState.FAILED, f"cannot open secret variable(s) {', '.join(self.unopened)} "
+                                                  "with this pool's key")
             denied = self._policy_denials()
             if denied:
                 return self._end(RunState.FAILED, "denied by the run initialization policy: " + "; ".join(denied))
             self.report(RunState.PREPARING)
             watchdog.start()
             ws = workspace.create(self.settings.work_dir, self.run.id)
+            # A confirmed run resumes from the workspace its plan left, on any worker.
+            resuming = any(t.state == RunState.CONFIRMED for t in self.run.transitions)
             try:
-                workspace.fetch_source(self.client, self.stack, ws)
+                if resuming:
+                    self._restore_workspace(ws)
+                else:
+                    workspace.fetch_source(self.client, self.stack, ws)
+                    if self.stack.tool in ("terraform", "opentofu"):
+                        prepare_terraform(ws / self.stack.project_root)
                 session = self.ctx.executor.open(self._spec(ws))
+            except _Ended as end:
+                return self._end(end.state, end.note)
             except (workspace.WorkspaceError, ExecutorError, RunyardError) as exc:
                 return self._end(RunState.FAILED, f"preparing the run failed: {exc}")
-            return self._phases(session)
+            return self._phases(session, ws, resuming)
         except RunAbandoned as exc:
             self.stop.set()
             log.warning("run %s abandoned: %s", self.run.id, exc)
@@ -158,8 +208,11 @@ class RunExecution:
                 workspace.remove(ws)
 
     def _spec(self, ws: Path) -> RunSpec:
-        env = {e.name: e.value for e in self.stack.env}
+        env = dict(self.variables)
         env.update(self.passed_env)
+        if self.stack.tool in ("terraform", "opentofu"):
+            endpoint = self.ctx.executor.reach(self.client.endpoint)
+            env.update(state_env(endpoint, self.stack.id, self.run_token))
         env.update(
             RUNYARD_RUN_ID=self.run.id,
             RUNYARD_STACK_ID=self.stack.id,
@@ -202,25 +255,134 @@ class RunExecution:
                     RunState.FAILED,
                 )
 
-    def _phases(self, session: Session) -> RunState:
-        for phase in shell_phases(self.run, self.stack):
-            if self.stop.is_set():
-                return self._end(self.stop_state, self.stop_reason)
-            self.report(phase.state)
-            if not phase.command:
-                continue
-            workdir = self.stack.project_root
-            if self.settings.debug:
-                self.say(f"{phase.name}: {session.describe(phase.command, workdir)}")
+    # phases -------------------------------------------------------------------
+
+    def _step(self, session: Session, name: str, command: str) -> None:
+        """Run one command of the run; raises _Ended when it must not go on."""
+        if not command:
+            return
+        if self.stop.is_set():
+            raise _Ended(self.stop_state, self.stop_reason)
+        workdir = self.stack.project_root
+        self.say(f"{name}: {session.describe(command, workdir)}" if self.settings.debug else name)
+        try:
+            code = session.run(command, workdir, self.output, self.stop)
+        except StepStopped:
+            raise _Ended(self.stop_state, self.stop_reason) from None
+        self._flush_output()
+        if self.stop.is_set():  # a timeout fired as the command ended
+            raise _Ended(self.stop_state, self.stop_reason)
+        if code != 0:
+            raise _Ended(RunState.FAILED, f"{name} command exited with code {code}")
+
+    def _phase(self, session: Session, state: RunState, name: str, command: str, hooks: str = "") -> None:
+        """Report ``state``, then run the phase with its before/after hooks."""
+        if self.stop.is_set():
+            raise _Ended(self.stop_state, self.stop_reason)
+        self.report(state)
+        hooks = hooks or name
+        for hook in self.stack.hooks.get(f"before_{hooks}", []):
+            self._step(session, f"before_{hooks} hook", hook)
+        self._step(session, name, command)
+        for hook in self.stack.hooks.get(f"after_{hooks}", []):
+            self._step(session, f"after_{hooks} hook", hook)
+
+    def _phases(self, session: Session, ws: Path, resuming: bool) -> RunState:
+        tool = commands_for(self.stack)
+        kind = self.run.kind
+        try:
+            if resuming:
+                return self._apply(session, ws, tool)
+            if kind == RunKind.TASK:
+                if tool.plans_changes:
+                    self._phase(session, RunState.INITIALIZING, "init", tool.init)
+                self._phase(session, RunState.PERFORMING, "task", self.run.command, hooks="perform")
+                return self._end(RunState.FINISHED, "")
+            self._phase(session, RunState.INITIALIZING, "init", tool.init)
+            self._phase(session, RunState.PLANNING, "plan", tool.plan)
+            changes = self._changes(ws, tool)
+            if kind in (RunKind.PROPOSED, RunKind.DRIFT_DETECTION):
+                return self._end(RunState.FINISHED, self._plan_note(changes), changes)
+            if changes is not None and not any(changes.values()):
+                return self._end(RunState.FINISHED, "no changes", changes)
+            if self.stack.autodeploy:
+                return self._apply(session, ws, tool, changes)
+            self._save_workspace(ws)
+            return self._end(RunState.UNCONFIRMED, "waiting for confirmation", changes)
+        except _Ended as end:
+            return self._end(end.state, end.note)
+
+    def _apply(self, session: Session, ws: Path, tool: ToolCommands, changes: dict[str, int] | None = None) -> RunState:
+        self._phase(session, RunState.APPLYING, "apply", tool.apply)
+        if tool.outputs:
+            self._step(session, "outputs", tool.outputs)
+            self._upload_outputs(ws / self.stack.project_root / OUTPUTS_JSON)
+        return self._end(RunState.FINISHED, "", changes)
+
+    def _changes(self, ws: Path, tool: ToolCommands) -> dict[str, int] | None:
+        if not tool.plans_changes:
+            return None
+        plan_json = ws / self.stack.project_root / PLAN_JSON
+        if not plan_json.is_file():
+            return None  # a custom plan command: counts unknown
+        changes = count_changes(plan_json)
+        self.say(self._plan_note(changes))
+        return changes
+
+    def _plan_note(self, changes: dict[str, int] | None) -> str:
+        if changes is None:
+            return ""
+        counts = f"{changes['add']} to add, {changes['change']} to change, {changes['destroy']} to destroy"
+        if self.run.kind == RunKind.DRIFT_DETECTION:
+            return ("drift detected: " + counts) if any(changes.values()) else "no drift"
+        return counts if any(changes.values()) else "no changes"
+
+    def _save_workspace(self, ws: Path) -> None:
+        """Seal the plan's workspace to the pool's key and hand it to the server."""
+        sealed = seal(self.ctx.pool_public_key(), pack_tree(ws), workspace_context(self.run.id))
+        self._call(lambda: self.client.put_workspace(self.run.id, self.lease, sealed))
+
+    def _restore_workspace(self, ws: Path) -> None:
+        blob = self._call(lambda: self.client.get_workspace(self.run.id, self.lease))
+        try:
+            data = unseal(self.ctx.key, blob, workspace_context(self.run.id))
+        except SealError as exc:
+            raise _Ended(RunState.FAILED, f"the saved workspace cannot be opened: {exc}") from exc
+        unpack_tree(data, ws)
+
+    def _upload_outputs(self, path: Path) -> None:
+        if not path.is_file():
+            return
+        outputs = []
+        for name, doc in json.loads(path.read_text()).items():
+            if not doc.get("sensitive"):
+                outputs.append(OutputIO(name=name, value=doc.get("value")))
+            elif self.settings.sensitive_output_upload_enabled:
+                sealed = seal_text(self.ctx.pool_public_key(), json.dumps(doc.get("value")),
+                                   f"stack:{self.stack.id}:output:{name}")
+                outputs.append(OutputIO(name=name, sensitive=True, sealed=sealed))
             else:
-                self.say(phase.name)
+                outputs.append(OutputIO(name=name, sensitive=True))  # its name only
+        path.unlink()
+        self._call(lambda: self.client.put_outputs(self.run.id, self.lease, outputs))
+
+    def _call(self, fn: Callable[[], T]) -> T:
+        """A worker call retried while the server is away; refusals end the run."""
+        backoff = 0.2
+        while True:
             try:
-                code = session.run(phase.command, workdir, self.output, self.stop)
-            except StepStopped:
-                return self._end(self.stop_state, self.stop_reason)
-            self._flush_output()
-            if self.stop.is_set():  # a timeout fired as the command ended
-                return self._end(self.stop_state, self.stop_reason)
-            if code != 0:
-                return self._end(RunState.FAILED, f"{phase.name} command exited with code {code}")
-        return self._end(RunState.FINISHED, "")
+                return fn()
+            except Unavailable:
+                time.sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX)
+            except (Conflict, WorkerGone, Unauthorized) as exc:
+                raise RunAbandoned(str(exc)) from exc
+
+
+class _Ended(Exception):
+    """A phase ended the run: how, and why."""
+
+    def __init__(self, state: RunState, note: str) -> None:
+        super().__init__(note)
+        self.state = state
+        self.note = note

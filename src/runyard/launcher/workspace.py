@@ -61,3 +61,17 @@ def fetch_source(client: Client, stack: StackOut, dest: Path) -> None:
 
 def remove(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
+
+
+def pack_tree(path: Path) -> bytes:
+    """Everything in ``path`` (a run's workspace) as a gzip tar."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for item in sorted(path.iterdir()):
+            tar.add(item, arcname=item.name)
+    return buf.getvalue()
+
+
+def unpack_tree(data: bytes, dest: Path) -> None:
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+        tar.extractall(dest, filter="tar")  # keeps the plan's file modes (provider binaries stay executable)

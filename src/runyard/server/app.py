@@ -15,13 +15,13 @@ from fastapi.responses import JSONResponse
 
 from runyard import __version__
 from runyard.config import ServerSettings
-from runyard.core.errors import RunyardError
-from runyard.server.api import users, workers
+from runyard.core.errors import Locked, RunyardError
+from runyard.server.api import state, users, workers
 from runyard.server.api.deps import Services
 from runyard.server.blobs import BlobStore, LocalBlobStore
 from runyard.server.db.dialects import make_engine
 from runyard.server.db.migrate import upgrade
-from runyard.server.reaper import Reaper
+from runyard.server.loops import Loop
 from runyard.server.services import Context
 
 log = logging.getLogger("runyard.server")
@@ -54,17 +54,25 @@ def bootstrap_admin_key(svc: Services, settings: ServerSettings) -> str | None:
 def create_app(settings: ServerSettings, svc: Services | None = None) -> FastAPI:
     services = svc or build_services(settings)
 
+    started_at = services.ctx.clock()
+
+    def reap() -> None:
+        for worker_id in services.workers.reap(settings.worker_lost_after, started_at):
+            log.warning("worker %s lost: no heartbeat for %.0fs", worker_id, settings.worker_lost_after)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        reaper = Reaper(
-            services.workers, settings.worker_lost_after, settings.reaper_interval, services.ctx.clock()
-        )
-        task = asyncio.create_task(reaper.run())
+        loops = [
+            Loop("reaper", reap, settings.reaper_interval),
+            Loop("drift scheduler", services.drift.tick, settings.drift_interval),
+        ]
+        tasks = [asyncio.create_task(loop.run()) for loop in loops]
         try:
             yield
         finally:
-            reaper.stop()
-            await task
+            for loop in loops:
+                loop.stop()
+            await asyncio.gather(*tasks)
             services.ctx.engine.dispose()
 
     app = FastAPI(
@@ -77,6 +85,8 @@ def create_app(settings: ServerSettings, svc: Services | None = None) -> FastAPI
 
     @app.exception_handler(RunyardError)
     async def _runyard_error(_: Request, exc: RunyardError) -> JSONResponse:
+        if isinstance(exc, Locked):  # terraform reads the holder's lock document from the body
+            return JSONResponse(exc.document, status_code=exc.http_status)
         return JSONResponse({"error": exc.code, "message": exc.message}, status_code=exc.http_status)
 
     @app.exception_handler(RequestValidationError)
@@ -91,5 +101,6 @@ def create_app(settings: ServerSettings, svc: Services | None = None) -> FastAPI
         return {"status": "ok", "version": __version__}
 
     app.include_router(users.router)
+    app.include_router(state.router)
     app.include_router(workers.router)
     return app

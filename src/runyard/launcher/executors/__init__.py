@@ -58,6 +58,11 @@ class Executor(Protocol):
 
     def open(self, spec: RunSpec) -> Session: ...
 
+    def reach(self, url: str) -> str:
+        """The URL by which a run reaches ``url`` of this host (the server's
+        state backend): containers cannot use the host's loopback address."""
+        ...
+
     def remove_leftovers(self) -> int:
         """Remove what a previous life of this launcher left behind; returns how many."""
         ...

@@ -17,6 +17,7 @@ import shlex
 import threading
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import docker
 import docker.auth
@@ -28,6 +29,7 @@ from runyard.launcher.executors import ExecutorError, Output, RunSpec, StepStopp
 WORKSPACE = "/workspace"
 KEEPALIVE = ["sh", "-c", "while read -r _; do :; done"]
 LABEL = "dev.runyard.work-dir"
+HOST_ALIAS = "host.docker.internal"  # the host, seen from a container on a bridge network
 
 
 def engine_available() -> bool:
@@ -77,6 +79,13 @@ class DockerExecutor:
         self.pull = pull
         self.config_dir = config_dir
 
+    def reach(self, url: str) -> str:
+        parts = urlsplit(url)
+        if self.network == "host" or parts.hostname not in ("127.0.0.1", "localhost", "::1"):
+            return url
+        netloc = HOST_ALIAS + (f":{parts.port}" if parts.port else "")
+        return urlunsplit(parts._replace(netloc=netloc))
+
     def remove_leftovers(self) -> int:
         leftovers = self.client.containers.list(all=True, filters={"label": f"{LABEL}={self.scope}"})
         for container in leftovers:
@@ -116,7 +125,8 @@ class DockerExecutor:
         api = self.client.api
         try:
             host_config = api.create_host_config(
-                mounts=mounts, network_mode=self.network, runtime=self.runtime or None
+                mounts=mounts, network_mode=self.network, runtime=self.runtime or None,
+                extra_hosts={HOST_ALIAS: "host-gateway"},
             )
             created = api.create_container(
                 spec.image,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -10,10 +12,12 @@ from fastapi import Depends, Request
 from runyard.core.models import Worker
 from runyard.server.services import Context
 from runyard.server.services.auth import AuthService
+from runyard.server.services.drift import DriftScheduler
 from runyard.server.services.logs import LogService
 from runyard.server.services.pools import PoolService
 from runyard.server.services.runs import RunService
 from runyard.server.services.stacks import StackService
+from runyard.server.services.state import StateService
 from runyard.server.services.workers import WorkerService
 
 
@@ -26,6 +30,8 @@ class Services:
     runs: RunService
     workers: WorkerService
     logs: LogService
+    state: StateService
+    drift: DriftScheduler
     long_poll: float
 
     @classmethod
@@ -41,6 +47,8 @@ class Services:
             runs=runs,
             workers=WorkerService(ctx, pools, runs),
             logs=logs,
+            state=StateService(ctx),
+            drift=DriftScheduler(ctx, runs),
             long_poll=long_poll,
         )
 
@@ -55,6 +63,19 @@ def _bearer(request: Request) -> str | None:
     if header.lower().startswith("bearer "):
         return header[7:].strip() or None
     return None
+
+
+def credential(request: Request) -> str | None:
+    """A bearer token, or the password of HTTP basic auth (what terraform's
+    http backend sends)."""
+    header = request.headers.get("authorization", "")
+    if header.lower().startswith("basic "):
+        try:
+            decoded = base64.b64decode(header[6:].strip()).decode()
+        except (ValueError, binascii.Error):
+            return None
+        return decoded.partition(":")[2] or None
+    return _bearer(request)
 
 
 def require_user(request: Request, svc: Annotated[Services, Depends(services)]) -> str:

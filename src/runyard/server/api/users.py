@@ -15,6 +15,7 @@ from runyard.wire import (
     API,
     LogLineIO,
     LogsOut,
+    OutputIO,
     PoolCreate,
     PoolCreated,
     PoolOut,
@@ -77,8 +78,18 @@ def create_stack(body: StackCreate, svc: Svc, _: User) -> StackOut:
         env=body.env_domain(),
         labels=tuple(body.labels),
         autodeploy=body.autodeploy,
+        hooks={k: tuple(v) for k, v in body.hooks.items()},
+        drift_schedule=body.drift_schedule,
     )
     return StackOut.of(stack)
+
+
+@router.get("/stacks/{ref}/outputs", response_model=list[OutputIO], tags=["stacks"])
+def stack_outputs(ref: str, svc: Svc, _: User) -> list[OutputIO]:
+    stack = svc.stacks.get(ref)
+    with svc.ctx.tx() as repo:
+        rows = repo.outputs(stack.id)
+    return [OutputIO(name=r.name, value=r.value, sensitive=r.sensitive, sealed=r.sealed) for r in rows]
 
 
 @router.get("/stacks", response_model=list[StackOut], tags=["stacks"])
@@ -103,7 +114,18 @@ def list_runs(svc: Svc, _: User, stack: str | None = None, limit: int = 100) -> 
 
 @router.get("/runs/{run_id}", response_model=RunOut, tags=["runs"])
 def get_run(run_id: str, svc: Svc, _: User) -> RunOut:
-    return RunOut.of(svc.runs.get(run_id))
+    run = svc.runs.get(run_id)
+    return RunOut.of(run, svc.runs.waiting_for(run))
+
+
+@router.post("/runs/{run_id}/confirm", response_model=RunOut, tags=["runs"])
+def confirm_run(run_id: str, svc: Svc, _: User) -> RunOut:
+    return RunOut.of(svc.runs.confirm(run_id))
+
+
+@router.post("/runs/{run_id}/discard", response_model=RunOut, tags=["runs"])
+def discard_run(run_id: str, svc: Svc, _: User) -> RunOut:
+    return RunOut.of(svc.runs.discard(run_id))
 
 
 @router.post("/runs/{run_id}/cancel", response_model=RunOut, tags=["runs"])

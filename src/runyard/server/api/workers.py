@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
@@ -19,6 +19,7 @@ from runyard.wire import (
     HeartbeatOut,
     LogsAck,
     LogsIn,
+    OutputsIn,
     PollOut,
     RegisterIn,
     RegisterOut,
@@ -74,6 +75,8 @@ async def poll(worker: CurrentWorker, svc: Svc, wait: float = 25) -> PollOut:
                     run=RunOut.of(assignment.run),
                     stack=StackOut.of(assignment.stack, reveal_secrets=True),
                     lease=assignment.lease,
+                    run_token=assignment.run_token,
+                    log_seq=assignment.log_seq,
                 )
             )
         current = await run_in_threadpool(svc.workers.refresh, worker.id)
@@ -87,7 +90,26 @@ async def poll(worker: CurrentWorker, svc: Svc, wait: float = 25) -> PollOut:
 
 @router.post("/runs/{run_id}/transition", response_model=RunOut)
 def report(run_id: str, body: ReportIn, worker: CurrentWorker, svc: Svc) -> RunOut:
-    return RunOut.of(svc.runs.report(worker, run_id, body.lease, body.state, body.note))
+    return RunOut.of(svc.runs.report(worker, run_id, body.lease, body.state, body.note, body.changes))
+
+
+@router.put("/runs/{run_id}/workspace", status_code=204)
+async def put_workspace(run_id: str, request: Request, worker: CurrentWorker, svc: Svc, lease: int) -> Response:
+    """The run's workspace after plan, sealed by the worker to the pool's key."""
+    sealed = await request.body()
+    await run_in_threadpool(svc.runs.put_workspace, worker, run_id, lease, sealed)
+    return Response(status_code=204)
+
+
+@router.get("/runs/{run_id}/workspace")
+def get_workspace(run_id: str, worker: CurrentWorker, svc: Svc, lease: int) -> Response:
+    return Response(svc.runs.get_workspace(worker, run_id, lease), media_type="application/octet-stream")
+
+
+@router.post("/runs/{run_id}/outputs", status_code=204)
+def put_outputs(run_id: str, body: OutputsIn, worker: CurrentWorker, svc: Svc) -> Response:
+    svc.runs.put_outputs(worker, run_id, body.lease, [o.model_dump() for o in body.outputs])
+    return Response(status_code=204)
 
 
 @router.post("/runs/{run_id}/logs", response_model=LogsAck)

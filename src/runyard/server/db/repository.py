@@ -71,6 +71,8 @@ def _stack(row: Any) -> Stack:
         labels=tuple(row.labels),
         autodeploy=row.autodeploy,
         created_at=ts(row.created_at),
+        hooks={k: tuple(v) for k, v in (row.hooks or {}).items()},
+        drift_schedule=row.drift_schedule or "",
     )
 
 
@@ -89,6 +91,8 @@ def _run(row: Any, transitions: Sequence[Transition] = ()) -> Run:
         created_at=ts(row.created_at),
         updated_at=ts(row.updated_at),
         transitions=tuple(transitions),
+        changes=row.changes,
+        has_workspace=bool(row.has_workspace),
     )
 
 
@@ -246,6 +250,8 @@ class Repository:
                 labels=list(stack.labels),
                 autodeploy=stack.autodeploy,
                 created_at=stack.created_at.timestamp(),
+                hooks={k: list(v) for k, v in stack.hooks.items()},
+                drift_schedule=stack.drift_schedule,
             )
         )
 
@@ -345,6 +351,23 @@ class Repository:
     def set_run_flags(self, run_id: str, **values: Any) -> None:
         self.conn.execute(update(t.runs).where(t.runs.c.id == run_id).values(**values))
 
+    def blocking_write_run(self, stack_id: str, run_id: str) -> tuple[str, str] | None:
+        """The write run of the stack that a queued write run waits for: an active
+        one, else the oldest queued one before it."""
+        busy = [s.value for s in RunState if not s.terminal and s != RunState.QUEUED]
+        writes = [RunKind.TRACKED.value, RunKind.TASK.value]
+        row = self.conn.execute(
+            select(t.runs.c.id, t.runs.c.state).where(
+                t.runs.c.stack_id == stack_id, t.runs.c.kind.in_(writes), t.runs.c.state.in_(busy))
+        ).first()
+        if row is None:
+            row = self.conn.execute(
+                select(t.runs.c.id, t.runs.c.state).where(
+                    t.runs.c.stack_id == stack_id, t.runs.c.kind.in_(writes), t.runs.c.id < run_id,
+                    t.runs.c.state == RunState.QUEUED.value).order_by(t.runs.c.id).limit(1)
+            ).first()
+        return (row.id, row.state) if row else None
+
     def stacks_with_active_write_run(self, pool_id: str) -> set[str]:
         """Stacks of the pool with a tracked run or task past the queue and not ended."""
         busy = [s.value for s in RunState if not s.terminal and s != RunState.QUEUED]
@@ -388,3 +411,65 @@ class Repository:
 
     def drop_log_lines(self, run_id: str) -> None:
         self.conn.execute(delete(t.log_lines).where(t.log_lines.c.run_id == run_id))
+
+    def run_by_token(self, token_hash: str) -> Run | None:
+        row = self.conn.execute(select(t.runs).where(t.runs.c.run_token_hash == token_hash)).first()
+        return _run(row) if row else None
+
+    def stacks_with_drift_schedule(self) -> list[Any]:
+        return list(self.conn.execute(
+            select(t.stacks.c.id, t.stacks.c.pool_id, t.stacks.c.drift_schedule, t.stacks.c.drift_checked_at,
+                   t.stacks.c.created_at).where(t.stacks.c.drift_schedule != "")
+        ))
+
+    def set_drift_checked(self, stack_id: str, at: float) -> None:
+        self.conn.execute(update(t.stacks).where(t.stacks.c.id == stack_id).values(drift_checked_at=at))
+
+    # state ------------------------------------------------------------------
+
+    def state_versions(self, stack_id: str) -> list[Any]:
+        return list(self.conn.execute(
+            select(t.state_versions).where(t.state_versions.c.stack_id == stack_id)
+            .order_by(t.state_versions.c.version)
+        ))
+
+    def latest_state(self, stack_id: str) -> Any:
+        return self.conn.execute(
+            select(t.state_versions).where(t.state_versions.c.stack_id == stack_id)
+            .order_by(t.state_versions.c.version.desc()).limit(1)
+        ).first()
+
+    def add_state_version(self, stack_id: str, version: int, serial: int, lineage: str, run_id: str | None,
+                          digest: str, now: float) -> None:
+        self.conn.execute(insert(t.state_versions).values(
+            stack_id=stack_id, version=version, serial=serial, lineage=lineage, run_id=run_id, digest=digest,
+            created_at=now))
+
+    def state_lock(self, stack_id: str) -> Any:
+        return self.conn.execute(select(t.state_locks).where(t.state_locks.c.stack_id == stack_id)).first()
+
+    def take_state_lock(self, stack_id: str, lock_id: str, info: dict[str, Any], now: float) -> bool:
+        stmt = insert_ignoring_duplicates(self.conn.dialect.name, t.state_locks).values(
+            stack_id=stack_id, lock_id=lock_id, info=info, created_at=now)
+        return self.conn.execute(stmt).rowcount == 1
+
+    def drop_state_lock(self, stack_id: str) -> None:
+        self.conn.execute(delete(t.state_locks).where(t.state_locks.c.stack_id == stack_id))
+
+    # outputs ----------------------------------------------------------------
+
+    def replace_outputs(self, stack_id: str, run_id: str, outputs: Sequence[dict[str, Any]], now: float) -> None:
+        self.conn.execute(delete(t.stack_outputs).where(t.stack_outputs.c.stack_id == stack_id))
+        if outputs:
+            self.conn.execute(insert(t.stack_outputs), [
+                {"stack_id": stack_id, "run_id": run_id, "updated_at": now, **o} for o in outputs])
+
+    def outputs(self, stack_id: str) -> list[Any]:
+        return list(self.conn.execute(
+            select(t.stack_outputs).where(t.stack_outputs.c.stack_id == stack_id).order_by(t.stack_outputs.c.name)))
+
+    def count_active_drift_runs(self, pool_id: str) -> int:
+        active = [s.value for s in RunState if s.on_worker]
+        stmt = select(func.count()).select_from(t.runs).where(
+            t.runs.c.pool_id == pool_id, t.runs.c.kind == RunKind.DRIFT_DETECTION.value, t.runs.c.state.in_(active))
+        return int(self.conn.execute(stmt).scalar_one())

@@ -83,6 +83,9 @@ stacks = Table(
     Column("labels", JSON, nullable=False),
     Column("autodeploy", Boolean, nullable=False, default=True),
     Column("created_at", Float, nullable=False),
+    Column("hooks", JSON, nullable=True),  # phase -> [command, ...]
+    Column("drift_schedule", String(100), nullable=False, server_default=""),
+    Column("drift_checked_at", Float, nullable=True),
 )
 
 runs = Table(
@@ -101,6 +104,9 @@ runs = Table(
     Column("log_sealed", Boolean, nullable=False, default=False),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
+    Column("run_token_hash", String(64), nullable=True),  # state access for the run's worker
+    Column("changes", JSON, nullable=True),  # {"add": n, "change": n, "destroy": n}
+    Column("has_workspace", Boolean, nullable=False, server_default="0"),
 )
 Index("ix_runs_pool_state", runs.c.pool_id, runs.c.state)
 Index("ix_runs_stack", runs.c.stack_id, runs.c.created_at)
@@ -122,4 +128,37 @@ log_lines = Table(
     Column("seq", Integer, primary_key=True, autoincrement=False),
     Column("ts", Float, nullable=False),
     Column("msg", Text, nullable=False),
+)
+
+state_versions = Table(
+    "state_versions",
+    metadata,
+    Column("stack_id", String(26), ForeignKey("stacks.id"), primary_key=True),
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("serial", Integer, nullable=False),
+    Column("lineage", String(64), nullable=False),
+    Column("run_id", String(26), nullable=True),
+    Column("digest", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+state_locks = Table(
+    "state_locks",
+    metadata,
+    Column("stack_id", String(26), ForeignKey("stacks.id"), primary_key=True),
+    Column("lock_id", String(200), nullable=False),
+    Column("info", JSON, nullable=False),  # the lock document terraform sent
+    Column("created_at", Float, nullable=False),
+)
+
+stack_outputs = Table(
+    "stack_outputs",
+    metadata,
+    Column("stack_id", String(26), ForeignKey("stacks.id"), primary_key=True),
+    Column("name", String(200), primary_key=True),
+    Column("value", JSON, nullable=True),  # null for sensitive outputs
+    Column("sealed", Text, nullable=True),  # sensitive: sealed to the pool's key
+    Column("sensitive", Boolean, nullable=False),
+    Column("run_id", String(26), nullable=False),
+    Column("updated_at", Float, nullable=False),
 )

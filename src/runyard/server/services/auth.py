@@ -43,6 +43,19 @@ class AuthService:
             raise Unauthorized(f"that API key is not valid: {API_KEY_HINT}")
         return str(row.name)
 
+    def check_state_access(self, credential: str | None, stack_id: str) -> str | None:
+        """Who may use a stack's state: an API key (returns None) or the token
+        of a run of this stack that a worker holds right now (returns its id)."""
+        if not credential:
+            raise Unauthorized(f"no credentials for the state backend: {API_KEY_HINT}")
+        with self.ctx.tx() as repo:
+            if repo.api_key_by_hash(hash_secret(credential)) is not None:
+                return None
+            run = repo.run_by_token(hash_secret(credential))
+        if run is None or run.stack_id != stack_id or not run.state.on_worker:
+            raise Unauthorized("these credentials do not give access to this stack's state")
+        return run.id
+
     def check_worker_token(self, token: str | None) -> Worker:
         """The live worker behind a bearer token."""
         if not token:

@@ -10,6 +10,7 @@ from runyard.core.errors import Conflict, InvalidInput, NotFound, StaleLease
 from runyard.core.ids import new_ulid
 from runyard.core.models import LogLine, Run, Stack, Worker
 from runyard.core.states import SCHEDULABLE, Actor, RunKind, RunState, check_transition
+from runyard.crypto import hash_secret, new_secret
 from runyard.server.db.repository import Repository
 from runyard.server.notifier import pool_topic, run_topic
 from runyard.server.services import Context
@@ -18,11 +19,18 @@ from runyard.server.services.logs import LogService
 
 @dataclass(frozen=True)
 class Assignment:
-    """A run handed to a worker, with the lease it must quote in every report."""
+    """A run handed to a worker, with the lease it must quote in every report
+    and a token that lets it (and only it) use the stack's state while it runs."""
 
     run: Run
     stack: Stack
     lease: int
+    run_token: str = ""
+    log_seq: int = 0
+
+
+def workspace_key(run_id: str) -> str:
+    return f"workspaces/{run_id}.sealed"
 
 
 class RunService:
@@ -77,6 +85,30 @@ class RunService:
                 stack_id = stack.id
             return repo.runs(stack_id=stack_id, limit=limit)
 
+    def confirm(self, run_id: str) -> Run:
+        """Approve an UNCONFIRMED run's plan: any worker of the pool applies it."""
+        return self._decide(run_id, RunState.CONFIRMED, "confirmed by user")
+
+    def discard(self, run_id: str) -> Run:
+        return self._decide(run_id, RunState.DISCARDED, "discarded by user")
+
+    def _decide(self, run_id: str, target: RunState, note: str) -> Run:
+        run = self.get(run_id)
+        if run.state != RunState.UNCONFIRMED:
+            raise Conflict(f"run {run.id} is {run.state.value}: only an UNCONFIRMED run can be confirmed or discarded")
+        with self.ctx.tx() as repo:
+            self._move(repo, run, target, Actor.SERVER, note)
+        self.ctx.notifier.notify(run_topic(run.id), pool_topic(run.pool_id))
+        return self.get(run_id)
+
+    def waiting_for(self, run: Run) -> str:
+        """Why a queued write run has not started: the run of its stack it waits for."""
+        if run.state != RunState.QUEUED or not run.kind.writes:
+            return ""
+        with self.ctx.tx() as repo:
+            blocker = repo.blocking_write_run(run.stack_id, run.id)
+        return f"run {blocker[0]} ({blocker[1]}) of this stack must end first" if blocker else ""
+
     def cancel(self, run_id: str) -> Run:
         """Cancel a waiting run at once; ask the worker to stop a running one."""
         run = self.get(run_id)
@@ -102,13 +134,19 @@ class RunService:
             if worker is None or worker.drained or worker.exit_requested or worker.current_run_id:
                 return None
             busy_stacks = repo.stacks_with_active_write_run(worker.pool_id)
+            pool = repo.pool(worker.pool_id)
+            drift_room = (pool.drift_detection_limit or 0) if pool else 0
+            drift_room -= repo.count_active_drift_runs(worker.pool_id)
             for run in repo.runs(pool_id=worker.pool_id, states=SCHEDULABLE, limit=1000, oldest_first=True):
                 if self._blocked(run, busy_stacks):
                     continue
+                if run.kind == RunKind.DRIFT_DETECTION and drift_room <= 0:
+                    continue  # the pool's drift-detection limit is reached (or drift is disabled)
                 lease = run.lease + 1
                 note = f"assigned to worker {worker.id}"
+                run_token = new_secret("ryr_")
                 if not repo.move_run(run.id, run.state, run.lease, now, state=RunState.READY.value,
-                                     worker_id=worker.id, lease=lease):
+                                     worker_id=worker.id, lease=lease, run_token_hash=hash_secret(run_token)):
                     continue  # another scheduler took it first
                 repo.add_transition(run.id, RunState.READY, now, note)
                 if not repo.set_worker_run(worker.id, run.id, expect=None):
@@ -117,11 +155,12 @@ class RunService:
                 assert stack is not None
                 claimed = repo.run(run.id)
                 assert claimed is not None
+                log_seq = repo.last_log_seq(run.id)
                 break
             else:
                 return None
         self.ctx.notifier.notify(run_topic(claimed.id))
-        return Assignment(claimed, stack, lease)
+        return Assignment(claimed, stack, lease, run_token, log_seq)
 
     @staticmethod
     def _blocked(run: Run, busy_stacks: set[str]) -> bool:
@@ -150,11 +189,24 @@ class RunService:
             raise StaleLease(f"run {run_id} is {run.state.value} and no longer on a worker")
         return run
 
-    def report(self, worker: Worker, run_id: str, lease: int, target: RunState, note: str = "") -> Run:
-        """A worker proposes a transition for a run it holds."""
+    def report(
+        self,
+        worker: Worker,
+        run_id: str,
+        lease: int,
+        target: RunState,
+        note: str = "",
+        changes: dict[str, int] | None = None,
+    ) -> Run:
+        """A worker proposes a transition for a run it holds (with the plan's
+        change counts, when it has them)."""
         with self.ctx.tx() as repo:
             run = self._held(repo, worker, run_id, lease)
+            if target == RunState.UNCONFIRMED and not run.has_workspace:
+                raise Conflict("upload the run's encrypted workspace before asking for confirmation")
             self._move(repo, run, target, Actor.WORKER, note)
+            if changes is not None:
+                repo.set_run_flags(run_id, changes={k: int(v) for k, v in changes.items()})
         topics = [run_topic(run_id)]
         if not target.on_worker:
             # A worker and maybe a stack's write lane are free: wake the pool.
@@ -169,6 +221,26 @@ class RunService:
             self.logs.append(repo, run_id, lines)
         self.ctx.notifier.notify(run_topic(run_id))
         return run.stop_requested
+
+    def put_workspace(self, worker: Worker, run_id: str, lease: int, sealed: bytes) -> None:
+        """Keep what the plan left for the apply: sealed by the worker to the
+        pool's key, so the server holds only ciphertext."""
+        with self.ctx.tx() as repo:
+            self._held(repo, worker, run_id, lease)
+            self.ctx.blobs.put(workspace_key(run_id), sealed)
+            repo.set_run_flags(run_id, has_workspace=True)
+
+    def get_workspace(self, worker: Worker, run_id: str, lease: int) -> bytes:
+        with self.ctx.tx() as repo:
+            run = self._held(repo, worker, run_id, lease)
+        if not run.has_workspace:
+            raise NotFound(f"run {run_id} has no saved workspace")
+        return self.ctx.blobs.get(workspace_key(run_id))
+
+    def put_outputs(self, worker: Worker, run_id: str, lease: int, outputs: Sequence[dict[str, object]]) -> None:
+        with self.ctx.tx() as repo:
+            run = self._held(repo, worker, run_id, lease)
+            repo.replace_outputs(run.stack_id, run_id, outputs, self.ctx.clock())
 
     def release_from_worker(self, repo: Repository, run: Run, reason: str) -> None:
         """The run's worker is gone. A run it never started goes back to the
@@ -193,3 +265,5 @@ class RunService:
             repo.set_worker_run(run.worker_id, None, expect=run.id)
         if target.terminal:
             self.logs.seal(repo, run.id)
+            if run.has_workspace:
+                self.ctx.blobs.delete(workspace_key(run.id))

@@ -9,15 +9,19 @@ import subprocess
 import tarfile
 from collections.abc import Callable
 
+from runyard.core.cron import Cron
 from runyard.core.errors import AlreadyExists, InvalidInput, NotFound
 from runyard.core.ids import new_ulid
 from runyard.core.masking import check_maskable
 from runyard.core.models import EnvVar, Source, Stack, Tool
+from runyard.crypto import public_key_of, seal_text, secret_context
 from runyard.server.services import Context
 from runyard.server.services.pools import check_name
 
 MAX_UPLOAD = 200 * 1024 * 1024
 PHASES = ("init", "plan", "apply")
+HOOKS = tuple(f"{when}_{phase}" for phase in ("init", "plan", "apply", "perform") for when in ("before", "after"))
+
 
 GitProbe = Callable[[str, str], None]
 
@@ -85,13 +89,15 @@ class StackService:
         env: tuple[EnvVar, ...] = (),
         labels: tuple[str, ...] = (),
         autodeploy: bool = True,
+        hooks: dict[str, tuple[str, ...]] | None = None,
+        drift_schedule: str = "",
     ) -> Stack:
         check_name("stack", name)
         commands = {k: v for k, v in (commands or {}).items() if v}
         unknown = set(commands) - set(PHASES)
         if unknown:
             raise InvalidInput(f"unknown phase(s) {sorted(unknown)}: phases are {', '.join(PHASES)}")
-        if tool == Tool.SHELL and not commands:
+        if tool == Tool.SHELL and not commands and not hooks:
             raise InvalidInput("a shell stack needs at least one of --init, --plan, --apply")
         if project_root.startswith("/") or ".." in project_root.split("/"):
             raise InvalidInput("--project-root must be a relative path inside the source")
@@ -103,15 +109,28 @@ class StackService:
                 raise InvalidInput(f"{var.name!r} is not a valid environment variable name")
             if var.secret:
                 check_maskable(var.name, var.value)
+        hooks = {k: tuple(c for c in v if c) for k, v in (hooks or {}).items() if v}
+        bad_hooks = set(hooks) - set(HOOKS)
+        if bad_hooks:
+            raise InvalidInput(f"unknown hook(s) {sorted(bad_hooks)}: hooks are {', '.join(HOOKS)}")
+        if drift_schedule:
+            Cron.parse(drift_schedule)
         self._check_source(source)
+        stack_id = new_ulid(self.ctx.clock())
         with self.ctx.tx() as repo:
             pool = repo.pool(pool_ref)
             if pool is None:
                 raise NotFound(f"no pool {pool_ref!r}: `runyard pool list` shows the pools")
             if repo.stack(name) is not None:
                 raise AlreadyExists(f"a stack named {name!r} exists already")
+            # Secrets are sealed to the pool's key: stored encrypted, opened only by its workers.
+            public = public_key_of(pool.certificate_pem)
+            env = tuple(
+                EnvVar(v.name, seal_text(public, v.value, secret_context(stack_id, v.name)), True) if v.secret else v
+                for v in env
+            )
             stack = Stack(
-                id=new_ulid(self.ctx.clock()),
+                id=stack_id,
                 name=name,
                 pool_id=pool.id,
                 source=source,
@@ -123,6 +142,8 @@ class StackService:
                 labels=labels,
                 autodeploy=autodeploy,
                 created_at=dt.datetime.fromtimestamp(self.ctx.clock(), dt.UTC),
+                hooks=hooks,
+                drift_schedule=drift_schedule,
             )
             repo.add_stack(stack)
         return stack
