@@ -47,6 +47,7 @@ class ServerProcess:
     admin_key: str = field(default_factory=lambda: new_secret("ryk_"))
     extra_env: dict[str, str] = field(default_factory=dict)
     database_url: str = ""
+    host: str = "127.0.0.1"  # 0.0.0.0 when containers on a bridge network must reach it
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -56,7 +57,7 @@ class ServerProcess:
     def start(self) -> ServerProcess:
         env = clean_env(**{"RUNYARD_ADMIN_API_KEY": self.admin_key, "RUNYARD_WORKER_LOST_AFTER": "3s",
                            "RUNYARD_REAPER_INTERVAL": "0.5s", **self.extra_env})
-        cmd = [*RUNYARD, "server", "--data-dir", str(self.data_dir), "--port", str(self.port)]
+        cmd = [*RUNYARD, "server", "--data-dir", str(self.data_dir), "--port", str(self.port), "--host", self.host]
         if self.database_url:
             cmd += ["--database-url", self.database_url]
         self.log = open(self.data_dir.parent / f"server-{self.port}.log", "ab")  # noqa: SIM115
@@ -102,9 +103,9 @@ class PoolCreds:
     key_b64: str
 
 
-def make_pool(client: Client, name: str, bits: int = 2048) -> PoolCreds:
+def make_pool(client: Client, name: str, bits: int = 2048, drift_detection_limit: int | None = None) -> PoolCreds:
     key = generate_key(bits)
-    created = client.create_pool(name, make_csr(key).decode())
+    created = client.create_pool(name, make_csr(key).decode(), drift_detection_limit=drift_detection_limit)
     return PoolCreds(name, created.pool.id, created.token, base64.b64encode(key_to_pem(key)).decode())
 
 

@@ -133,8 +133,12 @@ class Client:
 
     # people -------------------------------------------------------------------
 
-    def create_pool(self, name: str, csr: str, description: str = "", labels: Sequence[str] = ()) -> PoolCreated:
-        body = {"name": name, "csr": csr, "description": description, "labels": list(labels)}
+    def create_pool(
+        self, name: str, csr: str, description: str = "", labels: Sequence[str] = (),
+        drift_detection_limit: int | None = None,
+    ) -> PoolCreated:
+        body = {"name": name, "csr": csr, "description": description, "labels": list(labels),
+                "drift_detection_limit": drift_detection_limit}
         return self._post(f"{API}/pools", PoolCreated, body)
 
     def pools(self) -> list[PoolOut]:

@@ -74,7 +74,7 @@ class Api:
 
         upload = self.client.upload_source(pack_directory(src))
         body = {"name": name, "pool": pool, "source": SourceIO(kind="upload", upload_id=upload),
-                "tool": "shell", "commands": {"plan": "sh main.sh"}, **kw}
+                "tool": "shell", "commands": {"plan": "sh main.sh"}, "autodeploy": False, **kw}
         self.client.create_stack(StackCreate(**body))  # type: ignore[arg-type]
 
 

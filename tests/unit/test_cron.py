@@ -7,7 +7,7 @@ from runyard.core.errors import InvalidInput
 
 
 def ts(*args: int) -> float:
-    return dt.datetime(*args, tzinfo=dt.timezone.utc).timestamp()
+    return dt.datetime(*args, tzinfo=dt.UTC).timestamp()
 
 
 def test_every_fifteen_minutes():
@@ -22,7 +22,7 @@ def test_ranges_lists_and_weekdays():
     saturday_noon = ts(2026, 11, 28, 12, 0)
     assert cron.next_after(saturday_noon) == ts(2026, 11, 30, 8, 30)  # Monday
     assert Cron.parse("0 0 1,15 * *").next_after(ts(2026, 3, 2)) == ts(2026, 3, 15)
-    assert Cron.parse("0 0 * * 7").matches(dt.datetime(2026, 11, 29, tzinfo=dt.timezone.utc))  # Sunday
+    assert Cron.parse("0 0 * * 7").matches(dt.datetime(2026, 11, 29, tzinfo=dt.UTC))  # Sunday
 
 
 @pytest.mark.parametrize("bad", ["* * * *", "61 * * * *", "*/0 * * * *", "a * * * *", "5-1 * * * *"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import sys
 import time
 from collections.abc import Callable
@@ -50,13 +51,16 @@ def pool() -> None:
               help="the pool's CSR (from `runyard keygen` or openssl)")
 @click.option("--description", default="", help="markdown shown with the pool")
 @click.option("--label", "labels", multiple=True, help="a label (repeatable)")
+@click.option("--drift-detection-limit", type=click.IntRange(min=0), default=None,
+              help="at most this many drift-detection runs at once (0 or unset: drift detection disabled)")
 @OUTPUT_OPTION
 @with_client
 def pool_create(
-    client: Client, name: str, csr_path: Path, description: str, labels: tuple[str, ...], output: str
+    client: Client, name: str, csr_path: Path, description: str, labels: tuple[str, ...],
+    drift_detection_limit: int | None, output: str,
 ) -> None:
     """Create a pool; prints its token (give it to launchers as RUNYARD_TOKEN)."""
-    created = client.create_pool(name, csr_path.read_text(), description, labels)
+    created = client.create_pool(name, csr_path.read_text(), description, labels, drift_detection_limit)
     if output == "json":
         emit_json(created)
     else:
@@ -131,12 +135,29 @@ def stack() -> None:
 @click.option("--env", "env", multiple=True, help="KEY=VALUE variable (repeatable)")
 @click.option("--secret", "secrets", multiple=True, help="KEY=VALUE secret variable, masked in logs (repeatable)")
 @click.option("--label", "labels", multiple=True, help="a label (repeatable)")
+@click.option("--hook", "hooks", multiple=True,
+              help="PHASE=CMD, run in the run's container; PHASE is before_init, after_init, before_plan, "
+                   "after_plan, before_apply, after_apply, before_perform or after_perform (repeatable)")
+@click.option("--autodeploy/--no-autodeploy", default=None,
+              help="apply tracked runs without confirmation [default: on for shell, off for terraform/opentofu]")
+@click.option("--drift-schedule", default="", help="cron schedule of drift-detection runs, e.g. '0 * * * *'")
 @OUTPUT_OPTION
 @with_client
 def stack_create(client: Client, name: str, pool_name: str, source: str, branch: str, project_root: str,
                  tool: str, runner_image: str, init_cmd: str, plan_cmd: str, apply_cmd: str,
-                 env: tuple[str, ...], secrets: tuple[str, ...], labels: tuple[str, ...], output: str) -> None:
-    """Create a stack. A local directory is uploaded as the stack's source."""
+                 env: tuple[str, ...], secrets: tuple[str, ...], labels: tuple[str, ...], hooks: tuple[str, ...],
+                 autodeploy: bool | None, drift_schedule: str, output: str) -> None:
+    """Create a stack. A local directory is uploaded as the stack's source.
+
+    Terraform and OpenTofu stacks use runyard's state backend: the runs need no
+    backend configuration of their own.
+    """
+    hook_map: dict[str, list[str]] = {}
+    for item in hooks:
+        phase, sep, command = item.partition("=")
+        if not sep or not command:
+            raise InvalidInput(f"hook {item!r} is not PHASE=COMMAND")
+        hook_map.setdefault(phase, []).append(command)
     variables = _pairs(env, False) + _pairs(secrets, True)
     if _is_git_url(source):
         src = SourceIO(kind="git", url=source, branch=branch)
@@ -149,7 +170,8 @@ def stack_create(client: Client, name: str, pool_name: str, source: str, branch:
     body = StackCreate(
         name=name, pool=pool_name, source=src, tool=tool, project_root=project_root,
         runner_image=runner_image, commands={"init": init_cmd, "plan": plan_cmd, "apply": apply_cmd},
-        env=variables, labels=list(labels),
+        env=variables, labels=list(labels), hooks=hook_map, drift_schedule=drift_schedule,
+        autodeploy=(tool == "shell") if autodeploy is None else autodeploy,
     )
     created = client.create_stack(body)
     if output == "json":
@@ -169,6 +191,22 @@ def stack_list(client: Client, output: str) -> None:
         return
     table(["id", "name", "tool", "pool", "source"],
           [(s.id, s.name, s.tool, s.pool_id, s.source.url or s.source.origin) for s in stacks])
+
+
+@stack.command("outputs")
+@click.argument("name")
+@OUTPUT_OPTION
+@with_client
+def stack_outputs(client: Client, name: str, output: str) -> None:
+    """The outputs of the stack's last apply. Sensitive ones are never shown:
+    they are stored sealed to the pool's key, if the launcher uploads them."""
+    outputs = client.outputs(name)
+    if output == "json":
+        emit_json(outputs)
+        return
+    table(["name", "value"], [
+        (o.name, "(sensitive, sealed)" if o.sealed else "(sensitive, not uploaded)" if o.sensitive
+         else json.dumps(o.value)) for o in outputs])
 
 
 @stack.command("show")
@@ -202,14 +240,18 @@ def _print_run(r: RunOut, output: str) -> None:
     if output == "json":
         emit_json(r)
         return
+    changes = r.changes and f"+{r.changes['add']} ~{r.changes['change']} -{r.changes['destroy']}"
     fields([("id", r.id), ("kind", r.kind.value), ("state", r.state.value), ("stack", r.stack_id),
-            ("worker", r.worker_id), ("reason", r.reason or "-"), ("created", r.created_at)])
+            ("worker", r.worker_id), ("changes", changes or "-"), ("waiting for", r.waiting_for or "-"),
+            ("reason", r.reason or "-"), ("created", r.created_at)])
     click.echo()
     table(["state", "at", "note"], [(t.state.value, t.at.strftime("%H:%M:%S.%f")[:-3], t.note) for t in r.transitions])
 
 
-def follow_logs(client: Client, run_id: str, out: Callable[[str], None] = click.echo) -> RunOut:
-    """Print the run's log as it grows until the run ends; survives server restarts."""
+def follow_logs(client: Client, run_id: str, out: Callable[[str], None] = click.echo,
+                until_confirmation: bool = True) -> RunOut:
+    """Print the run's log as it grows until the run ends (or, by default, waits
+    for confirmation); survives server restarts."""
     after = 0
     backoff = 0.2
     while True:
@@ -223,21 +265,29 @@ def follow_logs(client: Client, run_id: str, out: Callable[[str], None] = click.
         for line in page.lines:
             out(line.msg)
             after = line.seq
-        if page.done:
+        if page.done or (until_confirmation and not page.lines and page.state == RunState.UNCONFIRMED):
             return client.run(run_id)
 
 
+AWAITING_CONFIRMATION = 10  # --wait's exit code when a plan waits for `run confirm`
+
+
 def _wait_and_exit(client: Client, r: RunOut, follow: bool, output: str) -> None:
+    """Wait for the end, or for the plan to need confirmation."""
     if follow:
         final = follow_logs(client, r.id, click.echo if output == "table" else lambda s: None)
     else:
         final = r
-        while not final.state.terminal:
+        while not final.state.terminal and final.state != RunState.UNCONFIRMED:
             final = _await_change(client, final)
     if output == "json":
         emit_json(final)
+    elif final.state == RunState.UNCONFIRMED:
+        click.echo(f"run {final.id} waits for confirmation: runyard run confirm {final.id}", err=True)
     else:
         click.echo(f"run {final.id} {final.state.value}" + (f": {final.reason}" if final.reason else ""), err=True)
+    if final.state == RunState.UNCONFIRMED:
+        sys.exit(AWAITING_CONFIRMATION)
     sys.exit(0 if final.state == RunState.FINISHED else 1)
 
 
@@ -254,13 +304,20 @@ def _await_change(client: Client, r: RunOut) -> RunOut:
 @run.command("trigger")
 @click.argument("stack_name")
 @click.option("--proposed", is_flag=True, help="plan only, change nothing")
+@click.option("--drift-detection", is_flag=True, help="a drift-detection run now, as the stack's schedule queues them")
 @click.option("--wait", is_flag=True, help="wait for the end; exit non-zero unless it finished")
 @click.option("--follow", "-f", is_flag=True, help="with --wait: print the log as it comes")
 @OUTPUT_OPTION
 @with_client
-def run_trigger(client: Client, stack_name: str, proposed: bool, wait: bool, follow: bool, output: str) -> None:
-    """Queue a tracked run (or a proposed one) on a stack."""
-    r = client.trigger(stack_name, RunKind.PROPOSED if proposed else RunKind.TRACKED)
+def run_trigger(client: Client, stack_name: str, proposed: bool, drift_detection: bool, wait: bool, follow: bool,
+                output: str) -> None:
+    """Queue a tracked run (or a proposed one) on a stack.
+
+    With --wait: exit 0 when the run finished, 10 when its plan waits for
+    `runyard run confirm`, 1 otherwise.
+    """
+    kind = RunKind.DRIFT_DETECTION if drift_detection else RunKind.PROPOSED if proposed else RunKind.TRACKED
+    r = client.trigger(stack_name, kind)
     if wait or follow:
         click.echo(f"run {r.id} queued", err=True)
         _wait_and_exit(client, r, follow, output)
@@ -326,6 +383,29 @@ def run_logs(client: Client, run_id: str, follow: bool) -> None:
             return
 
 
+@run.command("confirm")
+@click.argument("run_id")
+@click.option("--wait", is_flag=True, help="wait for the apply to end; exit non-zero unless it finished")
+@OUTPUT_OPTION
+@with_client
+def run_confirm(client: Client, run_id: str, wait: bool, output: str) -> None:
+    """Apply an UNCONFIRMED run's saved plan (on any worker of the pool)."""
+    r = client.confirm(run_id)
+    if wait:
+        _wait_and_exit(client, r, False, output)
+    _print_run(r, output) if output == "json" else click.echo(f"run {r.id} {r.state.value}")
+
+
+@run.command("discard")
+@click.argument("run_id")
+@OUTPUT_OPTION
+@with_client
+def run_discard(client: Client, run_id: str, output: str) -> None:
+    """Throw away an UNCONFIRMED run's plan."""
+    r = client.discard(run_id)
+    _print_run(r, output) if output == "json" else click.echo(f"run {r.id} {r.state.value}")
+
+
 @run.command("cancel")
 @click.argument("run_id")
 @OUTPUT_OPTION
@@ -339,3 +419,34 @@ def run_cancel(client: Client, run_id: str, output: str) -> None:
         click.echo(f"run {r.id} {r.state.value}")
     else:
         click.echo(f"run {r.id}: stop requested; the worker is stopping it")
+
+
+# state -----------------------------------------------------------------------
+
+
+@click.group()
+def state() -> None:
+    """Terraform state kept by the server: history and downloads."""
+
+
+@state.command("versions")
+@click.argument("stack_name")
+@OUTPUT_OPTION
+@with_client
+def state_versions(client: Client, stack_name: str, output: str) -> None:
+    """Every stored version of the stack's state, oldest first."""
+    versions = client.state_versions(stack_name)
+    if output == "json":
+        emit_json(versions)
+        return
+    table(["version", "serial", "lineage", "run", "created"],
+          [(v.version, v.serial, v.lineage, v.run_id, v.created_at) for v in versions])
+
+
+@state.command("pull")
+@click.argument("stack_name")
+@click.option("--version", "version", type=int, default=None, help="a stored version (default: the newest)")
+@with_client
+def state_pull(client: Client, stack_name: str, version: int | None) -> None:
+    """Print the stack's state (the newest, or --version N)."""
+    click.echo(client.state(stack_name, version).decode())

@@ -49,6 +49,10 @@ class RunService:
             stack = repo.stack(stack_ref)
             if stack is None:
                 raise NotFound(f"no stack {stack_ref!r}: `runyard stack list` shows the stacks")
+            if kind == RunKind.DRIFT_DETECTION:
+                pool = repo.pool(stack.pool_id)
+                if pool is None or not pool.drift_detection_limit:
+                    raise InvalidInput("the stack's pool has drift detection disabled: set its drift-detection limit")
             run = Run(
                 id=new_ulid(now),
                 stack_id=stack.id,
