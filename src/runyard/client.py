@@ -29,6 +29,7 @@ from runyard.core.states import RunKind, RunState
 from runyard.wire import (
     API,
     ChallengeOut,
+    CycleOut,
     HeartbeatOut,
     LogLineIO,
     LogsAck,
@@ -36,7 +37,7 @@ from runyard.wire import (
     OutputIO,
     PollOut,
     PoolCreated,
-    PoolOut,
+    PoolSummary,
     RegisterOut,
     RunOut,
     StackCreate,
@@ -141,11 +142,30 @@ class Client:
                 "drift_detection_limit": drift_detection_limit}
         return self._post(f"{API}/pools", PoolCreated, body)
 
-    def pools(self) -> list[PoolOut]:
-        return [PoolOut.model_validate(p) for p in self.request("GET", f"{API}/pools").json()]
+    def pools(self) -> list[PoolSummary]:
+        return [PoolSummary.model_validate(p) for p in self.request("GET", f"{API}/pools").json()]
 
-    def pool(self, ref: str) -> PoolOut:
-        return self._get(f"{API}/pools/{ref}", PoolOut)
+    def pool(self, ref: str) -> PoolSummary:
+        return self._get(f"{API}/pools/{ref}", PoolSummary)
+
+    def update_pool(self, ref: str, body: dict[str, Any]) -> PoolSummary:
+        return PoolSummary.model_validate(self.request("PATCH", f"{API}/pools/{ref}", json=body).json())
+
+    def cycle_pool(self, ref: str) -> int:
+        return self._post(f"{API}/pools/{ref}/cycle", CycleOut).workers
+
+    def reset_pool(self, ref: str, csr: str) -> PoolCreated:
+        return self._post(f"{API}/pools/{ref}/reset", PoolCreated, {"csr": csr})
+
+    def pool_queue(self, ref: str) -> list[RunOut]:
+        return [RunOut.model_validate(r) for r in self.request("GET", f"{API}/pools/{ref}/queue").json()]
+
+    def pool_stacks(self, ref: str) -> list[StackOut]:
+        return [StackOut.model_validate(s) for s in self.request("GET", f"{API}/pools/{ref}/stacks").json()]
+
+    def drain(self, worker_id: str, drained: bool = True) -> WorkerOut:
+        verb = "drain" if drained else "undrain"
+        return self._post(f"{API}/workers/{worker_id}/{verb}", WorkerOut)
 
     def workers(self, pool: str) -> list[WorkerOut]:
         return [WorkerOut.model_validate(w) for w in self.request("GET", f"{API}/pools/{pool}/workers").json()]

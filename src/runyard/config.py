@@ -188,6 +188,7 @@ class LauncherSettings(Settings):
     debug: bool = Field(False, description="print the exact commands run into the run log")
     heartbeat_interval: Duration = Field(5.0, description="how often the launcher tells the server it is alive")
     long_poll: Duration = Field(25.0, description="how long one poll for work is held open")
+    metrics_port: int = Field(0, description="serve Prometheus metrics on this port of 127.0.0.1 (0: off)")
     disconnect_after_job: bool = Field(False, description="exit after one run")
     disconnect_after_idle_timeout: Duration = Field(0.0, description="exit after this long without work (0: never)")
     shutdown_hook_path: Path | None = Field(

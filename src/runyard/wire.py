@@ -49,6 +49,28 @@ class PoolOut(BaseModel):
         )
 
 
+class PoolSummary(PoolOut):
+    """A pool with its workers counted by status and its queue length."""
+
+    workers: dict[str, int] = Field(default_factory=dict, description="IDLE / BUSY / DRAINED -> count")
+    queue_length: int = Field(0, description="runs waiting for a worker")
+    running: int = Field(0, description="runs on a worker now")
+
+
+class PoolUpdate(BaseModel):
+    description: str | None = None
+    labels: list[str] | None = None
+    drift_detection_limit: int | None = Field(None, ge=0, description="0 disables drift detection")
+
+
+class PoolReset(BaseModel):
+    csr: str = Field(description="PEM CSR of the pool's new key")
+
+
+class CycleOut(BaseModel):
+    workers: int = Field(description="how many workers were told to exit")
+
+
 class PoolCreated(BaseModel):
     pool: PoolOut
     token: str = Field(description="base64 JSON: endpoints, pool id and certificate")

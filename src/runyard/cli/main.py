@@ -181,6 +181,7 @@ def _register_groups() -> None:
     main.add_command(resources.stack)
     main.add_command(resources.run)
     main.add_command(resources.state)
+    main.add_command(resources.worker)
     main.add_command(demo.demo)
 
 

@@ -19,6 +19,7 @@ from runyard.core.errors import InvalidInput, RunyardError, Unauthorized, Unavai
 from runyard.core.masking import check_maskable
 from runyard.crypto import PoolToken, load_cert, load_private_key_b64, same_public_key, sign_challenge
 from runyard.launcher.executors import Executor
+from runyard.launcher.metrics import LauncherMetrics
 from runyard.launcher.policy import InitializationPolicy
 from runyard.launcher.runner import RunAbandoned, RunContext, RunExecution
 from runyard.wire import AssignmentOut, PollOut
@@ -99,6 +100,9 @@ class Launcher:
         self._interrupts = 0
         self._grace_timer: threading.Timer | None = None
         self._idle_since = clock()
+        self.metrics = LauncherMetrics()
+        if settings.metrics_port:
+            self.metrics.serve(settings.metrics_port)
 
     # life cycle -----------------------------------------------------------------
 
@@ -172,12 +176,14 @@ class Launcher:
             self.register()
             beat = threading.Thread(target=self._heartbeats, name="heartbeat", daemon=True)
             beat.start()
+            self.metrics.state.state("idle")
             self._loop()
         except LauncherExit as exc:
             self._exit_reason = exc.reason
             self._stopping.set()
             raise
         finally:
+            self.metrics.state.state("stopping")
             self._stopping.set()
             self._done.set()
             if self._grace_timer is not None:
@@ -266,13 +272,16 @@ class Launcher:
         if self._stopping.is_set() and self._exit_reason == "interrupted":
             self.interrupt()  # a run assigned as SIGTERM arrived gets the same grace
         log.info("run %s of stack %s started", assignment.run.id, assignment.stack.name)
+        self.metrics.state.state("busy")
         try:
             state = execution.execute()
             log.info("run %s ended %s", assignment.run.id, state.value)
+            self.metrics.runs.labels(state.value).inc()
         except RunAbandoned:
-            pass
+            self.metrics.runs.labels("ABANDONED").inc()
         finally:
             self._current = None
+            self.metrics.state.state("idle")
 
     def _heartbeats(self) -> None:
         # Heartbeats go on while a run finishes after a stop (cycle, SIGTERM).

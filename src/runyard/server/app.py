@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import html
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -11,7 +12,7 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from runyard import __version__
 from runyard.config import ServerSettings
@@ -23,6 +24,7 @@ from runyard.server.db.dialects import make_engine
 from runyard.server.db.migrate import upgrade
 from runyard.server.loops import Loop
 from runyard.server.services import Context
+from runyard.server.web import pages
 
 log = logging.getLogger("runyard.server")
 
@@ -83,10 +85,17 @@ def create_app(settings: ServerSettings, svc: Services | None = None) -> FastAPI
     )
     app.state.services = services
 
+    @app.exception_handler(pages.NeedLogin)
+    async def _login(_: Request, exc: pages.NeedLogin) -> RedirectResponse:
+        return RedirectResponse("/ui/login", status_code=303)
+
     @app.exception_handler(RunyardError)
-    async def _runyard_error(_: Request, exc: RunyardError) -> JSONResponse:
+    async def _runyard_error(request: Request, exc: RunyardError) -> Response:
         if isinstance(exc, Locked):  # terraform reads the holder's lock document from the body
             return JSONResponse(exc.document, status_code=exc.http_status)
+        if request.url.path.startswith("/ui/"):
+            body = f"<!doctype html><title>runyard</title><h1>{exc.http_status}</h1><p>{html.escape(exc.message)}</p>"
+            return HTMLResponse(body + '<p><a href="/ui/pools">Back</a></p>', status_code=exc.http_status)
         return JSONResponse({"error": exc.code, "message": exc.message}, status_code=exc.http_status)
 
     @app.exception_handler(RequestValidationError)
@@ -96,10 +105,19 @@ def create_app(settings: ServerSettings, svc: Services | None = None) -> FastAPI
         )
         return JSONResponse({"error": "invalid", "message": problems}, status_code=422)
 
+    @app.get("/metrics", tags=["meta"], include_in_schema=False)
+    def metrics() -> Response:
+        return Response(services.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    @app.get("/", include_in_schema=False)
+    def root() -> RedirectResponse:
+        return RedirectResponse("/ui/pools", status_code=303)
+
     @app.get("/healthz", tags=["meta"])
     def healthz() -> dict[str, str]:
         return {"status": "ok", "version": __version__}
 
+    app.include_router(pages.router)
     app.include_router(users.router)
     app.include_router(state.router)
     app.include_router(workers.router)

@@ -10,6 +10,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from runyard.core.models import Worker
+from runyard.server.metrics import ServerMetrics
 from runyard.server.services import Context
 from runyard.server.services.auth import AuthService
 from runyard.server.services.drift import DriftScheduler
@@ -32,13 +33,15 @@ class Services:
     logs: LogService
     state: StateService
     drift: DriftScheduler
+    metrics: ServerMetrics
     long_poll: float
 
     @classmethod
     def build(cls, ctx: Context, long_poll: float) -> Services:
         logs = LogService(ctx)
         pools = PoolService(ctx)
-        runs = RunService(ctx, logs)
+        metrics = ServerMetrics(ctx)
+        runs = RunService(ctx, logs, metrics)
         return cls(
             ctx=ctx,
             auth=AuthService(ctx),
@@ -49,6 +52,7 @@ class Services:
             logs=logs,
             state=StateService(ctx),
             drift=DriftScheduler(ctx, runs),
+            metrics=metrics,
             long_poll=long_poll,
         )
 

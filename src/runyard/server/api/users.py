@@ -8,17 +8,23 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
 from runyard.core.errors import InvalidInput
-from runyard.core.models import Tool
+from runyard.core.models import Pool, Tool
+from runyard.core.states import ON_WORKER, SCHEDULABLE
 from runyard.server.api.deps import Svc, User
 from runyard.server.notifier import run_topic
+from runyard.server.services.pools import summarize
 from runyard.wire import (
     API,
+    CycleOut,
     LogLineIO,
     LogsOut,
     OutputIO,
     PoolCreate,
     PoolCreated,
     PoolOut,
+    PoolReset,
+    PoolSummary,
+    PoolUpdate,
     RunOut,
     RunTrigger,
     StackCreate,
@@ -38,14 +44,67 @@ def create_pool(body: PoolCreate, svc: Svc, _: User) -> PoolCreated:
     return PoolCreated(pool=PoolOut.of(pool), token=token)
 
 
-@router.get("/pools", response_model=list[PoolOut], tags=["pools"])
-def list_pools(svc: Svc, _: User) -> list[PoolOut]:
-    return [PoolOut.of(p) for p in svc.pools.list()]
+def _summary(svc: Svc, pool: Pool) -> PoolSummary:
+    with svc.ctx.tx() as repo:
+        extra = summarize(repo, pool)
+    return PoolSummary(**PoolOut.of(pool).model_dump(), **extra)
 
 
-@router.get("/pools/{ref}", response_model=PoolOut, tags=["pools"])
-def get_pool(ref: str, svc: Svc, _: User) -> PoolOut:
-    return PoolOut.of(svc.pools.get(ref))
+@router.get("/pools", response_model=list[PoolSummary], tags=["pools"])
+def list_pools(svc: Svc, _: User) -> list[PoolSummary]:
+    return [_summary(svc, p) for p in svc.pools.list()]
+
+
+@router.get("/pools/{ref}", response_model=PoolSummary, tags=["pools"])
+def get_pool(ref: str, svc: Svc, _: User) -> PoolSummary:
+    return _summary(svc, svc.pools.get(ref))
+
+
+@router.patch("/pools/{ref}", response_model=PoolSummary, tags=["pools"])
+def update_pool(ref: str, body: PoolUpdate, svc: Svc, _: User) -> PoolSummary:
+    labels = tuple(body.labels) if body.labels is not None else None
+    return _summary(svc, svc.pools.update(ref, body.description, labels, body.drift_detection_limit))
+
+
+@router.post("/pools/{ref}/cycle", response_model=CycleOut, tags=["pools"])
+def cycle_pool(ref: str, svc: Svc, _: User) -> CycleOut:
+    """Every worker exits: idle ones at once, busy ones after their run."""
+    return CycleOut(workers=svc.pools.cycle(ref))
+
+
+@router.post("/pools/{ref}/reset", response_model=PoolCreated, tags=["pools"])
+def reset_pool(ref: str, body: PoolReset, svc: Svc, _: User) -> PoolCreated:
+    """A new certificate and token; the old ones are refused from now on."""
+    token, _removed = svc.workers.reset_pool(ref, body.csr)
+    return PoolCreated(pool=PoolOut.of(svc.pools.get(ref)), token=token)
+
+
+@router.get("/pools/{ref}/queue", response_model=list[RunOut], tags=["pools"])
+def pool_queue(ref: str, svc: Svc, _: User) -> list[RunOut]:
+    """Runs in progress first, then runs waiting for a worker, oldest first."""
+    pool = svc.pools.get(ref)
+    with svc.ctx.tx() as repo:
+        running = repo.runs(pool_id=pool.id, states=ON_WORKER, oldest_first=True, limit=500)
+        waiting = repo.runs(pool_id=pool.id, states=SCHEDULABLE, oldest_first=True, limit=500)
+    return [RunOut.of(r) for r in running] + [RunOut.of(r, svc.runs.waiting_for(r)) for r in waiting]
+
+
+@router.get("/pools/{ref}/stacks", response_model=list[StackOut], tags=["pools"])
+def pool_stacks(ref: str, svc: Svc, _: User) -> list[StackOut]:
+    """The stacks that run on this pool (used by)."""
+    pool = svc.pools.get(ref)
+    with svc.ctx.tx() as repo:
+        return [StackOut.of(s) for s in repo.stacks(pool.id)]
+
+
+@router.post("/workers/{worker_id}/drain", response_model=WorkerOut, tags=["pools"])
+def drain_worker(worker_id: str, svc: Svc, _: User) -> WorkerOut:
+    return WorkerOut.of(svc.workers.drain(worker_id, True))
+
+
+@router.post("/workers/{worker_id}/undrain", response_model=WorkerOut, tags=["pools"])
+def undrain_worker(worker_id: str, svc: Svc, _: User) -> WorkerOut:
+    return WorkerOut.of(svc.workers.drain(worker_id, False))
 
 
 @router.get("/pools/{ref}/workers", response_model=list[WorkerOut], tags=["pools"])

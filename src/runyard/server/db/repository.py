@@ -151,6 +151,15 @@ class Repository:
         ).first()
         return _pool(row) if row else None
 
+    def update_pool(self, pool_id: str, **values: Any) -> None:
+        self.conn.execute(update(t.pools).where(t.pools.c.id == pool_id).values(**values))
+
+    def request_pool_exit(self, pool_id: str) -> int:
+        result = self.conn.execute(
+            update(t.workers).where(t.workers.c.pool_id == pool_id, t.workers.c.gone_at.is_(None))
+            .values(exit_requested=True))
+        return int(result.rowcount)
+
     def pools(self) -> list[Pool]:
         return [_pool(r) for r in self.conn.execute(select(t.pools).order_by(t.pools.c.name))]
 

@@ -8,7 +8,8 @@ import re
 
 from runyard.core.errors import AlreadyExists, InvalidInput, NotFound
 from runyard.core.ids import new_ulid
-from runyard.core.models import Pool
+from runyard.core.models import Pool, WorkerStatus
+from runyard.core.states import ON_WORKER, SCHEDULABLE
 from runyard.crypto import (
     CertificateAuthority,
     PoolToken,
@@ -16,6 +17,8 @@ from runyard.crypto import (
     load_csr,
     serial_of,
 )
+from runyard.server.db.repository import Repository
+from runyard.server.notifier import pool_topic
 from runyard.server.services import Context
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -89,6 +92,47 @@ class PoolService:
     def token(self, pool: Pool) -> str:
         return PoolToken(self.ctx.endpoints, pool.id, pool.certificate_pem).encode()
 
+    def update(
+        self,
+        ref: str,
+        description: str | None = None,
+        labels: tuple[str, ...] | None = None,
+        drift_detection_limit: int | None = None,
+    ) -> Pool:
+        """Change a pool's settings; None leaves a setting as it is (a limit of 0 disables drift runs)."""
+        pool = self.get(ref)
+        values: dict[str, object] = {}
+        if description is not None:
+            values["description"] = description
+        if labels is not None:
+            values["labels"] = list(labels)
+        if drift_detection_limit is not None:
+            if drift_detection_limit < 0:
+                raise InvalidInput("the drift-detection limit must be 0 (disabled) or more")
+            values["drift_detection_limit"] = drift_detection_limit or None
+        if values:
+            with self.ctx.tx() as repo:
+                repo.update_pool(pool.id, **values)
+            self.ctx.notifier.notify(pool_topic(pool.id))
+        return self.get(pool.id)
+
+    def cycle(self, ref: str) -> int:
+        """Tell every worker of the pool to exit: idle ones at once (their held
+        poll answers), busy ones after their run (their next heartbeat says so)."""
+        pool = self.get(ref)
+        with self.ctx.tx() as repo:
+            count = repo.request_pool_exit(pool.id)
+        self.ctx.notifier.notify(pool_topic(pool.id))
+        return count
+
+    def new_certificate(self, pool: Pool, csr_pem: str) -> tuple[str, str]:
+        """Sign a fresh CSR for ``pool`` and store it: the old certificate stops working."""
+        cert = self.ca().sign_csr(load_csr(csr_pem), pool.id)
+        pem, serial = cert_to_pem(cert), serial_of(cert)
+        with self.ctx.tx() as repo:
+            repo.update_pool(pool.id, certificate_pem=pem, certificate_serial=serial)
+        return pem, serial
+
     def get(self, ref: str) -> Pool:
         with self.ctx.tx() as repo:
             pool = repo.pool(ref)
@@ -99,3 +143,15 @@ class PoolService:
     def list(self) -> list[Pool]:
         with self.ctx.tx() as repo:
             return repo.pools()
+
+
+def summarize(repo: Repository, pool: Pool) -> dict[str, object]:
+    """Worker counts by status and queue length: what operators look at first."""
+    counts = {status.value: 0 for status in WorkerStatus}
+    for worker in repo.workers(pool.id):
+        counts[worker.status.value] += 1
+    return {
+        "workers": counts,
+        "queue_length": repo.count_runs(pool.id, SCHEDULABLE),
+        "running": repo.count_runs(pool.id, ON_WORKER),
+    }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from runyard.core.errors import Conflict, InvalidInput, NotFound, StaleLease
 from runyard.core.ids import new_ulid
@@ -33,10 +34,25 @@ def workspace_key(run_id: str) -> str:
     return f"workspaces/{run_id}.sealed"
 
 
+class RunMetrics(Protocol):
+    def assigned(self, pool_id: str, waited: float) -> None: ...
+
+    def ended_run(self, pool_id: str, state: RunState, took: float) -> None: ...
+
+
+class _NoMetrics:
+    def assigned(self, pool_id: str, waited: float) -> None:
+        pass
+
+    def ended_run(self, pool_id: str, state: RunState, took: float) -> None:
+        pass
+
+
 class RunService:
-    def __init__(self, ctx: Context, logs: LogService) -> None:
+    def __init__(self, ctx: Context, logs: LogService, metrics: RunMetrics | None = None) -> None:
         self.ctx = ctx
         self.logs = logs
+        self.metrics: RunMetrics = metrics or _NoMetrics()
 
     # people ---------------------------------------------------------------
 
@@ -164,6 +180,8 @@ class RunService:
             else:
                 return None
         self.ctx.notifier.notify(run_topic(claimed.id))
+        if claimed.state == RunState.READY and lease == 1:
+            self.metrics.assigned(claimed.pool_id, now - claimed.created_at.timestamp())
         return Assignment(claimed, stack, lease, run_token, log_seq)
 
     @staticmethod
@@ -268,6 +286,7 @@ class RunService:
         if run.worker_id and run.state.on_worker and not target.on_worker:
             repo.set_worker_run(run.worker_id, None, expect=run.id)
         if target.terminal:
+            self.metrics.ended_run(run.pool_id, target, now - run.created_at.timestamp())
             self.logs.seal(repo, run.id)
             if run.has_workspace:
                 self.ctx.blobs.delete(workspace_key(run.id))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from runyard.core.errors import Unauthorized, WorkerGone
+from runyard.core.errors import NotFound, Unauthorized, WorkerGone
 from runyard.core.ids import new_ulid
 from runyard.core.models import Worker
 from runyard.crypto import (
@@ -90,6 +90,29 @@ class WorkerService:
                 run = repo.run(worker.current_run_id, with_transitions=False)
                 stop = bool(run and run.stop_requested)
         return HeartbeatReply(stop, "cycled" if worker.exit_requested else "")
+
+    def reset_pool(self, ref: str, csr_pem: str) -> tuple[str, int]:
+        """A new certificate (and token) for the pool. Every worker holding the
+        old one is removed at once: its requests are refused, its run fails."""
+        pool = self.pools.get(ref)
+        _, serial = self.pools.new_certificate(pool, csr_pem)
+        with self.ctx.tx() as repo:
+            # Only holders of the old certificate: a worker that already joined with the new one stays.
+            old = [w.id for w in repo.workers(pool.id) if w.certificate_serial != serial]
+        for worker_id in old:
+            self._remove(worker_id, "the pool was reset")
+        fresh = self.pools.get(pool.id)
+        return self.pools.token(fresh), len(old)
+
+    def drain(self, worker_id: str, drained: bool) -> Worker:
+        """A drained worker takes no new run; it finishes the one it has."""
+        with self.ctx.tx() as repo:
+            worker = repo.worker(worker_id)
+            if worker is None:
+                raise NotFound(f"no worker {worker_id!r}: `runyard pool show POOL` lists the workers")
+            repo.update_worker(worker_id, drained=drained)
+        self.ctx.notifier.notify(pool_topic(worker.pool_id))
+        return self.refresh(worker_id)
 
     def refresh(self, worker_id: str) -> Worker:
         """The worker as stored now; :class:`WorkerGone` if it was removed."""

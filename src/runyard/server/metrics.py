@@ -1,0 +1,76 @@
+"""Prometheus metrics of the server; the only server module importing prometheus_client.
+
+Gauges (runs pending, workers by status, per pool) are read from the
+database at scrape time, so every server process reports the truth, not its
+own view. Histograms and counters are observed as runs move.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from runyard.core.states import ON_WORKER, SCHEDULABLE, RunState
+from runyard.server.services import Context
+from runyard.server.services.pools import summarize
+
+QUEUE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
+DURATION_BUCKETS = (0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 1800, 3600, 7200)
+
+
+class _PoolGauges(Collector):
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    def collect(self) -> Iterator[Metric]:
+        pending = GaugeMetricFamily("runyard_runs_pending", "Runs waiting for a worker", labels=["pool"])
+        running = GaugeMetricFamily("runyard_runs_running", "Runs on a worker now", labels=["pool"])
+        workers = GaugeMetricFamily("runyard_workers", "Workers by status", labels=["pool", "status"])
+        with self.ctx.tx() as repo:
+            for pool in repo.pools():
+                summary = summarize(repo, pool)
+                pending.add_metric([pool.name], float(repo.count_runs(pool.id, SCHEDULABLE)))
+                running.add_metric([pool.name], float(repo.count_runs(pool.id, ON_WORKER)))
+                counts = summary["workers"]
+                assert isinstance(counts, dict)
+                for status, count in counts.items():
+                    workers.add_metric([pool.name, status], float(count))
+        yield pending
+        yield running
+        yield workers
+
+
+class ServerMetrics:
+    """What the run service reports as runs move."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.registry = CollectorRegistry()
+        self.queue_time = Histogram("runyard_run_queue_seconds", "Time from queued to assigned",
+                                    ["pool"], buckets=QUEUE_BUCKETS, registry=self.registry)
+        self.duration = Histogram("runyard_run_duration_seconds", "Time from queued to the end",
+                                  ["pool", "state"], buckets=DURATION_BUCKETS, registry=self.registry)
+        self.ended = Counter("runyard_runs_ended", "Runs by end state", ["pool", "state"], registry=self.registry)
+        self.registry.register(_PoolGauges(ctx))
+        self._pool_names: dict[str, str] = {}
+
+    def _pool(self, pool_id: str) -> str:
+        if pool_id not in self._pool_names:
+            with self.ctx.tx() as repo:
+                pool = repo.pool(pool_id)
+            self._pool_names[pool_id] = pool.name if pool else pool_id
+        return self._pool_names[pool_id]
+
+    def assigned(self, pool_id: str, waited: float) -> None:
+        self.queue_time.labels(self._pool(pool_id)).observe(max(waited, 0.0))
+
+    def ended_run(self, pool_id: str, state: RunState, took: float) -> None:
+        pool = self._pool(pool_id)
+        self.duration.labels(pool, state.value).observe(max(took, 0.0))
+        self.ended.labels(pool, state.value).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

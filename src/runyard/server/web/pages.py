@@ -1,0 +1,263 @@
+"""Pages for operators: pools, workers, queue, stacks, runs, with actions.
+
+Everything user-provided goes through Jinja2's autoescaping; descriptions are
+markdown rendered with raw HTML disabled. Live pages re-fetch their main
+block (``?partial=1``); a run's log streams as server-sent events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markdown_it import MarkdownIt
+from markupsafe import Markup
+from starlette.concurrency import run_in_threadpool
+
+from runyard.core.errors import RunyardError
+from runyard.core.models import Run
+from runyard.core.states import ON_WORKER, SCHEDULABLE, RunKind, RunState
+from runyard.crypto import hash_secret
+from runyard.server.api.deps import Services, Svc
+from runyard.server.notifier import run_topic
+from runyard.server.services.pools import summarize
+from runyard.server.web import session as sessions
+
+router = APIRouter(prefix="/ui", include_in_schema=False)
+_markdown = MarkdownIt("commonmark", {"html": False})
+_templates = Environment(
+    loader=FileSystemLoader(Path(__file__).parent / "templates"),
+    autoescape=select_autoescape(["html"]),
+)
+_templates.filters["markdown"] = lambda text: Markup(_markdown.render(text or ""))
+_templates.filters["when"] = lambda d: d.strftime("%Y-%m-%d %H:%M:%S") if d else "-"
+
+
+class NeedLogin(Exception):
+    """Raised by pages without a valid session: the app redirects to the sign-in page."""
+
+
+def _secret(svc: Services) -> bytes:
+    return svc.pools.challenge_secret()
+
+
+def current(request: Request, svc: Services) -> sessions.Session:
+    session = sessions.decode(_secret(svc), request.cookies.get(sessions.COOKIE), time.time())
+    if session is None:
+        raise NeedLogin()
+    with svc.ctx.tx() as repo:
+        if repo.api_key_by_hash(session.key_hash) is None:
+            raise NeedLogin()
+    return session
+
+
+def render(request: Request, svc: Services, name: str, status: int = 200, **context: Any) -> HTMLResponse:
+    session = sessions.decode(_secret(svc), request.cookies.get(sessions.COOKIE), time.time())
+    template = _templates.get_template(name)
+    partial = request.query_params.get("partial") == "1"
+    html = template.render(request=request, csrf=session.csrf if session else "", partial=partial, **context)
+    return HTMLResponse(html, status_code=status)
+
+
+def _check_csrf(session: sessions.Session, token: str) -> None:
+    if token != session.csrf:
+        raise NeedLogin()
+
+
+def back(url: str, message: str = "") -> RedirectResponse:
+    suffix = ("&" if "?" in url else "?") + "flash=" + message.replace(" ", "+") if message else ""
+    return RedirectResponse(url + suffix, status_code=303)
+
+
+# sign-in ---------------------------------------------------------------------
+
+
+@router.get("/login")
+def login_page(request: Request, svc: Svc) -> HTMLResponse:
+    return render(request, svc, "login.html", error="")
+
+
+@router.post("/login")
+def login(request: Request, svc: Svc, api_key: str = Form("")) -> Response:
+    with svc.ctx.tx() as repo:
+        known = repo.api_key_by_hash(hash_secret(api_key)) is not None if api_key else False
+    if not known:
+        return render(request, svc, "login.html", status=401,
+                      error="That API key is not valid. Use the admin key the server printed at first start "
+                            "(DATA_DIR/admin-api-key).")
+    cookie, _ = sessions.encode(_secret(svc), hash_secret(api_key), time.time())
+    response = RedirectResponse("/ui/pools", status_code=303)
+    response.set_cookie(sessions.COOKIE, cookie, httponly=True, samesite="strict", max_age=sessions.LIFETIME)
+    return response
+
+
+@router.post("/logout")
+def logout(request: Request, svc: Svc, csrf: str = Form("")) -> Response:
+    _check_csrf(current(request, svc), csrf)
+    response = RedirectResponse("/ui/login", status_code=303)
+    response.delete_cookie(sessions.COOKIE)
+    return response
+
+
+@router.get("")
+def home() -> RedirectResponse:
+    return RedirectResponse("/ui/pools", status_code=303)
+
+
+# pools -----------------------------------------------------------------------
+
+
+@router.get("/pools")
+def pools_page(request: Request, svc: Svc) -> HTMLResponse:
+    current(request, svc)
+    with svc.ctx.tx() as repo:
+        rows = [(pool, summarize(repo, pool)) for pool in repo.pools()]
+    return render(request, svc, "pools.html", rows=rows)
+
+
+@router.get("/pools/{ref}")
+def pool_page(ref: str, request: Request, svc: Svc, tab: str = "workers") -> HTMLResponse:
+    current(request, svc)
+    pool = svc.pools.get(ref)
+    with svc.ctx.tx() as repo:
+        summary = summarize(repo, pool)
+        workers = repo.workers(pool.id)
+        running = repo.runs(pool_id=pool.id, states=ON_WORKER, oldest_first=True, limit=500)
+        waiting = repo.runs(pool_id=pool.id, states=SCHEDULABLE, oldest_first=True, limit=500)
+        stacks = repo.stacks(pool.id)
+    names = {s.id: s.name for s in stacks}
+    queue = [(r, names.get(r.stack_id, r.stack_id), "") for r in running]
+    queue += [(r, names.get(r.stack_id, r.stack_id), svc.runs.waiting_for(r)) for r in waiting]
+    return render(request, svc, "pool.html", pool=pool, summary=summary, workers=workers, queue=queue,
+                  stacks=stacks, tab=tab if tab in ("workers", "queue", "used-by") else "workers")
+
+
+@router.get("/pools/{ref}/cycle")
+def cycle_confirm(ref: str, request: Request, svc: Svc) -> HTMLResponse:
+    current(request, svc)
+    return render(request, svc, "confirm_cycle.html", pool=svc.pools.get(ref))
+
+
+@router.post("/pools/{ref}/cycle")
+def cycle(ref: str, request: Request, svc: Svc, csrf: str = Form("")) -> Response:
+    _check_csrf(current(request, svc), csrf)
+    count = svc.pools.cycle(ref)
+    return back(f"/ui/pools/{ref}", f"Told {count} worker(s) to exit")
+
+
+@router.get("/pools/{ref}/reset")
+def reset_confirm(ref: str, request: Request, svc: Svc) -> HTMLResponse:
+    current(request, svc)
+    return render(request, svc, "confirm_reset.html", pool=svc.pools.get(ref), error="", token="")
+
+
+@router.post("/pools/{ref}/reset")
+def reset(ref: str, request: Request, svc: Svc, csrf: str = Form(""), csr: str = Form("")) -> HTMLResponse:
+    _check_csrf(current(request, svc), csrf)
+    pool = svc.pools.get(ref)
+    try:
+        token, removed = svc.workers.reset_pool(ref, csr)
+    except RunyardError as exc:
+        return render(request, svc, "confirm_reset.html", status=exc.http_status, pool=pool, error=exc.message,
+                      token="")
+    return render(request, svc, "confirm_reset.html", pool=pool, error="", token=token, removed=removed)
+
+
+@router.post("/workers/{worker_id}/{action}")
+def drain(worker_id: str, action: str, request: Request, svc: Svc, csrf: str = Form("")) -> Response:
+    _check_csrf(current(request, svc), csrf)
+    worker = svc.workers.drain(worker_id, action == "drain")
+    pool = svc.pools.get(worker.pool_id)
+    return back(f"/ui/pools/{pool.name}", f"Worker {worker.id} is {worker.status.value}")
+
+
+# stacks and runs -------------------------------------------------------------
+
+
+@router.get("/stacks")
+def stacks_page(request: Request, svc: Svc) -> HTMLResponse:
+    current(request, svc)
+    with svc.ctx.tx() as repo:
+        pools = {p.id: p.name for p in repo.pools()}
+        stacks = repo.stacks()
+    return render(request, svc, "stacks.html", stacks=stacks, pools=pools)
+
+
+@router.get("/stacks/{ref}")
+def stack_page(ref: str, request: Request, svc: Svc) -> HTMLResponse:
+    current(request, svc)
+    stack = svc.stacks.get(ref)
+    runs = svc.runs.list(stack.id, 50)
+    pool = svc.pools.get(stack.pool_id)
+    return render(request, svc, "stack.html", stack=stack, runs=runs, pool=pool)
+
+
+@router.post("/stacks/{ref}/trigger")
+def trigger(ref: str, request: Request, svc: Svc, csrf: str = Form(""), kind: str = Form("TRACKED")) -> Response:
+    _check_csrf(current(request, svc), csrf)
+    run = svc.runs.trigger(ref, RunKind.PROPOSED if kind == "PROPOSED" else RunKind.TRACKED)
+    return back(f"/ui/runs/{run.id}")
+
+
+@router.get("/runs/{run_id}")
+def run_page(run_id: str, request: Request, svc: Svc) -> HTMLResponse:
+    current(request, svc)
+    run = svc.runs.get(run_id)
+    stack = svc.stacks.get(run.stack_id)
+    return render(request, svc, "run.html", run=run, stack=stack, waiting_for=svc.runs.waiting_for(run),
+                  actions=_actions(run))
+
+
+def _actions(run: Run) -> list[str]:
+    if run.state == RunState.UNCONFIRMED:
+        return ["confirm", "discard"]
+    if not run.state.terminal and run.state != RunState.CONFIRMED:
+        return ["cancel"]
+    return []
+
+
+@router.post("/runs/{run_id}/{action}")
+def run_action(run_id: str, action: str, request: Request, svc: Svc, csrf: str = Form("")) -> Response:
+    _check_csrf(current(request, svc), csrf)
+    {"confirm": svc.runs.confirm, "discard": svc.runs.discard, "cancel": svc.runs.cancel}[action](run_id)
+    return back(f"/ui/runs/{run_id}")
+
+
+@router.get("/runs/{run_id}/events")
+async def run_events(run_id: str, request: Request, svc: Svc, after: int = 0) -> StreamingResponse:
+    """The run's log lines and state changes as server-sent events, until it ends."""
+    await run_in_threadpool(current, request, svc)
+    topic = run_topic(run_id)
+
+    async def stream() -> AsyncIterator[str]:
+        seq, state = after, ""
+        while not await request.is_disconnected():
+            seen = svc.ctx.notifier.generation(topic)
+            run = await run_in_threadpool(svc.runs.get, run_id)
+            lines = await run_in_threadpool(_lines, svc, run_id, seq)
+            for line in lines:
+                seq = line.seq
+                yield f"event: line\ndata: {json.dumps({'seq': line.seq, 'msg': line.msg})}\n\n"
+            if run.state.value != state:
+                state = run.state.value
+                yield f"event: state\ndata: {json.dumps({'state': state, 'reason': run.reason})}\n\n"
+            if run.state.terminal and not lines:
+                yield "event: end\ndata: {}\n\n"
+                return
+            if not lines:
+                await svc.ctx.notifier.wait(topic, seen, 15)
+            await asyncio.sleep(0)
+
+    return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+def _lines(svc: Services, run_id: str, after: int) -> list[Any]:
+    with svc.ctx.tx() as repo:
+        return svc.logs.read(repo, run_id, after, limit=1000)
