@@ -100,6 +100,19 @@ class WorkerOut(BaseModel):
         )
 
 
+class FleetWorker(WorkerOut):
+    idle_since: float = Field(description="epoch seconds since the worker has had no run")
+
+
+class DemandOut(BaseModel):
+    """What the autoscaler sizes a pool from."""
+
+    version: int = Field(description="changes whenever the pool's demand or fleet may have changed")
+    queued: int = Field(description="runs waiting that a worker could take now")
+    running: int
+    workers: list[FleetWorker]
+
+
 # stacks ------------------------------------------------------------------
 
 

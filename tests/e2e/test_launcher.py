@@ -307,3 +307,35 @@ def test_a_policy_that_does_not_parse_stops_the_launcher_naming_file_and_line(se
     assert proc.wait(30) != 0
     assert f"{policy}:4:" in proc.read_log()
     proc.stop()
+
+
+def test_pool_cycle_ends_idle_launchers_at_once_and_busy_ones_after_their_run(server, launcher, tmp_path, sync_dir):
+    make_stack(server, tmp_path)
+    busy, idle = launcher(), launcher()
+    cmd = f"echo started; while [ ! -e {sync_dir}/go ]; do sleep 0.05; done; echo done"
+    run_id = cli(server, "run", "task", "s1", "--command", cmd, check=True).stdout.strip()
+    with server.client() as client:
+        wait_for(lambda: client.logs(run_id, wait=2).lines, 30, "the run to start")
+    holder = busy if run_state(server, run_id)["worker_id"] in busy.read_log() else idle
+    other = idle if holder is busy else busy
+    out = cli(server, "pool", "cycle", "p1", check=True).stdout
+    assert "told 2 worker(s)" in out
+    assert other.wait(20) == 0 and "launcher exiting: cycled" in other.read_log()
+    assert holder.proc.poll() is None  # still running its run
+    (sync_dir / "go").touch()
+    assert holder.wait(20) == 0 and "launcher exiting: cycled" in holder.read_log()
+    assert run_state(server, run_id)["state"] == "FINISHED"
+
+
+def test_the_launcher_serves_its_own_metrics(server, launcher, tmp_path):
+    import httpx
+
+    from tests.conftest import free_port
+
+    port = free_port()
+    launcher(extra_env={"RUNYARD_METRICS_PORT": str(port)})
+    make_stack(server, tmp_path)
+    assert task(server, "echo hi")["state"] == "FINISHED"
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+    assert 'runyard_launcher_state{runyard_launcher_state="idle"} 1.0' in text
+    assert 'runyard_launcher_runs_total{state="FINISHED"} 1.0' in text

@@ -168,7 +168,8 @@ def test_user_provided_text_is_shown_not_run(server, page, tmp_path):
     evil = "<script>alert('pwned')</script>"
     csr = tmp_path / "p.csr"
     csr.write_bytes(make_csr(generate_key(2048)))
-    cli(server, "pool", "create", "evil", "--csr", str(csr), "--description", f"**bold** {evil} [x](javascript:alert(1))",
+    description = f"**bold** {evil} [x](javascript:alert(1))"
+    cli(server, "pool", "create", "evil", "--csr", str(csr), "--description", description,
         "--label", "<img src=x onerror=alert(2)>", check=True)
     src = tmp_path / "src"
     src.mkdir()

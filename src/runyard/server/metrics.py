@@ -7,6 +7,7 @@ own view. Histograms and counters are observed as runs move.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -56,21 +57,32 @@ class ServerMetrics:
         self.ended = Counter("runyard_runs_ended", "Runs by end state", ["pool", "state"], registry=self.registry)
         self.registry.register(_PoolGauges(ctx))
         self._pool_names: dict[str, str] = {}
-
-    def _pool(self, pool_id: str) -> str:
-        if pool_id not in self._pool_names:
-            with self.ctx.tx() as repo:
-                pool = repo.pool(pool_id)
-            self._pool_names[pool_id] = pool.name if pool else pool_id
-        return self._pool_names[pool_id]
+        # Observations arrive inside the run service's transactions, where
+        # looking up a pool's name would wait on that very transaction's lock;
+        # they are queued and labelled at scrape time instead.
+        self._pending: deque[tuple[str, str, RunState | None, float]] = deque(maxlen=100_000)
 
     def assigned(self, pool_id: str, waited: float) -> None:
-        self.queue_time.labels(self._pool(pool_id)).observe(max(waited, 0.0))
+        self._pending.append(("assigned", pool_id, None, max(waited, 0.0)))
 
     def ended_run(self, pool_id: str, state: RunState, took: float) -> None:
-        pool = self._pool(pool_id)
-        self.duration.labels(pool, state.value).observe(max(took, 0.0))
-        self.ended.labels(pool, state.value).inc()
+        self._pending.append(("ended", pool_id, state, max(took, 0.0)))
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        with self.ctx.tx() as repo:
+            names = {p.id: p.name for p in repo.pools()}
+        self._pool_names.update(names)
+        while self._pending:
+            what, pool_id, state, seconds = self._pending.popleft()
+            pool = self._pool_names.get(pool_id, pool_id)
+            if what == "assigned":
+                self.queue_time.labels(pool).observe(seconds)
+            elif state is not None:
+                self.duration.labels(pool, state.value).observe(seconds)
+                self.ended.labels(pool, state.value).inc()
 
     def render(self) -> bytes:
+        self._flush()
         return generate_latest(self.registry)

@@ -5,17 +5,20 @@ from __future__ import annotations
 import time
 
 from fastapi import APIRouter, Request
+from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from runyard.core.errors import InvalidInput
 from runyard.core.models import Pool, Tool
 from runyard.core.states import ON_WORKER, SCHEDULABLE
 from runyard.server.api.deps import Svc, User
-from runyard.server.notifier import run_topic
+from runyard.server.notifier import pool_topic, run_topic
 from runyard.server.services.pools import summarize
 from runyard.wire import (
     API,
     CycleOut,
+    DemandOut,
+    FleetWorker,
     LogLineIO,
     LogsOut,
     OutputIO,
@@ -95,6 +98,35 @@ def pool_stacks(ref: str, svc: Svc, _: User) -> list[StackOut]:
     pool = svc.pools.get(ref)
     with svc.ctx.tx() as repo:
         return [StackOut.of(s) for s in repo.stacks(pool.id)]
+
+
+@router.get("/pools/{ref}/demand", response_model=DemandOut, tags=["pools"])
+async def pool_demand(ref: str, svc: Svc, _: User, since: int = -1, wait: float = 0) -> DemandOut:
+    """The pool's demand and fleet. With ``since`` (the last ``version`` seen)
+    and ``wait``, held until something changes: autoscalers react at once."""
+    pool = await run_in_threadpool(svc.pools.get, ref)
+    topic = pool_topic(pool.id)
+    version = svc.ctx.notifier.generation(topic)
+    if version == since and wait > 0:
+        await svc.ctx.notifier.wait(topic, since, min(wait, svc.long_poll))
+        version = svc.ctx.notifier.generation(topic)
+    return await run_in_threadpool(_demand, svc, pool, version)
+
+
+def _demand(svc: Svc, pool: Pool, version: int) -> DemandOut:
+    queued = svc.runs.schedulable_count(pool.id)
+    with svc.ctx.tx() as repo:
+        workers = [FleetWorker(**WorkerOut.of(w).model_dump(), idle_since=repo.idle_since(w))
+                   for w in repo.workers(pool.id)]
+        running = repo.count_runs(pool.id, ON_WORKER)
+    return DemandOut(version=version, queued=queued, running=running, workers=workers)
+
+
+@router.post("/workers/{worker_id}/remove", status_code=204, tags=["pools"])
+def remove_worker(worker_id: str, svc: Svc, _: User, reason: str = "removed") -> Response:
+    """Take a worker out of its pool (its instance is gone). A run it held fails with ``reason``."""
+    svc.workers.remove(worker_id, reason)
+    return Response(status_code=204)
 
 
 @router.post("/workers/{worker_id}/drain", response_model=WorkerOut, tags=["pools"])

@@ -210,6 +210,11 @@ class Repository:
             stmt = stmt.where(t.workers.c.pool_id == pool_id)
         return [_worker(r) for r in self.conn.execute(stmt.order_by(t.workers.c.created_at))]
 
+    def idle_since(self, worker: Worker) -> float:
+        """When the worker last finished a run (or registered)."""
+        last = self.conn.execute(select(func.max(t.runs.c.updated_at)).where(t.runs.c.worker_id == worker.id)).scalar()
+        return max(worker.created_at.timestamp(), float(last or 0))
+
     def touch_worker(self, worker_id: str, now: float) -> None:
         self.conn.execute(update(t.workers).where(t.workers.c.id == worker_id).values(last_seen_at=now))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -153,15 +154,7 @@ class RunService:
             worker = repo.worker(worker_id)
             if worker is None or worker.drained or worker.exit_requested or worker.current_run_id:
                 return None
-            busy_stacks = repo.stacks_with_active_write_run(worker.pool_id)
-            pool = repo.pool(worker.pool_id)
-            drift_room = (pool.drift_detection_limit or 0) if pool else 0
-            drift_room -= repo.count_active_drift_runs(worker.pool_id)
-            for run in repo.runs(pool_id=worker.pool_id, states=SCHEDULABLE, limit=1000, oldest_first=True):
-                if self._blocked(run, busy_stacks):
-                    continue
-                if run.kind == RunKind.DRIFT_DETECTION and drift_room <= 0:
-                    continue  # the pool's drift-detection limit is reached (or drift is disabled)
+            for run in self._schedulable(repo, worker.pool_id):
                 lease = run.lease + 1
                 note = f"assigned to worker {worker.id}"
                 run_token = new_secret("ryr_")
@@ -183,6 +176,28 @@ class RunService:
         if claimed.state == RunState.READY and lease == 1:
             self.metrics.assigned(claimed.pool_id, now - claimed.created_at.timestamp())
         return Assignment(claimed, stack, lease, run_token, log_seq)
+
+    def _schedulable(self, repo: Repository, pool_id: str) -> builtins.list[Run]:
+        """Waiting runs a worker of the pool could take now, oldest first: not
+        behind another write run of their stack, nor over the drift limit."""
+        busy_stacks = repo.stacks_with_active_write_run(pool_id)
+        pool = repo.pool(pool_id)
+        drift_room = (pool.drift_detection_limit or 0) if pool else 0
+        drift_room -= repo.count_active_drift_runs(pool_id)
+        out: builtins.list[Run] = []
+        for run in repo.runs(pool_id=pool_id, states=SCHEDULABLE, limit=1000, oldest_first=True):
+            if self._blocked(run, busy_stacks):
+                continue
+            if run.kind == RunKind.DRIFT_DETECTION:
+                if drift_room <= 0:
+                    continue  # the pool's drift-detection limit is reached (or drift is disabled)
+                drift_room -= 1
+            out.append(run)
+        return out
+
+    def schedulable_count(self, pool_id: str) -> int:
+        with self.ctx.tx() as repo:
+            return len(self._schedulable(repo, pool_id))
 
     @staticmethod
     def _blocked(run: Run, busy_stacks: set[str]) -> bool:

@@ -104,6 +104,13 @@ class WorkerService:
         fresh = self.pools.get(pool.id)
         return self.pools.token(fresh), len(old)
 
+    def remove(self, worker_id: str, reason: str) -> None:
+        """Take a worker out of its pool (its instance is gone); a run it held fails."""
+        with self.ctx.tx() as repo:
+            if repo.worker(worker_id) is None:
+                raise NotFound(f"no worker {worker_id!r}")
+        self._remove(worker_id, reason)
+
     def drain(self, worker_id: str, drained: bool) -> Worker:
         """A drained worker takes no new run; it finishes the one it has."""
         with self.ctx.tx() as repo:
