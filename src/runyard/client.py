@@ -30,6 +30,7 @@ from runyard.wire import (
     API,
     ChallengeOut,
     CycleOut,
+    DemandOut,
     HeartbeatOut,
     LogLineIO,
     LogsAck,
@@ -162,6 +163,13 @@ class Client:
 
     def pool_stacks(self, ref: str) -> list[StackOut]:
         return [StackOut.model_validate(s) for s in self.request("GET", f"{API}/pools/{ref}/stacks").json()]
+
+    def demand(self, pool: str, since: int = -1, wait: float = 0) -> DemandOut:
+        return self._get(f"{API}/pools/{pool}/demand", DemandOut, params={"since": since, "wait": wait},
+                         timeout=wait + 30)
+
+    def remove_worker(self, worker_id: str, reason: str) -> None:
+        self.request("POST", f"{API}/workers/{worker_id}/remove", params={"reason": reason})
 
     def drain(self, worker_id: str, drained: bool = True) -> WorkerOut:
         verb = "drain" if drained else "undrain"

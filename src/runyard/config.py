@@ -145,6 +145,8 @@ class LauncherSettings(Settings):
     """The launcher's settings: flags > ``RUNYARD_*`` variables > ``--config`` YAML > defaults."""
 
     token: SecretStr = Field(SecretStr(""), description="pool token printed by `runyard pool create`")
+    token_ssm_parameter: str = Field("", description="read the pool token from this SSM SecureString parameter")
+    aws_region: str = Field("", description="region of the SSM parameter (default: the AWS SDK's)")
     pool_private_key: SecretStr = Field(
         SecretStr(""), description="the pool's private key file, base64-encoded on one line"
     )
@@ -222,3 +224,33 @@ class LauncherSettings(Settings):
 
     def mounts(self, writes: bool) -> list[str]:
         return [*self.worker_extra_mounts, *(self.worker_wo_extra_mounts if writes else self.worker_ro_extra_mounts)]
+
+
+class PoolScaling(BaseModel):
+    """How one pool is scaled."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    pool: str = Field(description="pool name or id")
+    provider: Literal["aws", "local"] = Field("aws", description="where instances come from")
+    asg_name: str = Field("", description="aws: the Auto Scaling group of this pool's workers")
+    region: str = Field("", description="aws: the group's region (default: the AWS SDK's)")
+    aws_endpoint_url: str = Field("", description="aws: an API endpoint other than AWS's own (an emulator)")
+    min: int = Field(0, ge=0, description="never fewer instances")
+    max: int = Field(1, ge=1, description="never more instances")
+    scale_in_cooldown: Duration = Field(60.0, description="after a change, wait this long before scaling in")
+    idle_before_scale_in: Duration = Field(30.0, description="retire only workers idle this long")
+    boot_grace: Duration = Field(300.0, description="terminate an instance whose worker has not registered by then")
+    launcher_idle_timeout: Duration = Field(
+        0.0, description="local: launchers exit after this long without work (0: never)")
+
+
+class AutoscalerSettings(Settings):
+    """The autoscaler: one or several pools (several: the `pools` list of a YAML file)."""
+
+    endpoint: str = Field("http://127.0.0.1:8765", description="the runyard server")
+    api_key: SecretStr = Field(SecretStr(""), description="an API key of the server")
+    metrics_port: int = Field(0, description="serve Prometheus metrics on this port of 127.0.0.1 (0: off)")
+    demand_wait: Duration = Field(5.0, description="longest wait between two looks at a pool")
+    work_dir: Path = Field(Path("/tmp/runyard-autoscaler"), description="local: where launcher processes work")
+    pools: list[PoolScaling] = Field(default_factory=list, description="the pools to scale")

@@ -50,7 +50,7 @@ class Api:
         created = self.client.create_pool(name, make_csr(key).decode())
         return created.pool.id, created.token, key
 
-    def worker(self, pool_id: str, token: str, key: object) -> Client:
+    def worker(self, pool_id: str, token: str, key: object, metadata: dict[str, str] | None = None) -> Client:
         from runyard.crypto import PoolToken
 
         w = self.anonymous()
@@ -60,7 +60,7 @@ class Api:
             "certificate": PoolToken.decode(token).certificate_pem,
             "challenge": challenge,
             "signature": sign_challenge(key, challenge),  # type: ignore[arg-type]
-            "metadata": {"zone": "test"},
+            "metadata": metadata or {"zone": "test"},
             "version": "test",
         })
         w.credential = reply.token

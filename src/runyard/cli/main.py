@@ -175,7 +175,7 @@ def b64_file(path: Path) -> str:
 
 
 def _register_groups() -> None:
-    from runyard.cli import demo, resources
+    from runyard.cli import autoscaler, demo, resources
 
     main.add_command(resources.pool)
     main.add_command(resources.stack)
@@ -183,6 +183,7 @@ def _register_groups() -> None:
     main.add_command(resources.state)
     main.add_command(resources.worker)
     main.add_command(demo.demo)
+    main.add_command(autoscaler.autoscaler)
 
 
 _register_groups()

@@ -72,11 +72,17 @@ class Launcher:
         self.executor = executor
         self.env = dict(os.environ if env is None else env)
         self.clock = clock
-        if not settings.token.get_secret_value():
-            raise InvalidInput("no pool token: set RUNYARD_TOKEN (printed by `runyard pool create`)")
+        token = settings.token.get_secret_value()
+        if not token and settings.token_ssm_parameter:
+            from runyard.aws import read_secure_parameter
+
+            token = read_secure_parameter(settings.token_ssm_parameter, settings.aws_region or None)
+        if not token:
+            raise InvalidInput("no pool token: set RUNYARD_TOKEN (printed by `runyard pool create`) "
+                               "or RUNYARD_TOKEN_SSM_PARAMETER")
         if not settings.pool_private_key.get_secret_value():
             raise InvalidInput("no pool private key: set RUNYARD_POOL_PRIVATE_KEY to `base64 -w0 pool.key`")
-        self.token = PoolToken.decode(settings.token.get_secret_value())
+        self.token = PoolToken.decode(token)
         self.key = load_private_key_b64(settings.pool_private_key.get_secret_value())
         if not same_public_key(load_cert(self.token.certificate_pem), self.key):
             raise InvalidInput(

@@ -1,0 +1,1 @@
+"""The autoscaler: sizes each pool's fleet from its demand."""

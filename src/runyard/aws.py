@@ -1,0 +1,117 @@
+"""AWS through boto3: Auto Scaling groups, EC2 launch times, SSM parameters.
+
+The only module that imports boto3. It uses the standard credential chain
+and ``AWS_ENDPOINT_URL`` (or ``endpoint_url``) like any AWS tool, so the same
+code talks to real AWS and to an emulator. AWS errors become RunyardErrors.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+from botocore.exceptions import BotoCoreError, ClientError
+
+from runyard.core.errors import InvalidInput, NotFound, Unavailable
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One machine of a worker fleet."""
+
+    id: str
+    state: str  # Pending, InService, Terminating, ... (AWS lifecycle states)
+    launched_at: float  # epoch seconds
+
+
+@dataclass(frozen=True)
+class GroupState:
+    desired: int
+    min_size: int
+    max_size: int
+    instances: tuple[Instance, ...]
+
+
+def _session(region: str | None, endpoint_url: str | None) -> tuple[Any, dict[str, Any]]:
+    kwargs: dict[str, Any] = {}
+    if endpoint_url:
+        kwargs["endpoint_url"] = endpoint_url
+    return boto3.session.Session(region_name=region), kwargs
+
+
+def _translate(exc: Exception, what: str) -> Exception:
+    if isinstance(exc, ClientError):
+        code = exc.response.get("Error", {}).get("Code", "")
+        message = exc.response.get("Error", {}).get("Message", str(exc))
+        if code in ("ParameterNotFound", "ResourceNotFound", "ValidationError") and "not found" in message.lower():
+            return NotFound(f"{what}: {message}")
+        if code in ("ValidationError", "InvalidParameterValue", "ParameterNotFound"):
+            return InvalidInput(f"{what}: {message}")
+        return Unavailable(f"{what}: {code} {message}")
+    return Unavailable(f"{what}: {exc}")
+
+
+class AutoScalingGroup:
+    """A worker fleet that is an EC2 Auto Scaling group."""
+
+    name = "aws"
+
+    def __init__(self, group: str, region: str | None = None, endpoint_url: str | None = None) -> None:
+        session, kwargs = _session(region, endpoint_url)
+        self.group = group
+        self.asg = session.client("autoscaling", **kwargs)
+        self.ec2 = session.client("ec2", **kwargs)
+
+    def describe(self) -> GroupState:
+        try:
+            groups = self.asg.describe_auto_scaling_groups(AutoScalingGroupNames=[self.group])["AutoScalingGroups"]
+            if not groups:
+                raise NotFound(f"no Auto Scaling group {self.group!r}")
+            g = groups[0]
+            ids = [i["InstanceId"] for i in g.get("Instances", [])]
+            launched: dict[str, float] = {}
+            if ids:
+                for res in self.ec2.describe_instances(InstanceIds=ids)["Reservations"]:
+                    for inst in res["Instances"]:
+                        at = inst.get("LaunchTime")
+                        launched[inst["InstanceId"]] = at.timestamp() if isinstance(at, dt.datetime) else 0.0
+        except (ClientError, BotoCoreError) as exc:
+            raise _translate(exc, f"describing group {self.group}") from exc
+        instances = tuple(
+            Instance(i["InstanceId"], i.get("LifecycleState", ""), launched.get(i["InstanceId"], 0.0))
+            for i in g.get("Instances", [])
+        )
+        return GroupState(int(g["DesiredCapacity"]), int(g["MinSize"]), int(g["MaxSize"]), instances)
+
+    def set_desired(self, desired: int) -> None:
+        try:
+            self.asg.set_desired_capacity(AutoScalingGroupName=self.group, DesiredCapacity=desired,
+                                          HonorCooldown=False)
+        except (ClientError, BotoCoreError) as exc:
+            raise _translate(exc, f"setting the desired capacity of {self.group}") from exc
+
+    def terminate(self, instance_id: str) -> None:
+        """End one instance and lower the desired capacity by one, in one call."""
+        terminate_instance(instance_id, self.asg)
+
+
+def terminate_instance(instance_id: str, client: Any | None = None, region: str | None = None,
+                       endpoint_url: str | None = None) -> None:
+    if client is None:
+        session, kwargs = _session(region, endpoint_url)
+        client = session.client("autoscaling", **kwargs)
+    try:
+        client.terminate_instance_in_auto_scaling_group(InstanceId=instance_id, ShouldDecrementDesiredCapacity=True)
+    except (ClientError, BotoCoreError) as exc:
+        raise _translate(exc, f"terminating instance {instance_id}") from exc
+
+
+def read_secure_parameter(name: str, region: str | None = None, endpoint_url: str | None = None) -> str:
+    """An SSM parameter's value, decrypted (SecureString)."""
+    session, kwargs = _session(region, endpoint_url)
+    try:
+        return str(session.client("ssm", **kwargs).get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"])
+    except (ClientError, BotoCoreError) as exc:
+        raise _translate(exc, f"reading SSM parameter {name}") from exc
