@@ -155,7 +155,7 @@ def test_reconcile_stray_instances_and_ghost_workers(api: Api, aws):
     creds = api.pool()
     api.stack()
     aws["asg"].set_desired_capacity(AutoScalingGroupName=aws["group"], DesiredCapacity=2)
-    stray, served = instances(aws)
+    _stray, served = instances(aws)  # the first never registers a worker
     register_on(api, creds, served)
     ghost = register_on(api, creds, "i-00000000gone")
     run = api.client.trigger("s1", RunKind.PROPOSED)
