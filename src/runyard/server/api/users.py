@@ -227,14 +227,17 @@ def cancel_run(run_id: str, svc: Svc, _: User) -> RunOut:
 @router.get("/runs/{run_id}/logs", response_model=LogsOut, tags=["runs"])
 async def run_logs(run_id: str, svc: Svc, _: User, after: int = 0, wait: float = 0) -> LogsOut:
     """Lines after sequence number ``after``; with ``wait`` > 0, held open until
-    there is a line or the run ends (long poll, at most the server's limit)."""
+    there is a line, the run changes state, or it ends (long poll, at most the
+    server's limit)."""
     deadline = time.monotonic() + min(max(wait, 0.0), svc.long_poll)
     topic = run_topic(run_id)
+    first_state = None
     while True:
         seen = svc.ctx.notifier.generation(topic)
         out = await run_in_threadpool(_read_logs, svc, run_id, after)
+        first_state = first_state or out.state
         remaining = deadline - time.monotonic()
-        if out.lines or out.done or remaining <= 0:
+        if out.lines or out.done or out.state != first_state or remaining <= 0:
             return out
         await svc.ctx.notifier.wait(topic, seen, remaining)
 
