@@ -336,6 +336,10 @@ def test_the_launcher_serves_its_own_metrics(server, launcher, tmp_path):
     launcher(extra_env={"RUNYARD_METRICS_PORT": str(port)})
     make_stack(server, tmp_path)
     assert task(server, "echo hi")["state"] == "FINISHED"
-    text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
-    assert 'runyard_launcher_state{runyard_launcher_state="idle"} 1.0' in text
+    # The server learns of the end a moment before the launcher is idle again.
+    def idle_metrics() -> str:
+        body = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+        return body if 'runyard_launcher_state{runyard_launcher_state="idle"} 1.0' in body else ""
+
+    text = wait_for(idle_metrics, 10, "the launcher to report idle")
     assert 'runyard_launcher_runs_total{state="FINISHED"} 1.0' in text

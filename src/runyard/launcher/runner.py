@@ -87,6 +87,8 @@ class RunExecution:
             ctx.client, self.run.id, self.stack.id, self.lease, self.request_stop,
             stdout_json=ctx.settings.run_logs_on_standard_output_enabled, start_seq=assignment.log_seq,
         )
+        self._ws: Path | None = None
+        self._session: Session | None = None
         self.started = ctx.clock()
         self.last_output = self.started
 
@@ -154,15 +156,25 @@ class RunExecution:
             self.shipper.close()
         except RunyardError as exc:
             raise RunAbandoned(str(exc)) from exc
+        # Container, processes and workspace are gone before anyone sees the run end.
+        self._release()
         self.report(state, note, changes)
         return state
+
+    def _release(self) -> None:
+        """Remove what the run left on this host (idempotent)."""
+        self.stop.set()  # ends the watchdog (and any command still running)
+        session, self._session = self._session, None
+        if session is not None:
+            session.close()
+        ws, self._ws = self._ws, None
+        if ws is not None:
+            workspace.remove(ws)
 
     # the run ------------------------------------------------------------------
 
     def execute(self) -> RunState:
         """Run to the end; returns the state reported (or raises RunAbandoned)."""
-        ws: Path | None = None
-        session: Session | None = None
         watchdog = threading.Thread(target=self._watchdog, name=f"watchdog-{self.run.id}", daemon=True)
         try:
             if self.unopened:
@@ -173,7 +185,7 @@ class RunExecution:
                 return self._end(RunState.FAILED, "denied by the run initialization policy: " + "; ".join(denied))
             self.report(RunState.PREPARING)
             watchdog.start()
-            ws = workspace.create(self.settings.work_dir, self.run.id)
+            ws = self._ws = workspace.create(self.settings.work_dir, self.run.id)
             # A confirmed run resumes from the workspace its plan left, on any worker.
             resuming = any(t.state == RunState.CONFIRMED for t in self.run.transitions)
             try:
@@ -183,7 +195,7 @@ class RunExecution:
                     workspace.fetch_source(self.client, self.stack, ws)
                     if self.stack.tool in ("terraform", "opentofu"):
                         prepare_terraform(ws / self.stack.project_root)
-                session = self.ctx.executor.open(self._spec(ws))
+                session = self._session = self.ctx.executor.open(self._spec(ws))
             except _Ended as end:
                 return self._end(end.state, end.note)
             except (workspace.WorkspaceError, ExecutorError, RunyardError) as exc:
@@ -198,14 +210,10 @@ class RunExecution:
             log.exception("run %s failed inside the launcher", self.run.id)
             return self._end(RunState.FAILED, f"launcher error: {type(exc).__name__}: {exc}")
         finally:
-            self.stop.set()  # ends the watchdog
-            if session is not None:
-                session.close()
+            self._release()
             if self.shipper.failure is None:
                 with contextlib.suppress(RunyardError):
                     self.shipper.close(timeout=0)
-            if ws is not None:
-                workspace.remove(ws)
 
     def _spec(self, ws: Path) -> RunSpec:
         env = dict(self.variables)
