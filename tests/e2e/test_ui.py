@@ -198,3 +198,34 @@ def test_pages_need_a_session_and_forms_need_its_csrf_token(server, pool):
         assert forged.status_code == 303 and forged.headers["location"] == "/ui/login"
     with server.client() as client:
         assert client.pool("p1").workers == {"IDLE": 0, "BUSY": 0, "DRAINED": 0}
+
+
+def test_pool_settings_and_plan_confirmation_from_the_ui(server, pool, launcher, page, tmp_path):
+    launcher()
+    src = tmp_path / "src-confirm"
+    src.mkdir()
+    cli(server, "stack", "create", "gated", "--pool", "p1", "--source", str(src), "--plan", "echo planned",
+        "--apply", "echo applied", "--no-autodeploy", check=True)
+    sign_in(page, server)
+    page.goto(f"{server.endpoint}/ui/pools/p1?tab=settings")
+    page.fill("#description", "Build hosts in **eu-1**")
+    page.fill("#labels", "linux, eu")
+    page.fill("#drift", "2")
+    page.click("button:has-text('Save settings')")
+    page.wait_for_selector(".flash")
+    shot(page, "13-pool-settings")
+    with server.client() as client:
+        saved = client.pool("p1")
+    assert (saved.description, saved.labels, saved.drift_detection_limit) == ("Build hosts in **eu-1**",
+                                                                              ["linux", "eu"], 2)
+    assert page.locator("strong", has_text="eu-1").count() == 1
+
+    page.goto(f"{server.endpoint}/ui/stacks/gated")
+    page.click("button:has-text('Trigger run')")
+    page.wait_for_url("**/ui/runs/**")
+    page.wait_for_function("document.getElementById('state').innerText === 'UNCONFIRMED'")
+    shot(page, "14-run-unconfirmed")
+    page.click("button:has-text('Confirm')")
+    page.wait_for_function("document.getElementById('state').innerText === 'FINISHED'")
+    page.wait_for_function("document.getElementById('log').innerText.includes('applied')")
+    shot(page, "15-run-confirmed-and-applied")

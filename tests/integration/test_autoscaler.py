@@ -196,3 +196,21 @@ def test_the_shipped_shutdown_hook_ends_an_idle_instance_with_a_decrement(aws):
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert desired(aws) == 1 and instances(aws) == [second]
+
+
+def test_autoscaler_metrics(api: Api, aws):
+    import httpx
+
+    from runyard.autoscaler.metrics import serve
+
+    api.pool()
+    api.stack()
+    api.client.trigger("s1", RunKind.PROPOSED)
+    auto = scaler(api, aws, Limits(0, 4))
+    auto.step(api.client.demand("p1"))
+    port = free_port()
+    serve([auto], port)
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+    assert 'runyard_autoscaler_desired{pool="p1"} 1.0' in text
+    assert 'runyard_autoscaler_booting{pool="p1"} 1.0' in text
+    assert 'runyard_autoscaler_decisions_total{pool="p1",reason="scale-out"} 1.0' in text

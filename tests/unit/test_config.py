@@ -57,3 +57,21 @@ def test_mounts_by_run_kind():
     assert parse_mount("/r:/r:ro") == ("/r", "/r", True)
     with pytest.raises(ExecutorError, match="not /host/path"):
         parse_mount("relative:/x")
+
+
+def test_the_autoscaler_takes_several_pools_from_one_file(tmp_path: Path):
+    from runyard.config import AutoscalerSettings
+
+    cfg = tmp_path / "scale.yaml"
+    cfg.write_text(
+        "endpoint: http://runyard:8765\n"
+        "pools:\n"
+        "  - {pool: builders, provider: aws, asg_name: g1, min: 0, max: 10}\n"
+        "  - {pool: gpu, provider: local, min: 1, max: 2, scale_in_cooldown: 5m}\n"
+    )
+    settings, _ = AutoscalerSettings.resolve({}, env={}, config_file=cfg)
+    assert [p.pool for p in settings.pools] == ["builders", "gpu"]
+    assert settings.pools[1].scale_in_cooldown == 300 and settings.pools[0].asg_name == "g1"
+    cfg.write_text("pools:\n  - {pool: x, max: 2, maxx: 3}\n")
+    with pytest.raises(InvalidInput, match="maxx"):
+        AutoscalerSettings.resolve({}, env={}, config_file=cfg)

@@ -107,9 +107,12 @@ class Autoscaler:
         retired = sum(1 for w in decision.retire if self._retire(w))
         if decision.retire and not retired:
             decision = Decision(group.desired, Reason.NO_IDLE)
-        self.observed.desired = self.provider.describe().desired
-        self.observed.in_service = len(live) - booting
-        self.observed.booting = booting
+        # What the metrics show is the fleet after this pass acted.
+        after = self.provider.describe()
+        alive = [i for i in after.instances if i.state not in TERMINATED]
+        self.observed.desired = after.desired
+        self.observed.booting = sum(1 for i in alive if i.id not in with_worker)
+        self.observed.in_service = len(alive) - self.observed.booting
         self.observed.decisions[decision.reason.value] = self.observed.decisions.get(decision.reason.value, 0) + 1
         return decision
 

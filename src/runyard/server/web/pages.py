@@ -136,7 +136,16 @@ def pool_page(ref: str, request: Request, svc: Svc, tab: str = "workers") -> HTM
     queue = [(r, names.get(r.stack_id, r.stack_id), "") for r in running]
     queue += [(r, names.get(r.stack_id, r.stack_id), svc.runs.waiting_for(r)) for r in waiting]
     return render(request, svc, "pool.html", pool=pool, summary=summary, workers=workers, queue=queue,
-                  stacks=stacks, tab=tab if tab in ("workers", "queue", "used-by") else "workers")
+                  stacks=stacks, tab=tab if tab in ("workers", "queue", "used-by", "settings") else "workers")
+
+
+@router.post("/pools/{ref}/settings")
+def pool_settings(ref: str, request: Request, svc: Svc, csrf: str = Form(""), description: str = Form(""),
+                  labels: str = Form(""), drift_detection_limit: int = Form(0)) -> Response:
+    _check_csrf(current(request, svc), csrf)
+    names = tuple(label.strip() for label in labels.split(",") if label.strip())
+    pool = svc.pools.update(ref, description, names, max(drift_detection_limit, 0))
+    return back(f"/ui/pools/{pool.name}?tab=settings", "Settings saved")
 
 
 @router.get("/pools/{ref}/cycle")
