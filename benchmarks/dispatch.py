@@ -1,5 +1,8 @@
 """Dispatch latency and throughput of runyard on this machine.
 
+Launchers use the process executor, so the figures are runyard's own cost
+(benchmarks/docker_overhead.py measures what a container adds).
+
 1. One idle launcher; trivial task runs (`true`) triggered one after another:
    time from the trigger call returning to the run's start (the worker's
    PREPARING report), p50/p90/p99 over --runs runs. Also the server-side
@@ -24,7 +27,7 @@ from runyard.core.states import RunKind, RunState
 
 def latency(runs: int) -> None:
     with bench_stack() as bench:
-        bench.add_launchers(1)
+        bench.add_launchers(1, RUNYARD_EXECUTOR="process")
         to_start, to_assign = [], []
         for _ in range(runs):
             run = bench.client.trigger("bench", RunKind.TASK, "true")
@@ -41,7 +44,7 @@ def latency(runs: int) -> None:
 
 def throughput(launchers: int, burst: int) -> None:
     with bench_stack() as bench:
-        bench.add_launchers(launchers)
+        bench.add_launchers(launchers, RUNYARD_EXECUTOR="process")
         start = time.monotonic()
         with ThreadPoolExecutor(8) as pool:
             ids = list(pool.map(lambda _: bench.client.trigger("bench", RunKind.PROPOSED).id, range(burst)))
