@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import logging
 import os
 import signal
@@ -168,10 +167,6 @@ def runner_image_build(tag: str, terraform: Path | None, busybox: Path) -> None:
     except ExecutorError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"built {tag} ({image_id[:19]})")
-
-
-def b64_file(path: Path) -> str:
-    return base64.b64encode(path.read_bytes()).decode()
 
 
 def _register_groups() -> None:

@@ -125,13 +125,6 @@ class Run:
     changes: dict[str, int] | None = None  # the plan's add / change / destroy counts
     has_workspace: bool = False  # an encrypted workspace waits for the apply
 
-    def entered(self, state: RunState) -> datetime | None:
-        """When the run first reached ``state``."""
-        for t in self.transitions:
-            if t.state == state:
-                return t.at
-        return None
-
 
 @dataclass(frozen=True)
 class LogLine:
