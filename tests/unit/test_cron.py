@@ -29,3 +29,29 @@ def test_ranges_lists_and_weekdays():
 def test_bad_schedules_are_refused(bad):
     with pytest.raises(InvalidInput):
         Cron.parse(bad)
+
+
+def test_day_of_month_and_day_of_week_are_ored_as_cron_does():
+    # The 13th of the month or any Friday; 2026-11-06 is a Friday.
+    cron = Cron.parse("0 0 13 * 5")
+    assert cron.next_after(ts(2026, 11, 1)) == ts(2026, 11, 6)
+    assert cron.next_after(ts(2026, 11, 12)) == ts(2026, 11, 13)
+    # With one of them `*`, only the other restricts.
+    assert Cron.parse("0 0 * * 5").next_after(ts(2026, 11, 7)) == ts(2026, 11, 13)
+    assert Cron.parse("0 0 13 * *").next_after(ts(2026, 11, 14)) == ts(2026, 12, 13)
+
+
+def test_leap_day_schedule_keeps_working_after_a_leap_day():
+    cron = Cron.parse("0 0 29 2 *")
+    assert cron.next_after(ts(2028, 2, 29, 0, 0)) == ts(2032, 2, 29)
+    assert cron.next_after(ts(2096, 3, 1)) == ts(2104, 2, 29)  # 2100 is not a leap year
+
+
+def test_yearly_schedule_finds_next_year():
+    assert Cron.parse("0 0 1 1 *").next_after(ts(2026, 1, 1, 0, 1)) == ts(2027, 1, 1)
+
+
+@pytest.mark.parametrize("never", ["0 0 30 2 *", "0 0 31 4,6,9,11 *"])
+def test_schedule_that_can_never_match_is_refused(never):
+    with pytest.raises(InvalidInput, match="never matches"):
+        Cron.parse(never)

@@ -42,6 +42,12 @@ def _field(text: str, lo: int, hi: int, name: str) -> frozenset[int]:
     return frozenset(values)
 
 
+# A day-of-month schedule like `0 0 29 2 *` may wait for the next leap year,
+# which is at most eight years away (1896 -> 1904, 2096 -> 2104).
+_SEARCH_DAYS = 8 * 366 + 1
+_DAYS_IN_MONTH = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)  # at most
+
+
 @dataclass(frozen=True)
 class Cron:
     minutes: frozenset[int]
@@ -49,6 +55,10 @@ class Cron:
     days: frozenset[int]
     months: frozenset[int]
     weekdays: frozenset[int]
+    # As in cron: when both day fields are restricted, a day matching either one
+    # is due; when one is `*`, only the other one counts.
+    any_day: bool = True
+    any_weekday: bool = True
 
     @classmethod
     def parse(cls, expr: str) -> Cron:
@@ -56,20 +66,38 @@ class Cron:
         if len(parts) != 5:
             raise InvalidInput(f"{expr!r} is not a cron schedule: use 5 fields, e.g. '*/15 * * * *'")
         fields = [_field(p, lo, hi, n) for p, (lo, hi), n in zip(parts, _RANGES, _NAMES, strict=True)]
-        return cls(*fields)
+        cron = cls(*fields, any_day=parts[2].startswith("*"), any_weekday=parts[4].startswith("*"))
+        if cron.any_weekday and not any(min(cron.days) <= _DAYS_IN_MONTH[m - 1] for m in cron.months):
+            raise InvalidInput(f"the cron schedule {expr!r} never matches: no such day in those months")
+        return cron
+
+    def day_matches(self, day: dt.date) -> bool:
+        if day.month not in self.months:
+            return False
+        weekday = (day.weekday() + 1) % 7  # cron: Sunday is 0
+        by_day, by_weekday = day.day in self.days, weekday in self.weekdays
+        if self.any_day or self.any_weekday:
+            return by_day and by_weekday
+        return by_day or by_weekday
 
     def matches(self, at: dt.datetime) -> bool:
-        weekday = (at.weekday() + 1) % 7  # cron: Sunday is 0
-        return (at.minute in self.minutes and at.hour in self.hours and at.day in self.days
-                and at.month in self.months and weekday in self.weekdays)
+        return at.minute in self.minutes and at.hour in self.hours and self.day_matches(at.date())
 
     def next_after(self, ts: float) -> float:
         """The first matching minute strictly after ``ts`` (epoch seconds)."""
-        at = dt.datetime.fromtimestamp(ts, dt.UTC).replace(second=0, microsecond=0)
-        for _ in range(366 * 24 * 60):
-            at += dt.timedelta(minutes=1)
-            if self.matches(at):
-                return at.timestamp()
+        after = dt.datetime.fromtimestamp(ts, dt.UTC).replace(second=0, microsecond=0)
+        hours, minutes = sorted(self.hours), sorted(self.minutes)
+        day = after.date()
+        for offset in range(_SEARCH_DAYS):
+            if self.day_matches(day):
+                for hour in hours:
+                    if offset == 0 and hour < after.hour:
+                        continue
+                    for minute in minutes:
+                        at = dt.datetime(day.year, day.month, day.day, hour, minute, tzinfo=dt.UTC)
+                        if at > after:
+                            return at.timestamp()
+            day += dt.timedelta(days=1)
         raise InvalidInput("the cron schedule never matches")
 
     def due_between(self, start: float, end: float) -> bool:

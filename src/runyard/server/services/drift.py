@@ -27,14 +27,18 @@ class DriftScheduler:
         now = self.ctx.clock() if now is None else now
         queued: list[str] = []
         with self.ctx.tx() as repo:
-            due = []
-            for row in repo.stacks_with_drift_schedule():
-                last = row.drift_checked_at or row.created_at
-                try:
-                    if Cron.parse(row.drift_schedule).due_between(last, now):
-                        due.append(row)
-                except RunyardError:
-                    log.warning("stack %s has an invalid drift schedule %r", row.id, row.drift_schedule)
+            scheduled = repo.stacks_with_drift_schedule()
+        # Schedules are worked out outside any transaction: writers never wait on them.
+        due = []
+        for row in scheduled:
+            last = row.drift_checked_at or row.created_at
+            try:
+                if Cron.parse(row.drift_schedule).due_between(last, now):
+                    due.append(row)
+            except RunyardError:
+                log.warning("stack %s has an invalid drift schedule %r", row.id, row.drift_schedule)
+        with self.ctx.tx() as repo:
+            for row in scheduled:
                 repo.set_drift_checked(row.id, now)
             pending = []
             for row in due:
