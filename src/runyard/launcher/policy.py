@@ -15,7 +15,20 @@ from regopy import Interpreter  # type: ignore[import-untyped]  # regopy ships n
 from runyard.core.errors import InvalidInput
 
 _ERROR = re.compile(r"\(error \d+:[^|]*\|(\d+)\|\d+\s+\(errormsg \d+:([^)]*)\)")
+_ERRORMSG = re.compile(r"\(errormsg \d+:([^)\n]*)\)")
 _PACKAGE = re.compile(r"^\s*package\s+([\w.]+)", re.MULTILINE)
+_STRING_OR_COMMENT = re.compile(r'"(?:[^"\\\n]|\\.)*"|`[^`]*`|#[^\n]*')
+_CALL = re.compile(r"(?<![\w.])([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)\s*\(")
+_FUNCTION_HEAD = re.compile(r"^([A-Za-z_]\w*)\s*\([^)]*\)\s*(?::=|=|\{|if\b)", re.MULTILINE)
+_KEYWORDS = frozenset({"not", "some", "every", "with", "if", "in", "contains", "else", "default", "as"})
+# A document shaped like the one each run is checked with, so rules that only
+# fire for a real run are evaluated (and fail here, not on every run) at start.
+_SAMPLE_INPUT: dict[str, Any] = {
+    "run": {"id": "01SAMPLE", "kind": "TRACKED", "state": "QUEUED", "command": "", "stack_id": "01STACK"},
+    "stack": {"id": "01STACK", "name": "sample", "tool": "terraform", "labels": ["sample"],
+              "project_root": "", "runner_image": "", "env": [{"name": "NAME", "secret": False}]},
+    "worker": {"id": "01WORKER", "pool_id": "01POOL", "metadata": {"zone": "sample"}, "executor": "process"},
+}
 
 
 class InitializationPolicy:
@@ -29,7 +42,25 @@ class InitializationPolicy:
         if match is None:
             raise InvalidInput(f"{path}:1: the policy has no `package` declaration")
         self.query = f"data.{match.group(1)}.deny"
-        self.evaluate({})  # a policy that does not compile stops the launcher now
+        # A policy that does not compile, or calls a function that does not
+        # exist, stops the launcher now instead of failing every run later.
+        self._check_functions()
+        self.evaluate({})
+        self.evaluate(_SAMPLE_INPUT)
+
+    def _check_functions(self) -> None:
+        code = _STRING_OR_COMMENT.sub(lambda m: " " * len(m.group(0)), self.source)
+        defined = set(_FUNCTION_HEAD.findall(code))
+        checker = Interpreter()
+        for match in _CALL.finditer(code):
+            name = match.group(1)
+            if name in _KEYWORDS or name in defined or name.startswith(("data.", "input.")):
+                continue
+            if not checker.is_builtin(name):
+                raise InvalidInput(
+                    f"{self.path}:{self._line_of(match.start())}: the policy calls {name}(), "
+                    "which is neither a Rego built-in nor a function the policy defines"
+                )
 
     def _line_of(self, offset: int) -> int:
         return self.source.count("\n", 0, offset) + 1
@@ -41,6 +72,8 @@ class InitializationPolicy:
             rego.add_module(self.path.name, self.source)
             rego.set_input(data)
             result = rego.query(self.query)
+        except json.JSONDecodeError as exc:  # regopy answers an evaluation error as non-JSON text
+            raise InvalidInput(self._describe(exc.doc)) from exc
         except Exception as exc:
             raise InvalidInput(self._describe(str(exc))) from exc
         doc = json.loads(str(result)) if str(result).strip() else {}
@@ -56,6 +89,8 @@ class InitializationPolicy:
     def _describe(self, raw: str) -> str:
         found = _ERROR.findall(raw)
         if not found:
-            return f"{self.path}: the run initialization policy does not compile: {raw.strip()}"
+            message = _ERRORMSG.search(raw)
+            detail = message.group(1).strip() if message else raw.strip().splitlines()[0] if raw.strip() else "?"
+            return f"{self.path}: the run initialization policy failed: {detail}"
         offset, message = found[0]
         return f"{self.path}:{self._line_of(int(offset))}: {message.strip()}"
