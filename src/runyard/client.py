@@ -67,8 +67,9 @@ def _error(response: httpx.Response) -> RunyardError:
         cls = {401: Unauthorized, 404: NotFound, 409: Conflict, 410: WorkerGone}.get(
             response.status_code, InvalidInput if response.status_code < 500 else Unavailable
         )
-    err = cls(message)
-    return err
+    if cls is WorkerGone:
+        return WorkerGone(message, reason=str(doc.get("reason", "")) if code else "")
+    return cls(message)
 
 
 class Client:

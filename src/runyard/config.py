@@ -147,6 +147,9 @@ class LauncherSettings(Settings):
     token: SecretStr = Field(SecretStr(""), description="pool token printed by `runyard pool create`")
     token_ssm_parameter: str = Field("", description="read the pool token from this SSM SecureString parameter")
     aws_region: str = Field("", description="region of the SSM parameter (default: the AWS SDK's)")
+    endpoints: CsvList = Field(
+        default_factory=list, description="server endpoints in failover order (empty: the ones in the pool token)"
+    )
     pool_private_key: SecretStr = Field(
         SecretStr(""), description="the pool's private key file, base64-encoded on one line"
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,11 +18,13 @@ from runyard.autoscaler.loop import Autoscaler
 from runyard.aws import AutoScalingGroup
 from runyard.client import Client
 from runyard.config import LauncherSettings
+from runyard.core.errors import WorkerGone
 from runyard.core.scaling import Limits, Reason
 from runyard.core.states import RunKind, RunState
 from runyard.launcher.executors.process import ProcessExecutor
 from runyard.launcher.launcher import Launcher
 from tests.conftest import free_port
+from tests.harness import wait_for
 from tests.integration.conftest import Api, b64key
 
 REGION = "us-east-1"
@@ -214,3 +217,78 @@ def test_autoscaler_metrics(api: Api, aws):
     assert 'runyard_autoscaler_desired{pool="p1"} 1.0' in text
     assert 'runyard_autoscaler_booting{pool="p1"} 1.0' in text
     assert 'runyard_autoscaler_decisions_total{pool="p1",reason="scale-out"} 1.0' in text
+
+
+class LauncherThread:
+    """A real launcher (process executor) in a thread, as one instance's worker."""
+
+    def __init__(self, api: Api, creds: tuple[str, str, object], instance: str, work_dir: Path) -> None:
+        _, token, key = creds
+        settings, _ = LauncherSettings.resolve(
+            {"token": token, "pool_private_key": b64key(key), "work_dir": work_dir, "executor": "process",
+             "endpoints": api.url,
+             "long_poll": "5s", "heartbeat_interval": "1s"}, env={})
+        self.launcher = Launcher(settings, ProcessExecutor(), env={"RUNYARD_METADATA_instance_id": instance,
+                                                                   "PATH": os.environ["PATH"]})
+        self.instance = instance
+        self.reason = ""
+        self.thread = threading.Thread(target=self._run, name=f"launcher-{instance}", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        self.reason = self.launcher.run()
+
+    def end(self) -> None:
+        """The instance goes away: SIGTERM, as EC2 sends at shutdown."""
+        self.launcher.interrupt()
+        self.thread.join(30)
+
+
+def test_a_scaled_in_launcher_exits_instead_of_joining_again_and_no_run_is_lost(api: Api, aws, tmp_path):
+    creds = api.pool()
+    api.stack()
+    aws["asg"].set_desired_capacity(AutoScalingGroupName=aws["group"], DesiredCapacity=2)
+    launchers = [LauncherThread(api, creds, i, tmp_path / i) for i in instances(aws)]
+    try:
+        wait_for(lambda: len(api.client.workers("p1")) == 2, 30, "both launchers to register")
+        auto = scaler(api, aws, Limits(1, 4, scale_in_cooldown=0, idle_before_scale_in=0))
+        decision = auto.step(api.client.demand("p1"))
+        assert decision.reason == Reason.SCALE_IN and len(decision.retire) == 1
+        retired = next(ln for ln in launchers if ln.instance == decision.retire[0].instance_id)
+        kept = next(ln for ln in launchers if ln is not retired)
+        # EC2 takes a while to stop a terminated instance: its launcher is still
+        # running while runs arrive. It must leave, not join again and take them.
+        runs = [api.client.trigger("s1", RunKind.PROPOSED).id for _ in range(5)]
+        retired.thread.join(30)
+        assert retired.reason == "scaled-in" and retired.launcher.registrations == 1
+        for run_id in runs:
+            wait_for(lambda r=run_id: api.client.run(r).state.terminal, 60, f"run {run_id} to end")
+        ended = [api.client.run(r) for r in runs]
+        assert [r.state for r in ended] == [RunState.FINISHED] * 5
+        assert {r.worker_id for r in ended} == {kept.launcher.worker_id}
+        assert [w.id for w in api.client.workers("p1")] == [kept.launcher.worker_id]
+        # A launcher of an older release on that instance would try again: refused.
+        with pytest.raises(WorkerGone, match="scaled in"):
+            register_on(api, creds, retired.instance)
+    finally:
+        for ln in launchers:
+            ln.end()
+
+
+def test_a_launcher_the_server_lost_joins_again_with_a_delay_and_takes_runs(api: Api, aws, tmp_path):
+    creds = api.pool()
+    api.stack()
+    launcher = LauncherThread(api, creds, "i-00000000lost", tmp_path / "w")
+    try:
+        first = wait_for(lambda: api.client.workers("p1"), 30, "the launcher to register")[0]
+        api.client.remove_worker(first.id, "worker lost")
+        second = wait_for(lambda: [w for w in api.client.workers("p1") if w.id != first.id], 30,
+                          "the launcher to register again")[0]
+        assert launcher.launcher.registrations == 2
+        run = api.client.trigger("s1", RunKind.PROPOSED)
+        wait_for(lambda: api.client.run(run.id).state.terminal, 60, "the run to end")
+        done = api.client.run(run.id)
+        assert done.state == RunState.FINISHED and done.worker_id == second.id
+    finally:
+        launcher.end()
+    assert launcher.reason == "interrupted"

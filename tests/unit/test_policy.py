@@ -30,7 +30,8 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_a_valid_policy_loads_and_denies_by_its_rules(tmp_path: Path) -> None:
     policy = InitializationPolicy(write(tmp_path, GOOD))
-    assert policy.evaluate({"stack": {"name": "cold", "labels": ["frozen"]}}) == ["stack cold is frozen (not_called(here))"]
+    denied = policy.evaluate({"stack": {"name": "cold", "labels": ["frozen"]}})
+    assert denied == ["stack cold is frozen (not_called(here))"]
     assert policy.evaluate({"stack": {"name": "warm", "labels": []}}) == []
 
 

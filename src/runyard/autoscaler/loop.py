@@ -13,11 +13,11 @@ from runyard.autoscaler.providers import TERMINATED, Provider
 from runyard.aws import Instance
 from runyard.client import Client
 from runyard.core.errors import NotFound, RunyardError, Unavailable
+from runyard.core.models import INSTANCE_KEY, SCALED_IN, WORKER_LOST
 from runyard.core.scaling import Decision, Fleet, IdleWorker, Limits, Reason, decide
 from runyard.wire import DemandOut, FleetWorker
 
 log = logging.getLogger("runyard.autoscaler")
-INSTANCE_KEY = "instance_id"  # workers report it as RUNYARD_METADATA_instance_id
 
 
 @dataclass
@@ -123,7 +123,7 @@ class Autoscaler:
             if iid and iid not in live:
                 log.warning("worker %s: its instance %s is gone; removing it", w.id, iid)
                 with contextlib.suppress(NotFound):  # it may have left meanwhile
-                    self.client.remove_worker(w.id, "worker lost")
+                    self.client.remove_worker(w.id, WORKER_LOST)
 
     def _retire(self, worker: IdleWorker) -> bool:
         """Drain, check again that it is still idle, then terminate with decrement.
@@ -143,6 +143,6 @@ class Autoscaler:
         log.info("pool %s: retiring idle worker %s (instance %s)", self.pool, worker.worker_id, worker.instance_id)
         self.provider.terminate(worker.instance_id)
         with contextlib.suppress(NotFound):  # it deregistered on its way out
-            self.client.remove_worker(worker.worker_id, "scaled in")
+            self.client.remove_worker(worker.worker_id, SCALED_IN)
         self.last_change = self.clock()
         return True

@@ -123,7 +123,7 @@ def launcher(config_file: Path | None, explain_config: bool, **flags: Any) -> No
     worker tags. Every setting comes from a flag, a RUNYARD_* variable or the
     --config file, in that order.
     """
-    from runyard.launcher.launcher import Launcher, LauncherExit, make_executor
+    from runyard.launcher.launcher import Launcher, LauncherExit, make_executor, run_shutdown_hook
 
     settings, origin = LauncherSettings.resolve(flags, config_file=config_file)
     if explain_config:
@@ -131,7 +131,15 @@ def launcher(config_file: Path | None, explain_config: bool, **flags: Any) -> No
 
         table(["setting", "value", "from"], settings.explain(origin))
         return
-    runner = Launcher(settings, make_executor(settings))
+    try:
+        runner = Launcher(settings, make_executor(settings))
+    except RunyardError:
+        # Bad settings (a wrong key, a broken policy): exit 2, but the hook still
+        # runs, so a host that exists only for this launcher does not linger.
+        hook = settings.shutdown_hook_path
+        if hook is not None and os.access(hook, os.X_OK):
+            run_shutdown_hook(hook, os.environ, "error")
+        raise
 
     def on_signal(signum: int, _frame: Any) -> None:
         runner.interrupt()

@@ -66,7 +66,9 @@ class Cron:
         if len(parts) != 5:
             raise InvalidInput(f"{expr!r} is not a cron schedule: use 5 fields, e.g. '*/15 * * * *'")
         fields = [_field(p, lo, hi, n) for p, (lo, hi), n in zip(parts, _RANGES, _NAMES, strict=True)]
-        cron = cls(*fields, any_day=parts[2].startswith("*"), any_weekday=parts[4].startswith("*"))
+        minutes, hours, days, months, weekdays = fields
+        cron = cls(minutes, hours, days, months, weekdays,
+                   any_day=parts[2].startswith("*"), any_weekday=parts[4].startswith("*"))
         if cron.any_weekday and not any(min(cron.days) <= _DAYS_IN_MONTH[m - 1] for m in cron.months):
             raise InvalidInput(f"the cron schedule {expr!r} never matches: no such day in those months")
         return cron

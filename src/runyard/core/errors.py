@@ -83,6 +83,10 @@ class WorkerGone(RunyardError):
     exit_code = 5
     code = "worker_gone"
 
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason  # the stored reason it was removed for
+
 
 class Unavailable(RunyardError):
     """A dependency (the server, the database, Docker) cannot be reached."""

@@ -8,6 +8,20 @@ from datetime import datetime
 
 from runyard.core.states import RunKind, RunState
 
+# Why a worker left its pool (stored with it; a launcher is told on its next request).
+WORKER_LOST = "worker lost"  # silent too long: its launcher may register again
+SCALED_IN = "scaled in"  # its instance is being terminated: it must not come back
+POOL_RESET = "the pool was reset"  # its certificate is revoked
+# Workers report their cloud instance as RUNYARD_METADATA_instance_id.
+INSTANCE_KEY = "instance_id"
+
+
+def may_register_again(gone_reason: str) -> bool:
+    """Whether a launcher whose worker was removed for ``gone_reason`` may join
+    again. Only a worker the server merely lost track of may: one scaled in,
+    reset or removed by a person would take runs it cannot finish."""
+    return gone_reason == WORKER_LOST
+
 
 class WorkerStatus(enum.StrEnum):
     """What an operator sees of a worker."""

@@ -11,12 +11,15 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
 from runyard import __version__
 from runyard.client import Client
 from runyard.config import LauncherSettings
-from runyard.core.errors import InvalidInput, RunyardError, Unauthorized, Unavailable, WorkerGone
+from runyard.core.backoff import Backoff
+from runyard.core.errors import InvalidInput, NotFound, RunyardError, Unauthorized, Unavailable, WorkerGone
 from runyard.core.masking import check_maskable
+from runyard.core.models import POOL_RESET, SCALED_IN, may_register_again
 from runyard.crypto import PoolToken, load_cert, load_private_key_b64, same_public_key, sign_challenge
 from runyard.launcher.executors import Executor
 from runyard.launcher.metrics import LauncherMetrics
@@ -27,6 +30,9 @@ from runyard.wire import AssignmentOut, PollOut
 log = logging.getLogger("runyard.launcher")
 BACKOFF_MAX = 5.0
 HOOK_TIMEOUT = 300.0
+# A worker the server lost track of joins again, but ever more slowly while it
+# keeps being lost; after this long registered, it starts from the beginning.
+REJOIN_INITIAL, REJOIN_MAX, REJOIN_RESET_AFTER = 1.0, 60.0, 60.0
 
 
 class LauncherExit(Exception):
@@ -35,6 +41,19 @@ class LauncherExit(Exception):
     def __init__(self, reason: str, message: str = "") -> None:
         super().__init__(message or reason)
         self.reason = reason
+
+
+def run_shutdown_hook(hook: Path | None, env: Mapping[str, str], reason: str, worker_id: str = "") -> None:
+    """Run the shutdown hook (if any) with the exit reason; never raises."""
+    if hook is None:
+        return
+    hook_env = {**env, "RUNYARD_SHUTDOWN_REASON": reason, "RUNYARD_WORKER_ID": worker_id}
+    try:
+        proc = subprocess.run([str(hook)], env=hook_env, timeout=HOOK_TIMEOUT, check=False)
+        if proc.returncode != 0:
+            log.warning("shutdown hook %s exited with %d", hook, proc.returncode)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        log.warning("shutdown hook %s failed: %s", hook, exc)
 
 
 def make_executor(settings: LauncherSettings) -> Executor:
@@ -97,8 +116,9 @@ class Launcher:
         )
         if settings.shutdown_hook_path and not os.access(settings.shutdown_hook_path, os.X_OK):
             raise InvalidInput(f"shutdown hook {settings.shutdown_hook_path} is not an executable file")
-        self.client = Client(self.token.endpoints, timeout=30)
+        self.client = Client(settings.endpoints or self.token.endpoints, timeout=30)
         self.worker_id = ""
+        self._gone = False  # the server removed this worker for good
         self._stopping = threading.Event()  # take no new work
         self._done = threading.Event()  # the loop has ended: heartbeats end too
         self._current: RunExecution | None = None
@@ -106,6 +126,9 @@ class Launcher:
         self._interrupts = 0
         self._grace_timer: threading.Timer | None = None
         self._idle_since = clock()
+        self._registered_at = 0.0
+        self._rejoin = Backoff(REJOIN_INITIAL, REJOIN_MAX)
+        self.registrations = 0
         self.metrics = LauncherMetrics()
         if settings.metrics_port:
             self.metrics.serve(settings.metrics_port)
@@ -139,7 +162,7 @@ class Launcher:
 
     def register(self) -> None:
         """Prove we hold the pool's key; retry while the server is unreachable."""
-        backoff = 0.2
+        backoff = Backoff(0.2, BACKOFF_MAX)
         while not self._stopping.is_set():
             try:
                 challenge = self.client.challenge(self.token.pool_id)
@@ -155,13 +178,17 @@ class Launcher:
                 )
             except Unavailable as exc:
                 log.warning("server unavailable, retrying registration: %s", exc)
-                self._sleep(backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX)
+                self._sleep(backoff.next())
                 continue
-            except (Unauthorized, InvalidInput, WorkerGone) as exc:
+            except WorkerGone as exc:
+                self._removed(exc)
+                return
+            except (Unauthorized, InvalidInput, NotFound) as exc:
                 raise LauncherExit("error", f"registration refused: {exc}") from exc
             self.client.credential = reply.token
             self.worker_id = reply.worker_id
+            self.registrations += 1
+            self._registered_at = self.clock()
             log.info("registered as worker %s in pool %s (executor %s)", reply.worker_id, self.token.pool_id,
                      self.executor.name)
             return
@@ -188,6 +215,10 @@ class Launcher:
             self._exit_reason = exc.reason
             self._stopping.set()
             raise
+        except RunyardError as exc:
+            self._exit_reason = "error"
+            self._stopping.set()
+            raise LauncherExit("error", str(exc)) from exc
         finally:
             self.metrics.state.state("stopping")
             self._stopping.set()
@@ -195,11 +226,20 @@ class Launcher:
             if self._grace_timer is not None:
                 self._grace_timer.cancel()
             self._leave()
+            self.client.close()
             self._shutdown_hook(self._exit_reason or "interrupted")
         return self._exit_reason or "interrupted"
 
+    def _removed(self, exc: WorkerGone) -> None:
+        """The server removed this worker for good: leave, saying why."""
+        self._gone = True  # nothing left to deregister
+        if exc.reason == POOL_RESET:
+            raise LauncherExit("error", f"{exc.message}; start the launcher with the new pool token")
+        log.warning("%s: exiting", exc.message)
+        self.stop("scaled-in" if exc.reason == SCALED_IN else "removed")
+
     def _loop(self) -> None:
-        backoff = 0.2
+        backoff = Backoff(0.2, BACKOFF_MAX)
         while not self._stopping.is_set():
             try:
                 poll = self._poll()
@@ -207,16 +247,22 @@ class Launcher:
                     break
             except Unavailable as exc:
                 log.warning("server unavailable, retrying: %s", exc)
-                self._sleep(backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX)
+                self._sleep(backoff.next())
                 continue
-            except WorkerGone:
-                log.warning("the server removed this worker; registering again")
+            except WorkerGone as exc:
+                if not may_register_again(exc.reason):
+                    self._removed(exc)
+                    break
+                wait = self._rejoin.next()
+                log.warning("%s; registering again in %.1fs", exc.message, wait)
+                self._sleep(wait)
                 self.register()
                 continue
             except Unauthorized as exc:
                 raise LauncherExit("error", str(exc)) from exc
-            backoff = 0.2
+            backoff.reset()
+            if self.clock() - self._registered_at >= REJOIN_RESET_AFTER:
+                self._rejoin.reset()
             if poll.exit_reason:
                 self.stop(poll.exit_reason)
                 break
@@ -306,7 +352,7 @@ class Launcher:
                 self.stop(reply.exit_reason)
 
     def _leave(self) -> None:
-        if not self.worker_id:
+        if not self.worker_id or self._gone:
             return
         try:
             self.client.deregister(self._exit_reason or "launcher exited")
@@ -314,13 +360,4 @@ class Launcher:
             log.info("could not deregister: %s", exc)
 
     def _shutdown_hook(self, reason: str) -> None:
-        hook = self.settings.shutdown_hook_path
-        if hook is None:
-            return
-        env = {**self.env, "RUNYARD_SHUTDOWN_REASON": reason, "RUNYARD_WORKER_ID": self.worker_id}
-        try:
-            proc = subprocess.run([str(hook)], env=env, timeout=HOOK_TIMEOUT, check=False)
-            if proc.returncode != 0:
-                log.warning("shutdown hook %s exited with %d", hook, proc.returncode)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            log.warning("shutdown hook %s failed: %s", hook, exc)
+        run_shutdown_hook(self.settings.shutdown_hook_path, self.env, reason, self.worker_id)

@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import html
 import logging
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import RedirectResponse, Response
 
 from runyard import __version__
 from runyard.config import ServerSettings
-from runyard.core.errors import Locked, RunyardError
+from runyard.server import errors
 from runyard.server.api import state, users, workers
 from runyard.server.api.deps import Services
 from runyard.server.blobs import BlobStore, LocalBlobStore
@@ -89,21 +87,7 @@ def create_app(settings: ServerSettings, svc: Services | None = None) -> FastAPI
     async def _login(_: Request, exc: pages.NeedLogin) -> RedirectResponse:
         return RedirectResponse("/ui/login", status_code=303)
 
-    @app.exception_handler(RunyardError)
-    async def _runyard_error(request: Request, exc: RunyardError) -> Response:
-        if isinstance(exc, Locked):  # terraform reads the holder's lock document from the body
-            return JSONResponse(exc.document, status_code=exc.http_status)
-        if request.url.path.startswith("/ui/"):
-            body = f"<!doctype html><title>runyard</title><h1>{exc.http_status}</h1><p>{html.escape(exc.message)}</p>"
-            return HTMLResponse(body + '<p><a href="/ui/pools">Back</a></p>', status_code=exc.http_status)
-        return JSONResponse({"error": exc.code, "message": exc.message}, status_code=exc.http_status)
-
-    @app.exception_handler(RequestValidationError)
-    async def _bad_request(_: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: {e['msg']}" for e in exc.errors()
-        )
-        return JSONResponse({"error": "invalid", "message": problems}, status_code=422)
+    errors.install(app)
 
     @app.get("/metrics", tags=["meta"], include_in_schema=False)
     def metrics() -> Response:

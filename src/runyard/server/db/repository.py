@@ -204,6 +204,31 @@ class Repository:
             return None, row.gone_reason or "worker removed"
         return _worker(row), ""
 
+    def gone_reason(self, worker_id: str) -> str:
+        """Why a removed worker left ("" if it is unknown or still here)."""
+        row = self.conn.execute(
+            select(t.workers.c.gone_at, t.workers.c.gone_reason).where(t.workers.c.id == worker_id)
+        ).first()
+        return (row.gone_reason or "worker removed") if row is not None and row.gone_at is not None else ""
+
+    def gone_workers(self, pool_id: str, reason: str, since: float) -> list[Worker]:
+        """Workers of the pool removed for ``reason`` after ``since``."""
+        rows = self.conn.execute(
+            select(t.workers).where(t.workers.c.pool_id == pool_id, t.workers.c.gone_reason == reason,
+                                    t.workers.c.gone_at >= since)
+        )
+        return [_worker(r) for r in rows]
+
+    def purge_gone_workers(self, before: float) -> int:
+        """Forget workers removed before ``before`` that never held a run (a run
+        keeps naming the worker it ran on)."""
+        used = select(t.runs.c.worker_id).where(t.runs.c.worker_id.is_not(None))
+        result = self.conn.execute(
+            delete(t.workers).where(t.workers.c.gone_at.is_not(None), t.workers.c.gone_at < before,
+                                    t.workers.c.id.not_in(used))
+        )
+        return int(result.rowcount or 0)
+
     def workers(self, pool_id: str | None = None) -> list[Worker]:
         stmt = select(t.workers).where(t.workers.c.gone_at.is_(None))
         if pool_id:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from runyard.core.errors import Unauthorized, WorkerGone
 from runyard.core.ids import new_ulid
-from runyard.core.models import Worker
+from runyard.core.models import Worker, may_register_again
 from runyard.crypto import hash_secret, new_secret
 from runyard.server.services import Context
 
@@ -65,7 +65,8 @@ class AuthService:
             if worker is None:
                 if why == "unknown worker token":
                     raise Unauthorized("unknown worker token: register again")
-                raise WorkerGone(f"this worker was removed ({why}): register again")
+                hint = "register again" if may_register_again(why) else "it must not join again"
+                raise WorkerGone(f"this worker was removed ({why}): {hint}", reason=why)
             pool = repo.pool(worker.pool_id)
         if pool is None or pool.certificate_serial != worker.certificate_serial:
             raise Unauthorized(

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from runyard.core.errors import NotFound, Unauthorized, WorkerGone
 from runyard.core.ids import new_ulid
-from runyard.core.models import Worker
+from runyard.core.models import INSTANCE_KEY, POOL_RESET, SCALED_IN, WORKER_LOST, Worker, may_register_again
 from runyard.crypto import (
     check_challenge,
     hash_secret,
@@ -22,7 +22,9 @@ from runyard.server.services import Context
 from runyard.server.services.pools import PoolService
 from runyard.server.services.runs import RunService
 
-WORKER_LOST = "worker lost"
+# How long removed workers are remembered: what their launchers are told, and
+# which instances were scaled in and must not join again.
+GONE_RETENTION = 3600.0
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,11 @@ class WorkerService:
         )
         token = new_secret("ryw_")
         with self.ctx.tx() as repo:
+            instance = metadata.get(INSTANCE_KEY)
+            if instance and any(w.metadata.get(INSTANCE_KEY) == instance
+                                for w in repo.gone_workers(pool.id, SCALED_IN, now - GONE_RETENTION)):
+                raise WorkerGone(f"instance {instance} was scaled in and is being terminated: "
+                                 "its launcher must not join again", reason=SCALED_IN)
             if repo.nonce_used(challenge):
                 raise Unauthorized("that registration challenge was used already: ask for a new one")
             repo.add_worker(worker, hash_secret(token), challenge)
@@ -100,7 +107,7 @@ class WorkerService:
             # Only holders of the old certificate: a worker that already joined with the new one stays.
             old = [w.id for w in repo.workers(pool.id) if w.certificate_serial != serial]
         for worker_id in old:
-            self._remove(worker_id, "the pool was reset")
+            self._remove(worker_id, POOL_RESET)
         fresh = self.pools.get(pool.id)
         return self.pools.token(fresh), len(old)
 
@@ -125,8 +132,10 @@ class WorkerService:
         """The worker as stored now; :class:`WorkerGone` if it was removed."""
         with self.ctx.tx() as repo:
             worker = repo.worker(worker_id)
+            why = repo.gone_reason(worker_id) if worker is None else ""
         if worker is None:
-            raise WorkerGone("this worker was removed: register again")
+            hint = "register again" if may_register_again(why) else "it must not join again"
+            raise WorkerGone(f"this worker was removed ({why or 'unknown'}): {hint}", reason=why)
         return worker
 
     def touch(self, worker: Worker) -> None:
@@ -150,6 +159,8 @@ class WorkerService:
             stale = [w.id for w in repo.stale_workers(now - lost_after)]
         for worker_id in stale:
             self._remove(worker_id, WORKER_LOST)
+        with self.ctx.tx() as repo:
+            repo.purge_gone_workers(now - GONE_RETENTION)
         return stale
 
     def _remove(self, worker_id: str, reason: str) -> None:
