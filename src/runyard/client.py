@@ -7,6 +7,7 @@ reached is :class:`Unavailable`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
@@ -70,6 +71,17 @@ def _error(response: httpx.Response) -> RunyardError:
     if cls is WorkerGone:
         return WorkerGone(message, reason=str(doc.get("reason", "")) if code else "")
     return cls(message)
+
+
+_SEGMENT = re.compile(r"^[A-Za-z0-9_.~-]+$")
+
+
+def _seg(value: object) -> str:
+    """A name or id as one path segment: refuse one that would change the path."""
+    text = str(value)
+    if text in (".", "..") or not _SEGMENT.match(text):
+        raise InvalidInput(f"{text!r} is not a valid name or id: use letters, digits, '-', '_' or '.'")
+    return text
 
 
 class Client:
@@ -148,36 +160,36 @@ class Client:
         return [PoolSummary.model_validate(p) for p in self.request("GET", f"{API}/pools").json()]
 
     def pool(self, ref: str) -> PoolSummary:
-        return self._get(f"{API}/pools/{ref}", PoolSummary)
+        return self._get(f"{API}/pools/{_seg(ref)}", PoolSummary)
 
     def update_pool(self, ref: str, body: dict[str, Any]) -> PoolSummary:
-        return PoolSummary.model_validate(self.request("PATCH", f"{API}/pools/{ref}", json=body).json())
+        return PoolSummary.model_validate(self.request("PATCH", f"{API}/pools/{_seg(ref)}", json=body).json())
 
     def cycle_pool(self, ref: str) -> int:
-        return self._post(f"{API}/pools/{ref}/cycle", CycleOut).workers
+        return self._post(f"{API}/pools/{_seg(ref)}/cycle", CycleOut).workers
 
     def reset_pool(self, ref: str, csr: str) -> PoolCreated:
-        return self._post(f"{API}/pools/{ref}/reset", PoolCreated, {"csr": csr})
+        return self._post(f"{API}/pools/{_seg(ref)}/reset", PoolCreated, {"csr": csr})
 
     def pool_queue(self, ref: str) -> list[RunOut]:
-        return [RunOut.model_validate(r) for r in self.request("GET", f"{API}/pools/{ref}/queue").json()]
+        return [RunOut.model_validate(r) for r in self.request("GET", f"{API}/pools/{_seg(ref)}/queue").json()]
 
     def pool_stacks(self, ref: str) -> list[StackOut]:
-        return [StackOut.model_validate(s) for s in self.request("GET", f"{API}/pools/{ref}/stacks").json()]
+        return [StackOut.model_validate(s) for s in self.request("GET", f"{API}/pools/{_seg(ref)}/stacks").json()]
 
     def demand(self, pool: str, since: int = -1, wait: float = 0) -> DemandOut:
-        return self._get(f"{API}/pools/{pool}/demand", DemandOut, params={"since": since, "wait": wait},
+        return self._get(f"{API}/pools/{_seg(pool)}/demand", DemandOut, params={"since": since, "wait": wait},
                          timeout=wait + 30)
 
     def remove_worker(self, worker_id: str, reason: str) -> None:
-        self.request("POST", f"{API}/workers/{worker_id}/remove", params={"reason": reason})
+        self.request("POST", f"{API}/workers/{_seg(worker_id)}/remove", params={"reason": reason})
 
     def drain(self, worker_id: str, drained: bool = True) -> WorkerOut:
         verb = "drain" if drained else "undrain"
-        return self._post(f"{API}/workers/{worker_id}/{verb}", WorkerOut)
+        return self._post(f"{API}/workers/{_seg(worker_id)}/{_seg(verb)}", WorkerOut)
 
     def workers(self, pool: str) -> list[WorkerOut]:
-        return [WorkerOut.model_validate(w) for w in self.request("GET", f"{API}/pools/{pool}/workers").json()]
+        return [WorkerOut.model_validate(w) for w in self.request("GET", f"{API}/pools/{_seg(pool)}/workers").json()]
 
     def upload_source(self, archive: bytes) -> str:
         response = self.request(
@@ -192,10 +204,10 @@ class Client:
         return [StackOut.model_validate(s) for s in self.request("GET", f"{API}/stacks").json()]
 
     def stack(self, ref: str) -> StackOut:
-        return self._get(f"{API}/stacks/{ref}", StackOut)
+        return self._get(f"{API}/stacks/{_seg(ref)}", StackOut)
 
     def trigger(self, stack: str, kind: RunKind = RunKind.TRACKED, command: str = "") -> RunOut:
-        return self._post(f"{API}/stacks/{stack}/runs", RunOut, {"kind": kind.value, "command": command})
+        return self._post(f"{API}/stacks/{_seg(stack)}/runs", RunOut, {"kind": kind.value, "command": command})
 
     def runs(self, stack: str | None = None, limit: int = 100) -> list[RunOut]:
         params: dict[str, Any] = {"limit": limit}
@@ -204,35 +216,35 @@ class Client:
         return [RunOut.model_validate(r) for r in self.request("GET", f"{API}/runs", params=params).json()]
 
     def run(self, run_id: str) -> RunOut:
-        return self._get(f"{API}/runs/{run_id}", RunOut)
+        return self._get(f"{API}/runs/{_seg(run_id)}", RunOut)
 
     def cancel(self, run_id: str) -> RunOut:
-        return self._post(f"{API}/runs/{run_id}/cancel", RunOut)
+        return self._post(f"{API}/runs/{_seg(run_id)}/cancel", RunOut)
 
     def confirm(self, run_id: str) -> RunOut:
-        return self._post(f"{API}/runs/{run_id}/confirm", RunOut)
+        return self._post(f"{API}/runs/{_seg(run_id)}/confirm", RunOut)
 
     def discard(self, run_id: str) -> RunOut:
-        return self._post(f"{API}/runs/{run_id}/discard", RunOut)
+        return self._post(f"{API}/runs/{_seg(run_id)}/discard", RunOut)
 
     def outputs(self, stack: str) -> list[OutputIO]:
-        return [OutputIO.model_validate(o) for o in self.request("GET", f"{API}/stacks/{stack}/outputs").json()]
+        return [OutputIO.model_validate(o) for o in self.request("GET", f"{API}/stacks/{_seg(stack)}/outputs").json()]
 
     def state_versions(self, stack: str) -> list[StateVersionOut]:
-        rows = self.request("GET", f"{API}/stacks/{stack}/state/versions").json()
+        rows = self.request("GET", f"{API}/stacks/{_seg(stack)}/state/versions").json()
         return [StateVersionOut.model_validate(v) for v in rows]
 
     def state(self, stack: str, version: int | None = None) -> bytes:
         if version is None:
-            response = self.request("GET", f"{API}/stacks/{stack}/state")
+            response = self.request("GET", f"{API}/stacks/{_seg(stack)}/state")
             if response.status_code == 204:
                 raise NotFound(f"stack {stack!r} has no state yet")
             return response.content
-        return self.request("GET", f"{API}/stacks/{stack}/state/versions/{version}").content
+        return self.request("GET", f"{API}/stacks/{_seg(stack)}/state/versions/{_seg(version)}").content
 
     def logs(self, run_id: str, after: int = 0, wait: float = 0) -> LogsOut:
         return self._get(
-            f"{API}/runs/{run_id}/logs", LogsOut, params={"after": after, "wait": wait}, timeout=wait + 30
+            f"{API}/runs/{_seg(run_id)}/logs", LogsOut, params={"after": after, "wait": wait}, timeout=wait + 30
         )
 
     # workers ------------------------------------------------------------------
@@ -256,23 +268,23 @@ class Client:
         self, run_id: str, lease: int, state: RunState, note: str = "", changes: dict[str, int] | None = None
     ) -> RunOut:
         body = {"lease": lease, "state": state.value, "note": note, "changes": changes}
-        return self._post(f"{API}/worker/runs/{run_id}/transition", RunOut, body)
+        return self._post(f"{API}/worker/runs/{_seg(run_id)}/transition", RunOut, body)
 
     def put_workspace(self, run_id: str, lease: int, sealed: bytes) -> None:
-        self.request("PUT", f"{API}/worker/runs/{run_id}/workspace", params={"lease": lease}, content=sealed,
+        self.request("PUT", f"{API}/worker/runs/{_seg(run_id)}/workspace", params={"lease": lease}, content=sealed,
                      headers={"Content-Type": "application/octet-stream"}, timeout=300)
 
     def get_workspace(self, run_id: str, lease: int) -> bytes:
-        return self.request("GET", f"{API}/worker/runs/{run_id}/workspace", params={"lease": lease},
+        return self.request("GET", f"{API}/worker/runs/{_seg(run_id)}/workspace", params={"lease": lease},
                             timeout=300).content
 
     def put_outputs(self, run_id: str, lease: int, outputs: Sequence[OutputIO]) -> None:
         body = {"lease": lease, "outputs": [o.model_dump(mode="json") for o in outputs]}
-        self.request("POST", f"{API}/worker/runs/{run_id}/outputs", json=body)
+        self.request("POST", f"{API}/worker/runs/{_seg(run_id)}/outputs", json=body)
 
     def send_logs(self, run_id: str, lease: int, lines: Sequence[LogLine]) -> LogsAck:
         body = {"lease": lease, "lines": [LogLineIO(seq=ln.seq, ts=ln.ts, msg=ln.msg).model_dump() for ln in lines]}
-        return self._post(f"{API}/worker/runs/{run_id}/logs", LogsAck, body)
+        return self._post(f"{API}/worker/runs/{_seg(run_id)}/logs", LogsAck, body)
 
     def source_archive(self, upload_id: str) -> bytes:
-        return self.request("GET", f"{API}/worker/sources/{upload_id}", timeout=300).content
+        return self.request("GET", f"{API}/worker/sources/{_seg(upload_id)}", timeout=300).content

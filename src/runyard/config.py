@@ -127,6 +127,11 @@ class ServerSettings(Settings):
     reaper_interval: Duration = Field(2.0, description="how often lost workers are looked for")
     long_poll: Duration = Field(25.0, description="how long a worker's poll for work is held open")
     drift_interval: Duration = Field(15.0, description="how often drift-detection schedules are checked")
+    upload_grace: Duration = Field(3600.0, description="remove a source upload no stack names after this long")
+    sweep_interval: Duration = Field(600.0, description="how often unreferenced uploads are looked for")
+    metrics_token: SecretStr = Field(
+        SecretStr(""), description="bearer token /metrics requires (empty: /metrics is open to anyone)"
+    )
 
     def db_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'runyard.db').resolve()}"

@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StringConstraints, model_validator
 
+from runyard.core import limits as lim
 from runyard.core.models import EnvVar, LogLine, Pool, Run, Source, Stack, Worker
 from runyard.core.states import RunKind, RunState
 
 API = "/api/v1"
+
+# Request fields, bounded (see core/limits.py); answers are not constrained.
+Name = Annotated[str, StringConstraints(max_length=lim.MAX_NAME)]
+Text = Annotated[str, StringConstraints(max_length=lim.MAX_TEXT)]
+Pem = Annotated[str, StringConstraints(max_length=lim.MAX_PEM)]
+Description = Annotated[str, StringConstraints(max_length=lim.MAX_DESCRIPTION)]
+Command = Annotated[str, StringConstraints(max_length=lim.MAX_COMMAND)]
+Label = Annotated[str, StringConstraints(max_length=lim.MAX_LABEL)]
+Labels = Annotated[list[Label], Field(max_length=lim.MAX_LABELS)]
 
 
 class ErrorOut(BaseModel):
@@ -22,10 +32,10 @@ class ErrorOut(BaseModel):
 
 
 class PoolCreate(BaseModel):
-    name: str
-    csr: str = Field(description="PEM certificate signing request for the pool's RSA key")
-    description: str = ""
-    labels: list[str] = []
+    name: Name
+    csr: Pem = Field(description="PEM certificate signing request for the pool's RSA key")
+    description: Description = ""
+    labels: Labels = []
     drift_detection_limit: int | None = Field(None, ge=0)
 
 
@@ -58,13 +68,13 @@ class PoolSummary(PoolOut):
 
 
 class PoolUpdate(BaseModel):
-    description: str | None = None
-    labels: list[str] | None = None
+    description: Description | None = None
+    labels: Labels | None = None
     drift_detection_limit: int | None = Field(None, ge=0, description="0 disables drift detection")
 
 
 class PoolReset(BaseModel):
-    csr: str = Field(description="PEM CSR of the pool's new key")
+    csr: Pem = Field(description="PEM CSR of the pool's new key")
 
 
 class CycleOut(BaseModel):
@@ -134,18 +144,35 @@ class EnvVarIO(BaseModel):
 
 
 class StackCreate(BaseModel):
-    name: str
-    pool: str = Field(description="pool name or id")
+    name: Name
+    pool: Name = Field(description="pool name or id")
     source: SourceIO
     tool: str = "shell"
-    project_root: str = ""
-    runner_image: str = ""
-    commands: dict[str, str] = Field(default_factory=dict, description="phase (init, plan, apply) -> command")
-    env: list[EnvVarIO] = []
-    labels: list[str] = []
+    project_root: Text = ""
+    runner_image: Text = ""
+    commands: dict[Name, Command] = Field(default_factory=dict, description="phase (init, plan, apply) -> command")
+    env: Annotated[list[EnvVarIO], Field(max_length=lim.MAX_VARIABLES)] = []
+    labels: Labels = []
     autodeploy: bool = True
-    hooks: dict[str, list[str]] = Field(default_factory=dict, description="before_init, after_plan, ... -> commands")
-    drift_schedule: str = Field("", description="cron schedule of drift-detection runs")
+    hooks: dict[Name, Annotated[list[Command], Field(max_length=lim.MAX_HOOKS_PER_PHASE)]] = Field(
+        default_factory=dict, description="before_init, after_plan, ... -> commands")
+    drift_schedule: Text = Field("", description="cron schedule of drift-detection runs")
+
+    @model_validator(mode="after")
+    def _bounded(self) -> StackCreate:
+        for field in ("url", "branch", "upload_id", "origin"):
+            if len(getattr(self.source, field)) > lim.MAX_TEXT:
+                raise ValueError(f"source.{field} is longer than {lim.human(lim.MAX_TEXT)}")
+        total = 0
+        for var in self.env:
+            if len(var.name) > lim.MAX_NAME:
+                raise ValueError(f"variable name {var.name[:40]!r}... is longer than {lim.MAX_NAME} characters")
+            if len(var.value) > lim.MAX_VARIABLE_VALUE:
+                raise ValueError(f"variable {var.name} is longer than {lim.human(lim.MAX_VARIABLE_VALUE)}")
+            total += len(var.name) + len(var.value)
+        if total > lim.MAX_ENVIRONMENT:
+            raise ValueError(f"the variables together are longer than {lim.human(lim.MAX_ENVIRONMENT)}")
+        return self
 
     def env_domain(self) -> tuple[EnvVar, ...]:
         return tuple(EnvVar(e.name, e.value, e.secret) for e in self.env)
@@ -201,7 +228,7 @@ class UploadOut(BaseModel):
 
 class RunTrigger(BaseModel):
     kind: RunKind = RunKind.TRACKED
-    command: str = ""
+    command: Command = ""
 
 
 class TransitionOut(BaseModel):
@@ -249,7 +276,7 @@ class RunOut(BaseModel):
 class LogLineIO(BaseModel):
     seq: int = Field(ge=1)
     ts: float
-    msg: str
+    msg: Annotated[str, StringConstraints(max_length=lim.MAX_LOG_LINE)]
 
     def to_domain(self) -> LogLine:
         return LogLine(self.seq, self.ts, self.msg)
@@ -265,7 +292,7 @@ class LogsOut(BaseModel):
 
 
 class ChallengeIn(BaseModel):
-    pool_id: str
+    pool_id: Name
 
 
 class ChallengeOut(BaseModel):
@@ -273,12 +300,16 @@ class ChallengeOut(BaseModel):
 
 
 class RegisterIn(BaseModel):
-    pool_id: str
-    certificate: str
-    challenge: str
-    signature: str = Field(description="base64 RSA-PSS SHA-256 signature of the challenge")
-    metadata: dict[str, str] = {}
-    version: str = ""
+    pool_id: Name
+    certificate: Pem
+    challenge: Text
+    signature: Text = Field(description="base64 RSA-PSS SHA-256 signature of the challenge")
+    metadata: Annotated[
+        dict[Annotated[str, StringConstraints(max_length=lim.MAX_METADATA_KEY)],
+             Annotated[str, StringConstraints(max_length=lim.MAX_METADATA_VALUE)]],
+        Field(max_length=lim.MAX_METADATA_ENTRIES),
+    ] = {}
+    version: Text = ""
 
 
 class RegisterOut(BaseModel):
@@ -307,13 +338,13 @@ class PollOut(BaseModel):
 class ReportIn(BaseModel):
     lease: int
     state: RunState
-    note: str = ""
+    note: Text = ""
     changes: dict[str, int] | None = None
 
 
 class LogsIn(BaseModel):
     lease: int
-    lines: list[LogLineIO]
+    lines: Annotated[list[LogLineIO], Field(max_length=lim.MAX_LOG_BATCH_LINES)]
 
 
 class LogsAck(BaseModel):

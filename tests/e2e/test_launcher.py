@@ -10,6 +10,8 @@ import textwrap
 import urllib.parse
 from pathlib import Path
 
+import pytest
+
 from runyard.core.states import RunState
 from tests.e2e.conftest import LauncherFactory
 from tests.e2e.test_runs import log_text, make_stack, run_state, wait_state
@@ -75,14 +77,13 @@ def test_a_launcher_killed_with_9_leaves_no_container_behind(server, launcher, t
     assert len(containers_of(run_id)) == 1
     proc.proc.send_signal(signal.SIGKILL)
     proc.proc.wait()
-    # The container's first process reads the stdin the launcher held: it ends with it.
-    wait_for(lambda: not subprocess.run(["docker", "ps", "-q", "--filter", f"label=dev.runyard.run={run_id}"],
-                                        capture_output=True, text=True).stdout.strip(), 30, "the container to stop")
-    # A launcher started again on the same work dir removes what is left.
+    # The container's first process reads the stdin the launcher held: it ends
+    # with it, and the engine removes the container (not left "Exited").
+    wait_for(lambda: containers_of(run_id) == [], 30, "the container to be removed")
+    # A launcher started again on the same work dir removes the workspace left.
     again = LauncherProcess(proc.creds, proc.work_dir, extra_env={"RUNYARD_EXECUTOR": "docker"}).start()
     try:
-        wait_for(lambda: containers_of(run_id) == [] and list(proc.work_dir.glob("run-*")) == [], 30,
-                 "leftovers to be removed")
+        wait_for(lambda: list(proc.work_dir.glob("run-*")) == [], 30, "leftovers to be removed")
     finally:
         again.stop()
     assert wait_state(server, run_id, RunState.FAILED)["reason"] == "worker lost"
@@ -188,6 +189,38 @@ def test_secrets_are_masked_in_every_form_in_stored_logs_and_stdout_json(server,
     for text in (stored, stdout_text):
         for leak in leaks:
             assert leak not in text, leak
+
+
+MULTI_SECRET = 'first "line" of the key\\\nsecond line/with+signs\nthird-line-123'
+
+
+@pytest.mark.parametrize("executor", ["docker", "process"], indirect=True)
+def test_json_escaped_and_url_encoded_multiline_secrets_are_masked_in_pieces(server, launcher, tmp_path, sync_dir):
+    launcher()
+    src = tmp_path / "src-json"
+    src.mkdir()
+    cli(server, "stack", "create", "js", "--pool", "p1", "--source", str(src), "--plan", "true",
+        "--secret", f"KEY={MULTI_SECRET}", check=True)
+    forms = {
+        "json": json.dumps(MULTI_SECRET)[1:-1],
+        "quote": urllib.parse.quote(MULTI_SECRET),
+        "quote_plus": urllib.parse.quote_plus(MULTI_SECRET),
+        "b64wrapped": "\n".join(textwrap.wrap(base64.b64encode(MULTI_SECRET.encode()).decode(), 76)),
+    }
+    steps = []
+    for name, form in forms.items():
+        (sync_dir / name).write_text(form)
+        half = len(form) // 2  # printed in two reads, 0.3 s apart
+        steps.append(f"printf '{name}: '; head -c {half} {sync_dir}/{name}; sleep 0.3; "
+                     f"tail -c +{half + 1} {sync_dir}/{name}; echo ' end'")
+    run = task(server, "\n".join([*steps, "echo done"]), stack="js")
+    assert run["state"] == "FINISHED"
+    stored = log_text(server, run["id"])
+    assert "done" in stored
+    for name, form in forms.items():
+        assert f"{name}: *** end" in stored, stored
+        for piece in [*form.split("\n"), form[:len(form) // 2], form[len(form) // 2:]]:
+            assert piece not in stored, (name, piece)
 
 
 def test_a_mask_env_too_short_to_mask_stops_the_launcher(server, pool, tmp_path):

@@ -212,3 +212,31 @@ def test_a_server_restart_mid_run_loses_no_log_line(server, launcher, tmp_path, 
     # Pools, stacks and workers survived the restart too.
     assert "p1" in cli(server, "pool", "list", check=True).stdout
     assert "s1" in cli(server, "stack", "list", check=True).stdout
+
+
+def test_sigterm_ends_held_polls_cleanly_and_launchers_come_back(server, pool: PoolCreds, tmp_path):
+    from tests.harness import LauncherProcess
+
+    launchers = [LauncherProcess(pool, tmp_path / f"w{i}", extra_env={"RUNYARD_EXECUTOR": "process"}).start()
+                 for i in range(3)]
+    try:
+        with server.client() as client:
+            wait_for(lambda: len(client.workers("p1")) == 3, 30, "three launchers to hold polls")
+        assert server.proc is not None
+        server.proc.send_signal(signal.SIGTERM)
+        # Held polls are answered at once: no waiting out uvicorn's grace period
+        # (uvicorn ends by re-raising the signal it caught).
+        assert server.proc.wait(5) in (0, -signal.SIGTERM)
+        log = server.read_log()
+        assert "Traceback" not in log and "CancelledError" not in log, log
+        server.log.close()
+        server.start()  # the same port, data dir and key
+        make_stack(server, tmp_path)
+        run = cli(server, "run", "task", "s1", "--command", "echo back", "--wait", "--output", "json",
+                  timeout=60, check=True)
+        assert json.loads(run.stdout)["state"] == "FINISHED"
+        for proc in launchers:
+            assert proc.proc is not None and proc.proc.poll() is None  # none gave up
+    finally:
+        for proc in launchers:
+            proc.stop()

@@ -28,6 +28,11 @@ class RunyardGroup(click.Group):
         except RunyardError as exc:
             click.echo(f"error: {exc.message}", err=True)
             sys.exit(exc.exit_code)
+        except click.UsageError as exc:
+            # One line, like every other error; the usage is one --help away.
+            where = exc.ctx.command_path if exc.ctx is not None else ctx.command_path
+            click.echo(f"error: {exc.format_message()} (see `{where} --help`)", err=True)
+            sys.exit(2)
 
 
 @click.group(cls=RunyardGroup)
@@ -55,10 +60,9 @@ def main() -> None:
 @click.option("--worker-lost-after", help="mark a silent worker lost after this long, e.g. 60s")
 def server(**flags: Any) -> None:
     """Start the control plane (API, scheduler, state and logs)."""
-    import uvicorn
-
     from runyard.config import ServerSettings
     from runyard.server.app import bootstrap_admin_key, build_services, create_app
+    from runyard.server.serve import serve
 
     settings, _ = ServerSettings.resolve(flags)
     services = build_services(settings)
@@ -68,7 +72,7 @@ def server(**flags: Any) -> None:
             f"Admin API key (shown once; also in {settings.data_dir / 'admin-api-key'}):\n  {key}", err=True
         )
     app = create_app(settings, services)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", timeout_graceful_shutdown=3)
+    serve(app, services.ctx.notifier, settings.host, settings.port)
 
 
 @main.command()

@@ -428,8 +428,10 @@ def run_list(client: Client, stack_name: str | None, limit: int, output: str) ->
     if output == "json":
         emit_json(runs)
         return
+    names = {s.id: s.name for s in client.stacks()}
     table(["id", "stack", "kind", "state", "created", "reason"],
-          [(r.id, r.stack_id, r.kind.value, r.state.value, r.created_at, r.reason) for r in runs])
+          [(r.id, names.get(r.stack_id, r.stack_id), r.kind.value, r.state.value, r.created_at, r.reason)
+           for r in runs])
 
 
 @run.command("show")

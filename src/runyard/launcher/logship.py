@@ -16,11 +16,12 @@ from collections.abc import Callable
 
 from runyard.client import Client
 from runyard.core.errors import Unavailable
+from runyard.core.limits import MAX_LOG_BATCH_CHARS, MAX_LOG_BATCH_LINES, MAX_LOG_LINE
 from runyard.core.models import LogLine
 
 log = logging.getLogger("runyard.launcher")
 
-BATCH = 500
+BATCH = MAX_LOG_BATCH_LINES
 BACKOFF_MAX = 5.0
 
 
@@ -52,7 +53,13 @@ class LogShipper:
         self._thread.start()
 
     def write(self, msg: str) -> None:
-        """Queue one (already masked) line."""
+        """Queue one (already masked) line; a very long one goes as several."""
+        while len(msg) > MAX_LOG_LINE:
+            self._write(msg[:MAX_LOG_LINE])
+            msg = msg[MAX_LOG_LINE:]
+        self._write(msg)
+
+    def _write(self, msg: str) -> None:
         with self._cond:
             self._seq += 1
             line = LogLine(self._seq, self.clock(), msg)
@@ -77,6 +84,15 @@ class LogShipper:
     def failure(self) -> BaseException | None:
         return self._failure
 
+    def _batch(self) -> list[LogLine]:
+        """The oldest pending lines that fit one request."""
+        size = 0
+        for count, line in enumerate(self._pending[:BATCH]):
+            size += len(line.msg)
+            if size > MAX_LOG_BATCH_CHARS and count:
+                return self._pending[:count]
+        return self._pending[:BATCH]
+
     def _loop(self) -> None:
         backoff = 0.2
         while True:
@@ -85,7 +101,7 @@ class LogShipper:
                     self._cond.wait()
                 if not self._pending and self._closed:
                     return
-                batch = self._pending[:BATCH]
+                batch = self._batch()
             try:
                 ack = self.client.send_logs(self.run_id, self.lease, batch)
             except Unavailable as exc:

@@ -18,6 +18,7 @@ from runyard.client import Client
 from runyard.config import LauncherSettings
 from runyard.core.durations import format_duration
 from runyard.core.errors import Conflict, RunyardError, Unauthorized, Unavailable, WorkerGone
+from runyard.core.limits import MAX_TEXT
 from runyard.core.masking import StreamMasker
 from runyard.core.models import Tool
 from runyard.core.states import RunKind, RunState
@@ -135,6 +136,8 @@ class RunExecution:
     # reports ------------------------------------------------------------------
 
     def report(self, state: RunState, note: str = "", changes: dict[str, int] | None = None) -> None:
+        if len(note) > MAX_TEXT:  # the whole text is in the log; the note is its summary
+            note = note[: MAX_TEXT - 3] + "..."
         backoff = 0.2
         while True:
             try:
@@ -277,6 +280,8 @@ class RunExecution:
             code = session.run(command, workdir, self.output, self.stop)
         except StepStopped:
             raise _Ended(self.stop_state, self.stop_reason) from None
+        except ExecutorError as exc:
+            raise _Ended(RunState.FAILED, f"{name} command could not start: {exc}") from None
         self._flush_output()
         if self.stop.is_set():  # a timeout fired as the command ended
             raise _Ended(self.stop_state, self.stop_reason)

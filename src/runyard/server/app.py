@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -14,10 +15,12 @@ from fastapi.responses import RedirectResponse, Response
 
 from runyard import __version__
 from runyard.config import ServerSettings
+from runyard.core.errors import Unauthorized
 from runyard.server import errors
 from runyard.server.api import state, users, workers
 from runyard.server.api.deps import Services
 from runyard.server.blobs import BlobStore, LocalBlobStore
+from runyard.server.bodylimit import BodyLimit
 from runyard.server.db.dialects import make_engine
 from runyard.server.db.migrate import upgrade
 from runyard.server.loops import Loop
@@ -65,6 +68,8 @@ def create_app(settings: ServerSettings, svc: Services | None = None) -> FastAPI
         loops = [
             Loop("reaper", reap, settings.reaper_interval),
             Loop("drift scheduler", services.drift.tick, settings.drift_interval),
+            Loop("upload sweeper", lambda: services.stacks.sweep_uploads(settings.upload_grace),
+                 settings.sweep_interval),
         ]
         tasks = [asyncio.create_task(loop.run()) for loop in loops]
         try:
@@ -88,9 +93,16 @@ def create_app(settings: ServerSettings, svc: Services | None = None) -> FastAPI
         return RedirectResponse("/ui/login", status_code=303)
 
     errors.install(app)
+    app.add_middleware(BodyLimit)
+
+    metrics_token = settings.metrics_token.get_secret_value()
 
     @app.get("/metrics", tags=["meta"], include_in_schema=False)
-    def metrics() -> Response:
+    def metrics(request: Request) -> Response:
+        if metrics_token:
+            given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+            if not hmac.compare_digest(given.encode(), metrics_token.encode()):
+                raise Unauthorized("/metrics needs `Authorization: Bearer` with the server's RUNYARD_METRICS_TOKEN")
         return Response(services.metrics.render(), media_type="text/plain; version=0.0.4")
 
     @app.get("/", include_in_schema=False)

@@ -17,6 +17,21 @@ class Notifier:
         self._lock = threading.Lock()
         self._generations: dict[str, int] = {}
         self._waiters: dict[str, list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]] = {}
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        """The server is shutting down: long polls answer at once with what they have."""
+        return self._closed
+
+    def close(self) -> None:
+        """Wake every waiter and make later waits return at once (shutdown)."""
+        with self._lock:
+            self._closed = True
+            waiters = [w for ws in self._waiters.values() for w in ws]
+            self._waiters.clear()
+        for loop, fut in waiters:
+            loop.call_soon_threadsafe(_resolve, fut)
 
     def generation(self, topic: str) -> int:
         with self._lock:
@@ -40,6 +55,8 @@ class Notifier:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
         with self._lock:
+            if self._closed:
+                return False
             if self._generations.get(topic, 0) != seen:
                 return True
             self._waiters.setdefault(topic, []).append((loop, fut))

@@ -127,6 +127,9 @@ class DockerExecutor:
             host_config = api.create_host_config(
                 mounts=mounts, network_mode=self.network, runtime=self.runtime or None,
                 extra_hosts={HOST_ALIAS: "host-gateway"},
+                # PID 1 ends when the launcher's stdin closes, even when the
+                # launcher is killed: the engine then removes the container.
+                auto_remove=True,
             )
             created = api.create_container(
                 spec.image,
@@ -165,9 +168,12 @@ class DockerSession:
 
     def run(self, command: str, workdir: str, output: Output, stop: threading.Event) -> int:
         api = self.client.api
-        exec_id = api.exec_create(
-            self.container.id, ["sh", "-c", command], workdir=f"{WORKSPACE}/{workdir}".rstrip("/")
-        )["Id"]
+        try:
+            exec_id = api.exec_create(
+                self.container.id, ["sh", "-c", command], workdir=f"{WORKSPACE}/{workdir}".rstrip("/")
+            )["Id"]
+        except docker.errors.APIError as exc:
+            raise ExecutorError(f"cannot start the command in the run container: {exc.explanation or exc}") from exc
         chunks: queue.Queue[bytes | None] = queue.Queue()
 
         def pump() -> None:
@@ -196,7 +202,10 @@ class DockerSession:
         tail = decoder.decode(b"", final=True)
         if tail:
             output(tail)
-        code = api.exec_inspect(exec_id).get("ExitCode")
+        try:
+            code = api.exec_inspect(exec_id).get("ExitCode")
+        except docker.errors.NotFound:
+            code = None  # the container ended (and was removed) with the command
         return 137 if code is None else int(code)
 
     def close(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import ctypes
+import errno
 import os
 import selectors
 import shlex
@@ -12,7 +13,7 @@ import signal
 import subprocess
 import threading
 
-from runyard.launcher.executors import Output, RunSpec, StepStopped
+from runyard.launcher.executors import ExecutorError, Output, RunSpec, StepStopped
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 KILL_GRACE = 5.0
@@ -56,16 +57,22 @@ class ProcessSession:
         pass
 
     def run(self, command: str, workdir: str, output: Output, stop: threading.Event) -> int:
-        proc = subprocess.Popen(
-            ["/bin/sh", "-c", SUPERVISOR, "runyard-step", command],
-            cwd=self.spec.workspace / workdir,
-            env=self.env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=_die_with_parent,
-        )
+        try:
+            proc = subprocess.Popen(
+                ["/bin/sh", "-c", SUPERVISOR, "runyard-step", command],
+                cwd=self.spec.workspace / workdir,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
+        except OSError as exc:
+            if exc.errno == errno.E2BIG:
+                raise ExecutorError("the command and the run's variables are larger than this host "
+                                    "lets a process start with (Argument list too long)") from exc
+            raise ExecutorError(f"cannot start /bin/sh in {self.spec.workspace / workdir}: {exc.strerror}") from exc
         assert proc.stdout is not None
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         stream = proc.stdout.fileno()

@@ -237,7 +237,7 @@ async def run_logs(run_id: str, svc: Svc, _: User, after: int = 0, wait: float =
         out = await run_in_threadpool(_read_logs, svc, run_id, after)
         first_state = first_state or out.state
         remaining = deadline - time.monotonic()
-        if out.lines or out.done or out.state != first_state or remaining <= 0:
+        if out.lines or out.done or out.state != first_state or remaining <= 0 or svc.ctx.notifier.closed:
             return out
         await svc.ctx.notifier.wait(topic, seen, remaining)
 

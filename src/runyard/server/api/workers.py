@@ -83,8 +83,8 @@ async def poll(worker: CurrentWorker, svc: Svc, wait: float = 25) -> PollOut:
         if current.exit_requested:
             return PollOut(exit_reason="cycled")
         remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return PollOut()
+        if remaining <= 0 or svc.ctx.notifier.closed:
+            return PollOut()  # the launcher polls again (another server, or this one restarted)
         await svc.ctx.notifier.wait(topic, seen, remaining)
 
 

@@ -11,14 +11,14 @@ from collections.abc import Callable
 
 from runyard.core.cron import Cron
 from runyard.core.errors import AlreadyExists, InvalidInput, NotFound
-from runyard.core.ids import new_ulid
+from runyard.core.ids import new_ulid, ulid_time
+from runyard.core.limits import MAX_SOURCE_UPLOAD, human
 from runyard.core.masking import check_maskable
 from runyard.core.models import EnvVar, Source, Stack, Tool
 from runyard.crypto import public_key_of, seal_text, secret_context
 from runyard.server.services import Context
 from runyard.server.services.pools import check_name
 
-MAX_UPLOAD = 200 * 1024 * 1024
 PHASES = ("init", "plan", "apply")
 HOOKS = tuple(f"{when}_{phase}" for phase in ("init", "plan", "apply", "perform") for when in ("before", "after"))
 
@@ -37,12 +37,19 @@ def probe_git(url: str, branch: str) -> None:
     if proc.returncode == 2:
         raise InvalidInput(f"git repository {url} has no branch {branch!r}")
     if proc.returncode != 0:
-        detail = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "no answer"
+        lines = [ln.strip() for ln in proc.stderr.splitlines() if ln.strip()]
+        detail = " / ".join(lines)[:1000] if lines else "no answer"
         raise InvalidInput(f"cannot read git repository {url}: {detail}")
 
 
+SOURCES = "sources/"
+# An upload no stack names is removed after this long: time enough for the
+# `stack create` that follows its upload.
+UPLOAD_GRACE = 3600.0
+
+
 def source_key(upload_id: str) -> str:
-    return f"sources/{upload_id}.tar.gz"
+    return f"{SOURCES}{upload_id}.tar.gz"
 
 
 def check_archive(data: bytes) -> None:
@@ -67,8 +74,8 @@ class StackService:
         self.git_probe = git_probe
 
     def upload_source(self, data: bytes) -> str:
-        if len(data) > MAX_UPLOAD:
-            raise InvalidInput(f"source upload is larger than {MAX_UPLOAD // (1024 * 1024)} MiB")
+        if len(data) > MAX_SOURCE_UPLOAD:
+            raise InvalidInput(f"a source upload may be at most {human(MAX_SOURCE_UPLOAD)}")
         check_archive(data)
         upload_id = new_ulid(self.ctx.clock())
         self.ctx.blobs.put(source_key(upload_id), data)
@@ -158,6 +165,28 @@ class StackService:
             self.git_probe(source.url, source.branch)
         else:
             raise InvalidInput(f"unknown source kind {source.kind!r}: use 'git' or 'upload'")
+
+    def sweep_uploads(self, grace: float = UPLOAD_GRACE) -> list[str]:
+        """Remove source uploads older than ``grace`` that no stack names (left
+        by a `stack create` that failed or never came); returns their ids."""
+        now = self.ctx.clock()
+        candidates = []
+        for key in self.ctx.blobs.keys(SOURCES):
+            upload_id = key[len(SOURCES):].removesuffix(".tar.gz")
+            try:
+                made = ulid_time(upload_id)
+            except ValueError:
+                continue  # not ours
+            if now - made > grace:
+                candidates.append(upload_id)
+        if not candidates:
+            return []
+        with self.ctx.tx() as repo:
+            used = {s.source.upload_id for s in repo.stacks() if s.source.upload_id}
+        removed = [u for u in candidates if u not in used]
+        for upload_id in removed:
+            self.ctx.blobs.delete(source_key(upload_id))
+        return removed
 
     def get(self, ref: str) -> Stack:
         with self.ctx.tx() as repo:

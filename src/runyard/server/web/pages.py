@@ -261,6 +261,8 @@ async def run_events(run_id: str, request: Request, svc: Svc, after: int = 0) ->
                 yield "event: end\ndata: {}\n\n"
                 return
             if not lines:
+                if svc.ctx.notifier.closed:
+                    return  # shutting down: the browser reconnects
                 await svc.ctx.notifier.wait(topic, seen, 15)
             await asyncio.sleep(0)
 

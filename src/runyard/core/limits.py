@@ -1,0 +1,48 @@
+"""Every size limit of runyard in one place (docs/limits.md lists them).
+
+Anything a person or the network sends has a bound: past it, the server
+answers 413 (a body) or 422 (a field) with the limit in the message, and
+nothing is stored.
+"""
+
+from __future__ import annotations
+
+KIB = 1024
+MIB = 1024 * KIB
+
+# Request bodies, by what they carry.
+MAX_JSON_BODY = 1 * MIB  # every JSON request not listed below
+MAX_LOG_BODY = 8 * MIB  # one batch of log lines from a worker
+MAX_SOURCE_UPLOAD = 200 * MIB  # a stack's source snapshot (gzip tar)
+MAX_WORKSPACE = 512 * MIB  # a sealed workspace carried from plan to apply
+MAX_STATE = 256 * MIB  # one Terraform state version
+
+# Fields. A command and each variable must fit in one argument of exec
+# (Linux refuses a single string over 128 KiB: "Argument list too long").
+MAX_COMMAND = 64 * KIB
+MAX_VARIABLE_VALUE = 64 * KIB
+MAX_VARIABLES = 200
+MAX_ENVIRONMENT = 512 * KIB  # all of a stack's variables together
+MAX_HOOKS_PER_PHASE = 20
+MAX_DESCRIPTION = 16 * KIB
+MAX_LABELS = 50
+MAX_LABEL = 100
+MAX_NAME = 100
+MAX_TEXT = 2 * KIB  # URLs, paths, images, branches, notes, schedules
+MAX_PEM = 16 * KIB  # a CSR or certificate
+MAX_METADATA_ENTRIES = 50
+MAX_METADATA_KEY = 64
+MAX_METADATA_VALUE = 256
+
+# Logs: a longer line is split into pieces of this size on the worker.
+MAX_LOG_LINE = 16 * KIB
+MAX_LOG_BATCH_LINES = 500
+MAX_LOG_BATCH_CHARS = 1 * MIB
+
+
+def human(size: int) -> str:
+    """``1048576`` -> ``1 MiB``."""
+    for unit, factor in (("MiB", MIB), ("KiB", KIB)):
+        if size >= factor and size % factor == 0:
+            return f"{size // factor} {unit}"
+    return f"{size} bytes"

@@ -1,0 +1,35 @@
+"""Serving the app with uvicorn, with a shutdown that ends held long polls.
+
+On SIGTERM uvicorn waits for open requests before it stops, and cancels the
+ones still open after its grace period (a traceback per held poll). Waking
+every long poll first lets each answer at once, empty: launchers and
+followers simply ask again, of this server once it is back or of another.
+"""
+
+from __future__ import annotations
+
+from types import FrameType
+
+import uvicorn
+from fastapi import FastAPI
+
+from runyard.server.notifier import Notifier
+
+GRACEFUL_SHUTDOWN = 10.0
+
+
+class _Server(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, notifier: Notifier) -> None:
+        super().__init__(config)
+        self.notifier = notifier
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.notifier.close()
+        super().handle_exit(sig, frame)
+
+
+def serve(app: FastAPI, notifier: Notifier, host: str, port: int) -> None:
+    """Serve until SIGTERM or SIGINT; held long polls end cleanly first."""
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning",
+                            timeout_graceful_shutdown=int(GRACEFUL_SHUTDOWN))
+    _Server(config, notifier).run()
