@@ -31,6 +31,7 @@ from runyard.launcher.workflows import (
     OUTPUTS_JSON,
     PLAN_JSON,
     ToolCommands,
+    ansible_env,
     commands_for,
     count_changes,
     prepare_terraform,
@@ -219,7 +220,8 @@ class RunExecution:
                     self.shipper.close(timeout=0)
 
     def _spec(self, ws: Path) -> RunSpec:
-        env = dict(self.variables)
+        env = ansible_env() if self.stack.tool == Tool.ANSIBLE.value else {}
+        env.update(self.variables)
         env.update(self.passed_env)
         if self.stack.tool in ("terraform", "opentofu"):
             endpoint = self.ctx.executor.reach(self.client.endpoint)

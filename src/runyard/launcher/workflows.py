@@ -3,7 +3,8 @@
 A run goes INITIALIZING -> PLANNING -> (UNCONFIRMED -> CONFIRMED ->) APPLYING,
 or PERFORMING for a task; hooks run before and after each phase in the same
 session. The shell tool runs the stack's own commands; Terraform and OpenTofu
-run their binary against the server's state backend.
+run their binary against the server's state backend; Ansible plans with
+``ansible-playbook --check --diff`` and applies with a real run.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ PLAN_JSON = ".runyard-plan.json"
 OUTPUTS_JSON = ".runyard-outputs.json"
 BACKEND_OVERRIDE = "runyard_backend_override.tf"
 BACKEND_BLOCK = 'terraform {\n  backend "http" {}\n}\n'
+ANSIBLE_PLAYBOOK = "playbook.yml"
+# Collections and roles the project lists are installed first, when it lists any.
+ANSIBLE_INIT = "[ ! -f requirements.yml ] || ansible-galaxy install -r requirements.yml"
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,15 @@ def commands_for(stack: StackOut) -> ToolCommands:
             apply=stack.commands.get("apply") or f"{tf} apply -input=false -no-color {PLAN_FILE}",
             plans_changes=True,
             outputs=f"{tf} output -no-color -json > {OUTPUTS_JSON}",
+        )
+    if stack.tool == "ansible":
+        playbook = f"${{RUNYARD_ANSIBLE_PLAYBOOK:-{ANSIBLE_PLAYBOOK}}}"
+        return ToolCommands(
+            init=stack.commands.get("init") or ANSIBLE_INIT,
+            # Check mode changes nothing and shows what a real run would change.
+            plan=stack.commands.get("plan") or f'ansible-playbook --check --diff "{playbook}"',
+            apply=stack.commands.get("apply") or f'ansible-playbook "{playbook}"',
+            plans_changes=False,
         )
     return ToolCommands(
         init=stack.commands.get("init", ""),
@@ -73,6 +86,12 @@ def count_changes(plan_json: Path) -> dict[str, int]:
         if actions == ["update"]:
             counts["change"] += 1
     return counts
+
+
+def ansible_env() -> dict[str, str]:
+    """Settings every Ansible run gets: plain output, no prompts."""
+    return {"ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_HOST_KEY_CHECKING": "False",
+            "ANSIBLE_RETRY_FILES_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
 
 
 def state_env(endpoint: str, stack_id: str, run_token: str) -> dict[str, str]:
