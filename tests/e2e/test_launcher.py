@@ -376,3 +376,36 @@ def test_the_launcher_serves_its_own_metrics(server, launcher, tmp_path):
 
     text = wait_for(idle_metrics, 10, "the launcher to report idle")
     assert 'runyard_launcher_runs_total{state="FINISHED"} 1.0' in text
+
+
+def test_exit_codes_and_hook_reasons_match_the_docs(server, pool, tmp_path, sync_dir):
+    import dataclasses
+
+    from runyard.crypto import PoolToken, generate_key, key_to_pem
+    from tests.harness import PoolCreds
+
+    script = hook(tmp_path, sync_dir)
+    env = {"RUNYARD_SHUTDOWN_HOOK_PATH": str(script), "RUNYARD_EXECUTOR": "process"}
+    # A key that does not match the token: bad settings, exit 2, the hook still runs.
+    other = base64.b64encode(key_to_pem(generate_key(2048))).decode()
+    wrong_key = LauncherProcess(PoolCreds("p1", pool.pool_id, pool.token, other), tmp_path / "a",
+                                extra_env=env).start()
+    assert wrong_key.wait(30) == 2
+    assert "does not match the pool token" in wrong_key.read_log()
+    # A pool the server does not know: a fatal error after start, exit 1.
+    doc = PoolToken.decode(pool.token)
+    unknown = dataclasses.replace(doc, pool_id="01JUNKNOWNPOOL00000000000")
+    gone = LauncherProcess(PoolCreds("p1", unknown.pool_id, unknown.encode(), pool.key_b64), tmp_path / "b",
+                           extra_env=env).start()
+    assert gone.wait(30) == 1
+    # Removed by a person: exit 0, reason "removed", and it does not join again.
+    removed = LauncherProcess(pool, tmp_path / "c", extra_env=env).start()
+    with server.client() as client:
+        worker = wait_for(lambda: client.workers("p1"), 30, "the launcher to register")[0]
+        client.remove_worker(worker.id, "removed by a person")
+        assert removed.wait(30) == 0
+        assert client.workers("p1") == []
+    assert "launcher exiting: removed" in removed.read_log()
+    for proc in (wrong_key, gone, removed):
+        proc.stop()
+    assert (sync_dir / "reasons").read_text().split() == ["error", "error", "removed"]

@@ -14,6 +14,7 @@ import uvicorn
 from runyard.archive import pack_directory
 from runyard.config import ServerSettings
 from runyard.core.errors import InvalidInput
+from runyard.core.states import RunKind, RunState
 from runyard.server.app import build_services, create_app
 from runyard.server.services.stacks import source_key
 from runyard.wire import SourceIO, StackCreate
@@ -76,3 +77,26 @@ def test_metrics_need_the_metrics_token_when_one_is_set(tmp_path: Path):
 def test_metrics_are_open_without_a_token(tmp_path: Path):
     with app_with(tmp_path) as http:
         assert http.get("/metrics").status_code == 200
+
+
+def test_removed_workers_that_never_ran_anything_are_forgotten_after_an_hour(api: Api):
+    import time
+
+    creds = api.pool()
+    api.stack()
+    api.worker(*creds)  # type: ignore[arg-type]  # an idle one, never given a run
+    busy = api.worker(*creds)  # type: ignore[arg-type]
+    run = api.client.trigger("s1", RunKind.PROPOSED)
+    assignment = busy.poll(2).assignment
+    assert assignment is not None
+    busy.report(run.id, assignment.lease, RunState.PREPARING)  # started: the run keeps naming it
+    workers = {w.id: w for w in api.client.workers("p1")}
+    ran = api.client.run(run.id).worker_id
+    for worker_id in workers:
+        api.client.remove_worker(worker_id, "removed")
+    later = time.time() + 2 * 3600
+    api.svc.ctx.clock = lambda: later
+    api.svc.workers.reap(60, 0)
+    with api.svc.ctx.tx() as repo:
+        left = {wid for wid in workers if repo.gone_reason(wid)}
+    assert left == {ran}  # the one named by a run is kept for its history

@@ -126,6 +126,12 @@ def launcher(config_file: Path | None, explain_config: bool, **flags: Any) -> No
     (the pool key, base64 on one line). RUNYARD_METADATA_<key> variables become
     worker tags. Every setting comes from a flag, a RUNYARD_* variable or the
     --config file, in that order.
+
+    \b
+    Exit codes (and RUNYARD_SHUTDOWN_REASON for the shutdown hook):
+      0  job-finished, idle, cycled, interrupted, scaled-in, removed
+      1  error: the pool was reset, registration refused, unknown pool
+      2  error: bad settings (token, key, policy, masked variables)
     """
     from runyard.launcher.launcher import Launcher, LauncherExit, make_executor, run_shutdown_hook
 
