@@ -1,26 +1,46 @@
-"""Source snapshots: a local directory packed as a gzip tar for upload."""
+"""Gzip tars of a directory: source snapshots (CLI -> server -> worker) and the
+workspace a plan leaves for its apply. The one packer and unpacker."""
 
 from __future__ import annotations
 
 import io
 import tarfile
+from collections.abc import Collection
 from pathlib import Path
+from typing import Literal
 
 from runyard.core.errors import InvalidInput
 
-SKIPPED = frozenset({".git", ".terraform"})
+# What a source snapshot leaves out: version control and tool caches.
+SOURCE_SKIPPED = frozenset({".git", ".terraform"})
 
 
-def pack_directory(directory: Path) -> bytes:
-    """A gzip tar of ``directory``'s contents, without VCS and tool caches."""
+def pack(directory: Path, skip: Collection[str] = ()) -> bytes:
+    """A gzip tar of ``directory``'s contents, without entries named in ``skip``."""
     if not directory.is_dir():
         raise InvalidInput(f"source directory {directory} does not exist")
 
     def keep(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
-        return None if Path(info.name).name in SKIPPED else info
+        return None if Path(info.name).name in skip else info
 
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
         for item in sorted(directory.iterdir()):
             tar.add(item, arcname=item.name, filter=keep)
     return buf.getvalue()
+
+
+def pack_directory(directory: Path) -> bytes:
+    """A source snapshot of ``directory``."""
+    return pack(directory, SOURCE_SKIPPED)
+
+
+def unpack(data: bytes, dest: Path, modes: Literal["data", "tar"] = "data") -> None:
+    """Extract a gzip tar into ``dest``; nothing may land outside it. ``tar``
+    keeps file modes (a plan's provider binaries stay executable); ``data``
+    drops the unsafe ones, for sources from people."""
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+            tar.extractall(dest, filter=modes)
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise InvalidInput(f"cannot unpack the archive: {exc}") from exc

@@ -29,19 +29,28 @@ from runyard.core.models import LogLine
 from runyard.core.states import RunKind, RunState
 from runyard.wire import (
     API,
+    ChallengeIn,
     ChallengeOut,
     CycleOut,
     DemandOut,
     HeartbeatOut,
     LogLineIO,
     LogsAck,
+    LogsIn,
     LogsOut,
     OutputIO,
+    OutputsIn,
     PollOut,
+    PoolCreate,
     PoolCreated,
+    PoolReset,
     PoolSummary,
+    PoolUpdate,
+    RegisterIn,
     RegisterOut,
+    ReportIn,
     RunOut,
+    RunTrigger,
     StackCreate,
     StackOut,
     StateVersionOut,
@@ -142,8 +151,8 @@ class Client:
     def _get(self, path: str, model: type[M], **kw: Any) -> M:
         return model.model_validate(self.request("GET", path, **kw).json())
 
-    def _post(self, path: str, model: type[M], body: BaseModel | dict[str, Any] | None = None, **kw: Any) -> M:
-        payload = body.model_dump(mode="json") if isinstance(body, BaseModel) else body
+    def _post(self, path: str, model: type[M], body: BaseModel | None = None, **kw: Any) -> M:
+        payload = body.model_dump(mode="json") if body is not None else None
         return model.model_validate(self.request("POST", path, json=payload, **kw).json())
 
     # people -------------------------------------------------------------------
@@ -152,8 +161,8 @@ class Client:
         self, name: str, csr: str, description: str = "", labels: Sequence[str] = (),
         drift_detection_limit: int | None = None,
     ) -> PoolCreated:
-        body = {"name": name, "csr": csr, "description": description, "labels": list(labels),
-                "drift_detection_limit": drift_detection_limit}
+        body = PoolCreate(name=name, csr=csr, description=description, labels=list(labels),
+                          drift_detection_limit=drift_detection_limit)
         return self._post(f"{API}/pools", PoolCreated, body)
 
     def pools(self) -> list[PoolSummary]:
@@ -162,14 +171,15 @@ class Client:
     def pool(self, ref: str) -> PoolSummary:
         return self._get(f"{API}/pools/{_seg(ref)}", PoolSummary)
 
-    def update_pool(self, ref: str, body: dict[str, Any]) -> PoolSummary:
-        return PoolSummary.model_validate(self.request("PATCH", f"{API}/pools/{_seg(ref)}", json=body).json())
+    def update_pool(self, ref: str, body: PoolUpdate) -> PoolSummary:
+        payload = body.model_dump(mode="json", exclude_none=True)
+        return PoolSummary.model_validate(self.request("PATCH", f"{API}/pools/{_seg(ref)}", json=payload).json())
 
     def cycle_pool(self, ref: str) -> int:
         return self._post(f"{API}/pools/{_seg(ref)}/cycle", CycleOut).workers
 
     def reset_pool(self, ref: str, csr: str) -> PoolCreated:
-        return self._post(f"{API}/pools/{_seg(ref)}/reset", PoolCreated, {"csr": csr})
+        return self._post(f"{API}/pools/{_seg(ref)}/reset", PoolCreated, PoolReset(csr=csr))
 
     def pool_queue(self, ref: str) -> list[RunOut]:
         return [RunOut.model_validate(r) for r in self.request("GET", f"{API}/pools/{_seg(ref)}/queue").json()]
@@ -207,7 +217,7 @@ class Client:
         return self._get(f"{API}/stacks/{_seg(ref)}", StackOut)
 
     def trigger(self, stack: str, kind: RunKind = RunKind.TRACKED, command: str = "") -> RunOut:
-        return self._post(f"{API}/stacks/{_seg(stack)}/runs", RunOut, {"kind": kind.value, "command": command})
+        return self._post(f"{API}/stacks/{_seg(stack)}/runs", RunOut, RunTrigger(kind=kind, command=command))
 
     def runs(self, stack: str | None = None, limit: int = 100) -> list[RunOut]:
         params: dict[str, Any] = {"limit": limit}
@@ -250,9 +260,9 @@ class Client:
     # workers ------------------------------------------------------------------
 
     def challenge(self, pool_id: str) -> str:
-        return self._post(f"{API}/worker/challenge", ChallengeOut, {"pool_id": pool_id}).challenge
+        return self._post(f"{API}/worker/challenge", ChallengeOut, ChallengeIn(pool_id=pool_id)).challenge
 
-    def register(self, body: dict[str, Any]) -> RegisterOut:
+    def register(self, body: RegisterIn) -> RegisterOut:
         return self._post(f"{API}/worker/register", RegisterOut, body)
 
     def heartbeat(self) -> HeartbeatOut:
@@ -267,7 +277,7 @@ class Client:
     def report(
         self, run_id: str, lease: int, state: RunState, note: str = "", changes: dict[str, int] | None = None
     ) -> RunOut:
-        body = {"lease": lease, "state": state.value, "note": note, "changes": changes}
+        body = ReportIn(lease=lease, state=state, note=note, changes=changes)
         return self._post(f"{API}/worker/runs/{_seg(run_id)}/transition", RunOut, body)
 
     def put_workspace(self, run_id: str, lease: int, sealed: bytes) -> None:
@@ -279,11 +289,11 @@ class Client:
                             timeout=300).content
 
     def put_outputs(self, run_id: str, lease: int, outputs: Sequence[OutputIO]) -> None:
-        body = {"lease": lease, "outputs": [o.model_dump(mode="json") for o in outputs]}
-        self.request("POST", f"{API}/worker/runs/{_seg(run_id)}/outputs", json=body)
+        body = OutputsIn(lease=lease, outputs=list(outputs))
+        self.request("POST", f"{API}/worker/runs/{_seg(run_id)}/outputs", json=body.model_dump(mode="json"))
 
     def send_logs(self, run_id: str, lease: int, lines: Sequence[LogLine]) -> LogsAck:
-        body = {"lease": lease, "lines": [LogLineIO(seq=ln.seq, ts=ln.ts, msg=ln.msg).model_dump() for ln in lines]}
+        body = LogsIn(lease=lease, lines=[LogLineIO.model_validate(ln) for ln in lines])
         return self._post(f"{API}/worker/runs/{_seg(run_id)}/logs", LogsAck, body)
 
     def source_archive(self, upload_id: str) -> bytes:

@@ -15,6 +15,7 @@ import json
 import os
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -22,7 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
-from runyard.core.errors import InvalidInput, Unauthorized
+from runyard.core.errors import InvalidInput, RunyardError, Unauthorized
 
 TOKEN_VERSION = 1
 CHALLENGE_TTL_SECONDS = 300
@@ -191,33 +192,48 @@ class PoolToken:
         return token
 
 
-# Proof of possession: the server hands out a short-lived challenge, MAC'd so
+# Signed tokens: a JSON document and an HMAC over it and its purpose, so any
+# server instance holding the key can check one, and a token made for one
+# purpose (a challenge) is never accepted for another (a UI session).
+
+
+def sign_token(secret: bytes, purpose: str, doc: dict[str, Any]) -> str:
+    body = base64.urlsafe_b64encode(json.dumps(doc, separators=(",", ":")).encode()).decode()
+    return f"{body}.{_token_mac(secret, purpose, body)}"
+
+
+def open_token(secret: bytes, purpose: str, token: str | None) -> dict[str, Any] | None:
+    """The document of a token signed with ``secret`` for ``purpose``; None if not."""
+    if not token or "." not in token:
+        return None
+    body, mac = token.rsplit(".", 1)
+    if not hmac.compare_digest(mac, _token_mac(secret, purpose, body)):
+        return None
+    try:
+        doc = json.loads(base64.urlsafe_b64decode(body))
+    except (ValueError, binascii.Error):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def _token_mac(secret: bytes, purpose: str, body: str) -> str:
+    return hmac.new(secret, f"{purpose}:{body}".encode(), hashlib.sha256).hexdigest()
+
+
+# Proof of possession: the server hands out a short-lived challenge, signed so
 # any server instance can check it; the launcher signs it with the pool key.
 
 
 def issue_challenge(secret: bytes, pool_id: str, now: float | None = None) -> str:
-    body = json.dumps(
-        {
-            "pool": pool_id,
-            "exp": int((time.time() if now is None else now) + CHALLENGE_TTL_SECONDS),
-            "rnd": base64.b64encode(os.urandom(16)).decode(),
-        },
-        separators=(",", ":"),
-    ).encode()
-    mac = hmac.new(secret, body, hashlib.sha256).hexdigest()
-    return base64.urlsafe_b64encode(body).decode() + "." + mac
+    expires = int((time.time() if now is None else now) + CHALLENGE_TTL_SECONDS)
+    return sign_token(secret, "challenge", {"pool": pool_id, "exp": expires,
+                                            "rnd": base64.b64encode(os.urandom(16)).decode()})
 
 
 def check_challenge(secret: bytes, challenge: str, pool_id: str, now: float | None = None) -> None:
-    try:
-        body_b64, mac = challenge.split(".", 1)
-        body = base64.urlsafe_b64decode(body_b64)
-        doc = json.loads(body)
-    except (ValueError, binascii.Error) as exc:
-        raise Unauthorized("malformed registration challenge: ask for a new one") from exc
-    expected = hmac.new(secret, body, hashlib.sha256).hexdigest()
-    if not hmac.compare_digest(expected, mac) or doc.get("pool") != pool_id:
-        raise Unauthorized("the registration challenge was not issued for this pool")
+    doc = open_token(secret, "challenge", challenge)
+    if doc is None or doc.get("pool") != pool_id:
+        raise Unauthorized("the registration challenge was not issued for this pool: ask for a new one")
     if (time.time() if now is None else now) > doc.get("exp", 0):
         raise Unauthorized("the registration challenge expired: ask for a new one")
 
@@ -265,8 +281,10 @@ _SEAL_MAGIC = b"RYS1"
 _OAEP = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
 
 
-class SealError(Exception):
+class SealError(RunyardError):
     """A sealed blob does not open: tampered, foreign, or for another key."""
+
+    code = "sealed"
 
 
 def public_key_of(cert_pem: str) -> rsa.RSAPublicKey:

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, model_validator
 
 from runyard.core import limits as lim
-from runyard.core.models import EnvVar, LogLine, Pool, Run, Source, Stack, Worker
+from runyard.core.models import (
+    Assignment,
+    EnvVar,
+    LogLine,
+    Output,
+    Run,
+    Source,
+    SourceKind,
+    Stack,
+    Tool,
+    WorkerStatus,
+)
 from runyard.core.states import RunKind, RunState
 
 API = "/api/v1"
@@ -21,6 +32,12 @@ Description = Annotated[str, StringConstraints(max_length=lim.MAX_DESCRIPTION)]
 Command = Annotated[str, StringConstraints(max_length=lim.MAX_COMMAND)]
 Label = Annotated[str, StringConstraints(max_length=lim.MAX_LABEL)]
 Labels = Annotated[list[Label], Field(max_length=lim.MAX_LABELS)]
+
+
+class Out(BaseModel):
+    """An answer: read straight from the domain record it shows."""
+
+    model_config = ConfigDict(from_attributes=True)
 
 
 class ErrorOut(BaseModel):
@@ -39,7 +56,7 @@ class PoolCreate(BaseModel):
     drift_detection_limit: int | None = Field(None, ge=0)
 
 
-class PoolOut(BaseModel):
+class PoolOut(Out):
     id: str
     name: str
     description: str
@@ -47,22 +64,11 @@ class PoolOut(BaseModel):
     drift_detection_limit: int | None
     created_at: datetime
 
-    @classmethod
-    def of(cls, pool: Pool) -> PoolOut:
-        return cls(
-            id=pool.id,
-            name=pool.name,
-            description=pool.description,
-            labels=list(pool.labels),
-            drift_detection_limit=pool.drift_detection_limit,
-            created_at=pool.created_at,
-        )
-
 
 class PoolSummary(PoolOut):
     """A pool with its workers counted by status and its queue length."""
 
-    workers: dict[str, int] = Field(default_factory=dict, description="IDLE / BUSY / DRAINED -> count")
+    workers: dict[WorkerStatus, int] = Field(default_factory=dict, description="IDLE / BUSY / DRAINED -> count")
     queue_length: int = Field(0, description="runs waiting for a worker")
     running: int = Field(0, description="runs on a worker now")
 
@@ -77,44 +83,31 @@ class PoolReset(BaseModel):
     csr: Pem = Field(description="PEM CSR of the pool's new key")
 
 
-class CycleOut(BaseModel):
+class CycleOut(Out):
     workers: int = Field(description="how many workers were told to exit")
 
 
-class PoolCreated(BaseModel):
+class PoolCreated(Out):
     pool: PoolOut
     token: str = Field(description="base64 JSON: endpoints, pool id and certificate")
 
 
-class WorkerOut(BaseModel):
+class WorkerOut(Out):
     id: str
     pool_id: str
-    status: str
+    status: WorkerStatus
     metadata: dict[str, str]
     version: str
     current_run_id: str | None
     created_at: datetime
     last_seen_at: datetime
 
-    @classmethod
-    def of(cls, w: Worker) -> WorkerOut:
-        return cls(
-            id=w.id,
-            pool_id=w.pool_id,
-            status=w.status.value,
-            metadata=w.metadata,
-            version=w.version,
-            current_run_id=w.current_run_id,
-            created_at=w.created_at,
-            last_seen_at=w.last_seen_at,
-        )
-
 
 class FleetWorker(WorkerOut):
     idle_since: float = Field(description="epoch seconds since the worker has had no run")
 
 
-class DemandOut(BaseModel):
+class DemandOut(Out):
     """What the autoscaler sizes a pool from."""
 
     version: int = Field(description="changes whenever the pool's demand or fleet may have changed")
@@ -126,18 +119,18 @@ class DemandOut(BaseModel):
 # stacks ------------------------------------------------------------------
 
 
-class SourceIO(BaseModel):
-    kind: str = Field(description="'git' or 'upload'")
+class SourceIO(Out):
+    kind: SourceKind = Field(description="'git' or 'upload'")
     url: str = ""
     branch: str = ""
     upload_id: str = ""
     origin: str = ""
 
     def to_domain(self) -> Source:
-        return Source(**self.model_dump())
+        return TypeAdapter(Source).validate_python(self.model_dump())
 
 
-class EnvVarIO(BaseModel):
+class EnvVarIO(Out):
     name: str
     value: str = Field(description="for secret variables, empty in every answer")
     secret: bool = False
@@ -147,7 +140,7 @@ class StackCreate(BaseModel):
     name: Name
     pool: Name = Field(description="pool name or id")
     source: SourceIO
-    tool: str = "shell"
+    tool: Tool = Tool.SHELL
     project_root: Text = ""
     runner_image: Text = ""
     commands: dict[Name, Command] = Field(default_factory=dict, description="phase (init, plan, apply) -> command")
@@ -178,13 +171,13 @@ class StackCreate(BaseModel):
         return tuple(EnvVar(e.name, e.value, e.secret) for e in self.env)
 
 
-class StackOut(BaseModel):
+class StackOut(Out):
     id: str
     name: str
     pool_id: str
     source: SourceIO
     project_root: str
-    tool: str
+    tool: Tool
     runner_image: str
     commands: dict[str, str]
     env: list[EnvVarIO]
@@ -195,31 +188,17 @@ class StackOut(BaseModel):
     drift_schedule: str = ""
 
     @classmethod
-    def of(cls, s: Stack, reveal_secrets: bool = False) -> StackOut:
-        """``reveal_secrets``: include secret values as stored (sealed to the
-        pool's key), for the pool's workers only."""
-        return cls(
-            id=s.id,
-            name=s.name,
-            pool_id=s.pool_id,
-            source=SourceIO(**s.source.__dict__),
-            project_root=s.project_root,
-            tool=s.tool.value,
-            runner_image=s.runner_image,
-            commands=s.commands,
-            env=[
-                EnvVarIO(name=e.name, value=e.value if (reveal_secrets or not e.secret) else "", secret=e.secret)
-                for e in s.env
-            ],
-            labels=list(s.labels),
-            autodeploy=s.autodeploy,
-            created_at=s.created_at,
-            hooks={k: list(v) for k, v in s.hooks.items()},
-            drift_schedule=s.drift_schedule,
-        )
+    def public(cls, stack: Stack) -> StackOut:
+        """The stack as people see it: secret values left out."""
+        out = cls.model_validate(stack)
+        out.env = [e if not e.secret else e.model_copy(update={"value": ""}) for e in out.env]
+        return out
+
+    def to_domain(self) -> Stack:
+        return TypeAdapter(Stack).validate_python(self.model_dump())
 
 
-class UploadOut(BaseModel):
+class UploadOut(Out):
     upload_id: str
 
 
@@ -231,13 +210,13 @@ class RunTrigger(BaseModel):
     command: Command = ""
 
 
-class TransitionOut(BaseModel):
+class TransitionOut(Out):
     state: RunState
     at: datetime
     note: str
 
 
-class RunOut(BaseModel):
+class RunOut(Out):
     id: str
     stack_id: str
     pool_id: str
@@ -251,29 +230,14 @@ class RunOut(BaseModel):
     updated_at: datetime
     transitions: list[TransitionOut]
     changes: dict[str, int] | None = Field(None, description="the plan's add / change / destroy counts")
+    has_workspace: bool = Field(False, description="a sealed workspace waits for the apply")
     waiting_for: str = Field("", description="why a queued run has not started")
 
-    @classmethod
-    def of(cls, r: Run, waiting_for: str = "") -> RunOut:
-        return cls(
-            id=r.id,
-            stack_id=r.stack_id,
-            pool_id=r.pool_id,
-            kind=r.kind,
-            state=r.state,
-            command=r.command,
-            worker_id=r.worker_id,
-            reason=r.reason,
-            stop_requested=r.stop_requested,
-            created_at=r.created_at,
-            updated_at=r.updated_at,
-            transitions=[TransitionOut(state=t.state, at=t.at, note=t.note) for t in r.transitions],
-            changes=r.changes,
-            waiting_for=waiting_for,
-        )
+    def to_domain(self, lease: int) -> Run:
+        return TypeAdapter(Run).validate_python({**self.model_dump(exclude={"waiting_for"}), "lease": lease})
 
 
-class LogLineIO(BaseModel):
+class LogLineIO(Out):
     seq: int = Field(ge=1)
     ts: float
     msg: Annotated[str, StringConstraints(max_length=lim.MAX_LOG_LINE)]
@@ -282,7 +246,7 @@ class LogLineIO(BaseModel):
         return LogLine(self.seq, self.ts, self.msg)
 
 
-class LogsOut(BaseModel):
+class LogsOut(Out):
     lines: list[LogLineIO]
     state: RunState
     done: bool = Field(description="the run has ended and every line was sent")
@@ -295,7 +259,7 @@ class ChallengeIn(BaseModel):
     pool_id: Name
 
 
-class ChallengeOut(BaseModel):
+class ChallengeOut(Out):
     challenge: str
 
 
@@ -312,25 +276,30 @@ class RegisterIn(BaseModel):
     version: Text = ""
 
 
-class RegisterOut(BaseModel):
+class RegisterOut(Out):
     worker_id: str
     token: str = Field(description="bearer token for this worker's later requests")
 
 
-class HeartbeatOut(BaseModel):
+class HeartbeatOut(Out):
     stop_run: bool
     exit_reason: str
 
 
-class AssignmentOut(BaseModel):
+class AssignmentOut(Out):
     run: RunOut
     stack: StackOut = Field(description="secret values sealed to the pool's key")
     lease: int
     run_token: str = Field("", description="the run's credential for its stack's state backend")
     log_seq: int = Field(0, description="the last log line stored: a resumed run numbers on from it")
 
+    def to_domain(self) -> Assignment:
+        """What the launcher works with: domain records, made at its edge."""
+        return Assignment(self.run.to_domain(self.lease), self.stack.to_domain(), self.lease, self.run_token,
+                          self.log_seq)
 
-class PollOut(BaseModel):
+
+class PollOut(Out):
     assignment: AssignmentOut | None = None
     exit_reason: str = ""
 
@@ -347,15 +316,18 @@ class LogsIn(BaseModel):
     lines: Annotated[list[LogLineIO], Field(max_length=lim.MAX_LOG_BATCH_LINES)]
 
 
-class LogsAck(BaseModel):
+class LogsAck(Out):
     stop_run: bool
 
 
-class OutputIO(BaseModel):
-    name: str
+class OutputIO(Out):
+    name: Name
     value: Any = Field(None, description="the value; null for sensitive outputs")
     sensitive: bool = False
     sealed: str | None = Field(None, description="sensitive outputs: sealed to the pool's key (base64)")
+
+    def to_domain(self) -> Output:
+        return Output(self.name, self.value, self.sensitive, self.sealed)
 
 
 class OutputsIn(BaseModel):
@@ -363,14 +335,9 @@ class OutputsIn(BaseModel):
     outputs: list[OutputIO]
 
 
-class StateVersionOut(BaseModel):
+class StateVersionOut(Out):
     version: int
     serial: int
     lineage: str
     run_id: str | None
     created_at: datetime
-
-    @classmethod
-    def of(cls, v: Any) -> StateVersionOut:
-        return cls(version=v.version, serial=v.serial, lineage=v.lineage, run_id=v.run_id,
-                   created_at=datetime.fromtimestamp(v.created_at, UTC))

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from runyard.core.states import RunState
+from runyard.wire import RegisterIn
 from tests.e2e.conftest import LauncherFactory
 from tests.harness import RUNYARD, PoolCreds, ServerProcess, clean_env, cli, wait_for
 
@@ -141,8 +142,9 @@ def test_a_late_report_from_a_lost_worker_is_refused(server, pool: PoolCreds, tm
     token = PoolToken.decode(pool.token)
     with Client([server.endpoint]) as worker:
         challenge = worker.challenge(pool.pool_id)
-        reg = worker.register({"pool_id": pool.pool_id, "certificate": token.certificate_pem, "challenge": challenge,
-                               "signature": sign_challenge(load_private_key_b64(pool.key_b64), challenge)})
+        reg = worker.register(RegisterIn(
+            pool_id=pool.pool_id, certificate=token.certificate_pem, challenge=challenge,
+            signature=sign_challenge(load_private_key_b64(pool.key_b64), challenge)))
         worker.credential = reg.token
         run_id = cli(server, "run", "trigger", "s1", check=True).stdout.strip()
         assignment = worker.poll(5).assignment

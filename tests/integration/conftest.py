@@ -19,7 +19,7 @@ from runyard.core.states import RunState
 from runyard.crypto import generate_key, key_to_pem, make_csr, sign_challenge
 from runyard.server.api.deps import Services
 from runyard.server.app import build_services, create_app
-from runyard.wire import SourceIO, StackCreate
+from runyard.wire import RegisterIn, SourceIO, StackCreate
 from tests.conftest import free_port
 from tests.harness import wait_for
 
@@ -55,14 +55,14 @@ class Api:
 
         w = self.anonymous()
         challenge = w.challenge(pool_id)
-        reply = w.register({
+        reply = w.register(RegisterIn(**{
             "pool_id": pool_id,
             "certificate": PoolToken.decode(token).certificate_pem,
             "challenge": challenge,
             "signature": sign_challenge(key, challenge),  # type: ignore[arg-type]
             "metadata": metadata or {"zone": "test"},
             "version": "test",
-        })
+        }))
         w.credential = reply.token
         return w
 

@@ -13,7 +13,7 @@ from runyard.core.models import LogLine
 from runyard.core.states import RunKind, RunState
 from runyard.crypto import generate_key, make_csr, sign_challenge
 from runyard.server.notifier import pool_topic
-from runyard.wire import SourceIO, StackCreate
+from runyard.wire import RegisterIn, SourceIO, StackCreate
 from tests.harness import wait_for
 from tests.integration.conftest import Api, walk
 
@@ -68,24 +68,24 @@ def test_registration_needs_the_pools_private_key(api: Api):
     # The token alone (no valid signature) is not enough.
     challenge = anon.challenge(pool_id)
     with pytest.raises(Unauthorized):
-        anon.register({"pool_id": pool_id, "certificate": cert, "challenge": challenge, "signature": "AAAA"})
+        anon.register(RegisterIn(pool_id=pool_id, certificate=cert, challenge=challenge, signature="AAAA"))
     # Another pool's key is not enough.
     challenge = anon.challenge(pool_id)
     with pytest.raises(Unauthorized, match="does not belong to this pool"):
-        anon.register({"pool_id": pool_id, "certificate": cert, "challenge": challenge,
-                       "signature": sign_challenge(other_key, challenge)})
+        anon.register(RegisterIn(**{"pool_id": pool_id, "certificate": cert, "challenge": challenge,
+                       "signature": sign_challenge(other_key, challenge)}))
     # Another pool's token presented for this pool is not enough.
     challenge = anon.challenge(pool_id)
     with pytest.raises(Unauthorized, match="not the pool's current one"):
-        anon.register({"pool_id": pool_id, "certificate": PoolToken.decode(other_token).certificate_pem,
-                       "challenge": challenge, "signature": sign_challenge(other_key, challenge)})
+        anon.register(RegisterIn(**{"pool_id": pool_id, "certificate": PoolToken.decode(other_token).certificate_pem,
+                       "challenge": challenge, "signature": sign_challenge(other_key, challenge)}))
     # The right key works, once per challenge.
     challenge = anon.challenge(pool_id)
     body = {"pool_id": pool_id, "certificate": cert, "challenge": challenge,
             "signature": sign_challenge(key, challenge), "metadata": {"rack": "r1"}}
-    anon.register(body)
+    anon.register(RegisterIn(**body))
     with pytest.raises(Unauthorized, match="used already"):
-        anon.register(body)
+        anon.register(RegisterIn(**body))
     workers = api.client.workers("p1")
     assert len(workers) == 1 and workers[0].metadata == {"rack": "r1"} and workers[0].status == "IDLE"
 

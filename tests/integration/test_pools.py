@@ -12,6 +12,7 @@ from runyard.core.models import LogLine
 from runyard.core.states import RunKind, RunState
 from runyard.crypto import generate_key, make_csr
 from runyard.server.notifier import pool_topic
+from runyard.wire import PoolUpdate
 from tests.harness import wait_for
 from tests.integration.conftest import Api, walk
 
@@ -74,10 +75,10 @@ def test_a_drained_worker_finishes_its_run_and_takes_no_new_one(api: Api):
 
 def test_pool_settings_and_summary(api: Api):
     api.pool()
-    updated = api.client.update_pool("p1", {"description": "**GPU** hosts", "labels": ["gpu", "eu"],
-                                            "drift_detection_limit": 3})
+    updated = api.client.update_pool("p1", PoolUpdate(description="**GPU** hosts", labels=["gpu", "eu"],
+                                                      drift_detection_limit=3))
     assert (updated.description, updated.labels, updated.drift_detection_limit) == ("**GPU** hosts", ["gpu", "eu"], 3)
-    assert api.client.update_pool("p1", {"drift_detection_limit": 0}).drift_detection_limit is None
+    assert api.client.update_pool("p1", PoolUpdate(drift_detection_limit=0)).drift_detection_limit is None
     assert api.client.pools()[0].workers == {"IDLE": 0, "BUSY": 0, "DRAINED": 0}
 
 

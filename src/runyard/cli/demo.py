@@ -17,7 +17,7 @@ import click
 
 import runyard
 from runyard.archive import pack_directory
-from runyard.cli.resources import follow_logs
+from runyard.cli.runs import follow_logs
 from runyard.client import Client
 from runyard.config import RUNNER_IMAGE
 from runyard.core.errors import RunyardError, Unavailable

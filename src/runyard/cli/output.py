@@ -1,14 +1,18 @@
-"""Printing results: aligned tables for people, JSON for scripts."""
+"""What every API command shares: the client option, and printing results
+(aligned tables for people, JSON for scripts)."""
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
 import click
 from pydantic import BaseModel
+
+from runyard.client import Client
 
 OUTPUT_OPTION = click.option(
     "--output", "-o", type=click.Choice(["table", "json"]), default="table", show_default=True,
@@ -49,3 +53,20 @@ def _cell(value: Any) -> str:
     if isinstance(value, dict):
         return ",".join(f"{k}={v}" for k, v in value.items()) or "-"
     return str(value)
+
+
+def with_client(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Adds --endpoint/--api-key (or RUNYARD_ENDPOINT/RUNYARD_API_KEY) and passes a Client."""
+
+    @click.option("--endpoint", envvar="RUNYARD_ENDPOINT", default="http://127.0.0.1:8765",
+                  show_default=True, help="server URL [env RUNYARD_ENDPOINT]")
+    @click.option("--api-key", envvar="RUNYARD_API_KEY", default="", help="API key [env RUNYARD_API_KEY]")
+    @functools.wraps(fn)
+    def wrapper(endpoint: str, api_key: str, **kwargs: Any) -> Any:
+        client = Client([endpoint], api_key)
+        try:
+            return fn(client, **kwargs)
+        finally:
+            client.close()
+
+    return wrapper

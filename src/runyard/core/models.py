@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from runyard.core.states import RunKind, RunState
 
@@ -84,12 +85,17 @@ class EnvVar:
     secret: bool = False
 
 
+class SourceKind(enum.StrEnum):
+    GIT = "git"
+    UPLOAD = "upload"
+
+
 @dataclass(frozen=True)
 class Source:
     """Where a stack's code comes from: a git repository, or an uploaded snapshot
     of a local directory (``upload_id`` names the blob)."""
 
-    kind: str  # "git" | "upload"
+    kind: SourceKind
     url: str = ""
     branch: str = ""
     upload_id: str = ""
@@ -145,3 +151,106 @@ class LogLine:
     seq: int
     ts: float  # seconds since the epoch, on the worker
     msg: str
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """A person's or a tool's key (only its hash is stored)."""
+
+    id: str
+    name: str
+    admin: bool
+
+
+@dataclass(frozen=True)
+class StateVersion:
+    """One stored Terraform state of a stack; its body is a blob."""
+
+    stack_id: str
+    version: int
+    serial: int
+    lineage: str
+    run_id: str | None
+    digest: str  # SHA-256 of the body: also names its blob
+    created_at: float
+
+
+@dataclass(frozen=True)
+class StateLock:
+    lock_id: str
+    info: dict[str, Any]  # Terraform's lock document, returned as is
+    created_at: float
+
+
+@dataclass(frozen=True)
+class Output:
+    """A stack output after its last apply; a sensitive one carries no value,
+    only (when the launcher uploads it) its value sealed to the pool's key."""
+
+    name: str
+    value: Any = None
+    sensitive: bool = False
+    sealed: str | None = None
+
+
+@dataclass(frozen=True)
+class DriftSchedule:
+    stack_id: str
+    pool_id: str
+    schedule: str
+    checked_at: float  # the end of the last window looked at
+
+
+@dataclass(frozen=True)
+class PoolStats:
+    """What operators look at first: workers by status, queued and running runs."""
+
+    workers: dict[WorkerStatus, int]
+    queue_length: int
+    running: int
+
+
+@dataclass(frozen=True)
+class FleetMember:
+    worker: Worker
+    idle_since: float  # when it last finished a run (or registered)
+
+
+@dataclass(frozen=True)
+class Demand:
+    """A pool's demand and fleet, as an autoscaler reads it; ``version``
+    moves whenever any of it may have changed."""
+
+    version: int
+    queued: int
+    running: int
+    fleet: tuple[FleetMember, ...]
+
+
+@dataclass(frozen=True)
+class LogPage:
+    lines: tuple[LogLine, ...]
+    state: RunState
+    done: bool  # the run ended and every line it will ever have was read
+    reason: str = ""  # why the run ended, when it did not simply finish
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """A run handed to a worker, with the lease it must quote in every report
+    and a token that lets it (and only it) use the stack's state while it runs."""
+
+    run: Run
+    stack: Stack
+    lease: int
+    run_token: str = ""
+    log_seq: int = 0  # the last log line stored: a resumed run numbers on from it
+
+
+@dataclass(frozen=True)
+class PollAnswer:
+    """What a worker's poll for work comes back with: a run, a reason to
+    exit, or (neither) nothing yet."""
+
+    assignment: Assignment | None = None
+    exit_reason: str = ""

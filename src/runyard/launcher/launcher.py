@@ -19,13 +19,13 @@ from runyard.config import LauncherSettings
 from runyard.core.backoff import Backoff
 from runyard.core.errors import InvalidInput, NotFound, RunyardError, Unauthorized, Unavailable, WorkerGone
 from runyard.core.masking import check_maskable
-from runyard.core.models import POOL_RESET, SCALED_IN, may_register_again
+from runyard.core.models import POOL_RESET, SCALED_IN, Assignment, may_register_again
 from runyard.crypto import PoolToken, load_cert, load_private_key_b64, same_public_key, sign_challenge
 from runyard.launcher.executors import Executor
 from runyard.launcher.metrics import LauncherMetrics
 from runyard.launcher.policy import InitializationPolicy
 from runyard.launcher.runner import RunAbandoned, RunContext, RunExecution
-from runyard.wire import AssignmentOut, PollOut
+from runyard.wire import PollOut, RegisterIn
 
 log = logging.getLogger("runyard.launcher")
 BACKOFF_MAX = 5.0
@@ -166,16 +166,14 @@ class Launcher:
         while not self._stopping.is_set():
             try:
                 challenge = self.client.challenge(self.token.pool_id)
-                reply = self.client.register(
-                    {
-                        "pool_id": self.token.pool_id,
-                        "certificate": self.token.certificate_pem,
-                        "challenge": challenge,
-                        "signature": sign_challenge(self.key, challenge),
-                        "metadata": self.settings.metadata(self.env),
-                        "version": f"{__version__} ({platform.system().lower()}, {self.executor.name})",
-                    }
-                )
+                reply = self.client.register(RegisterIn(
+                    pool_id=self.token.pool_id,
+                    certificate=self.token.certificate_pem,
+                    challenge=challenge,
+                    signature=sign_challenge(self.key, challenge),
+                    metadata=self.settings.metadata(self.env),
+                    version=f"{__version__} ({platform.system().lower()}, {self.executor.name})",
+                ))
             except Unavailable as exc:
                 log.warning("server unavailable, retrying registration: %s", exc)
                 self._sleep(backoff.next())
@@ -268,7 +266,7 @@ class Launcher:
                 break
             if poll.assignment is None:
                 continue
-            self._execute(poll.assignment)
+            self._execute(poll.assignment.to_domain())  # domain records from here on
             self._idle_since = self.clock()
             if self.settings.disconnect_after_job:
                 self.stop("job-finished")
@@ -308,7 +306,7 @@ class Launcher:
             return result
         return None
 
-    def _execute(self, assignment: AssignmentOut) -> None:
+    def _execute(self, assignment: Assignment) -> None:
         ctx = RunContext(
             client=self.client,
             executor=self.executor,

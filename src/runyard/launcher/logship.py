@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 
 from runyard.client import Client
+from runyard.core.backoff import Backoff
 from runyard.core.errors import Unavailable
 from runyard.core.limits import MAX_LOG_BATCH_CHARS, MAX_LOG_BATCH_LINES, MAX_LOG_LINE
 from runyard.core.models import LogLine
@@ -36,6 +37,7 @@ class LogShipper:
         stdout_json: bool = False,
         clock: Callable[[], float] = time.time,
         start_seq: int = 0,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.client = client
         self.run_id = run_id
@@ -44,6 +46,7 @@ class LogShipper:
         self.on_stop_requested = on_stop_requested
         self.stdout_json = stdout_json
         self.clock = clock
+        self.sleep = sleep
         self._pending: list[LogLine] = []
         self._seq = start_seq  # a resumed run (apply after confirm) numbers on
         self._cond = threading.Condition()
@@ -94,7 +97,7 @@ class LogShipper:
         return self._pending[:BATCH]
 
     def _loop(self) -> None:
-        backoff = 0.2
+        backoff = Backoff(0.2, BACKOFF_MAX)
         while True:
             with self._cond:
                 while not self._pending and not self._closed:
@@ -106,13 +109,12 @@ class LogShipper:
                 ack = self.client.send_logs(self.run_id, self.lease, batch)
             except Unavailable as exc:
                 log.warning("log upload for run %s failed, retrying: %s", self.run_id, exc)
-                time.sleep(backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX)
+                self.sleep(backoff.next())
                 continue
             except Exception as exc:  # noqa: BLE001 - any refusal ends shipping; close() re-raises it
                 self._failure = exc
                 return
-            backoff = 0.2
+            backoff.reset()
             with self._cond:
                 del self._pending[: len(batch)]
             if ack.stop_run:

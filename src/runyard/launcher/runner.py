@@ -13,14 +13,16 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric import rsa
+from pydantic import TypeAdapter
 
 from runyard.client import Client
 from runyard.config import LauncherSettings
+from runyard.core.backoff import Backoff
 from runyard.core.durations import format_duration
 from runyard.core.errors import Conflict, RunyardError, Unauthorized, Unavailable, WorkerGone
 from runyard.core.limits import MAX_TEXT
 from runyard.core.masking import StreamMasker
-from runyard.core.models import Tool
+from runyard.core.models import Assignment, Run, Stack, Tool
 from runyard.core.states import RunKind, RunState
 from runyard.crypto import SealError, seal, seal_text, secret_context, unseal, unseal_text, workspace_context
 from runyard.launcher import workspace
@@ -30,6 +32,7 @@ from runyard.launcher.policy import InitializationPolicy
 from runyard.launcher.workflows import (
     OUTPUTS_JSON,
     PLAN_JSON,
+    TERRAFORM_TOOLS,
     ToolCommands,
     ansible_env,
     commands_for,
@@ -38,7 +41,7 @@ from runyard.launcher.workflows import (
     state_env,
 )
 from runyard.launcher.workspace import pack_tree, unpack_tree
-from runyard.wire import AssignmentOut, OutputIO
+from runyard.wire import OutputIO
 
 log = logging.getLogger("runyard.launcher")
 BACKOFF_MAX = 5.0
@@ -61,6 +64,7 @@ class RunContext:
     worker: dict[str, Any] = field(default_factory=dict)  # id, pool, metadata: policy input
     policy: InitializationPolicy | None = None
     clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
 
     def pool_public_key(self) -> rsa.RSAPublicKey:
         return self.key.public_key()
@@ -69,7 +73,7 @@ class RunContext:
 class RunExecution:
     """One run on this worker, from PREPARING to its end."""
 
-    def __init__(self, ctx: RunContext, assignment: AssignmentOut) -> None:
+    def __init__(self, ctx: RunContext, assignment: Assignment) -> None:
         self.ctx = ctx
         self.client = ctx.client
         self.run = assignment.run
@@ -139,17 +143,8 @@ class RunExecution:
     def report(self, state: RunState, note: str = "", changes: dict[str, int] | None = None) -> None:
         if len(note) > MAX_TEXT:  # the whole text is in the log; the note is its summary
             note = note[: MAX_TEXT - 3] + "..."
-        backoff = 0.2
-        while True:
-            try:
-                self.client.report(self.run.id, self.lease, state, note, changes)
-                return
-            except Unavailable as exc:
-                log.warning("reporting %s for run %s failed, retrying: %s", state.value, self.run.id, exc)
-                time.sleep(backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX)
-            except (Conflict, WorkerGone, Unauthorized) as exc:
-                raise RunAbandoned(str(exc)) from exc
+        self._call(lambda: self.client.report(self.run.id, self.lease, state, note, changes),
+                   f"reporting {state.value}")
 
     def _end(self, state: RunState, note: str, changes: dict[str, int] | None = None) -> RunState:
         """Flush every log line first, then report the end: the server seals the log."""
@@ -197,7 +192,7 @@ class RunExecution:
                     self._restore_workspace(ws)
                 else:
                     workspace.fetch_source(self.client, self.stack, ws)
-                    if self.stack.tool in ("terraform", "opentofu"):
+                    if self.stack.tool in TERRAFORM_TOOLS:
                         prepare_terraform(ws / self.stack.project_root)
                 session = self._session = self.ctx.executor.open(self._spec(ws))
             except _Ended as end:
@@ -220,10 +215,10 @@ class RunExecution:
                     self.shipper.close(timeout=0)
 
     def _spec(self, ws: Path) -> RunSpec:
-        env = ansible_env() if self.stack.tool == Tool.ANSIBLE.value else {}
+        env = ansible_env() if self.stack.tool == Tool.ANSIBLE else {}
         env.update(self.variables)
         env.update(self.passed_env)
-        if self.stack.tool in ("terraform", "opentofu"):
+        if self.stack.tool in TERRAFORM_TOOLS:
             endpoint = self.ctx.executor.reach(self.client.endpoint)
             env.update(state_env(endpoint, self.stack.id, self.run_token))
         env.update(
@@ -233,7 +228,7 @@ class RunExecution:
             RUNYARD_RUN_KIND=self.run.kind.value,
         )
         image = self.stack.runner_image or (
-            self.settings.default_ansible_runner_image if self.stack.tool == Tool.ANSIBLE.value
+            self.settings.default_ansible_runner_image if self.stack.tool == Tool.ANSIBLE
             else self.settings.default_runner_image
         )
         writes = self.run.kind.writes
@@ -243,10 +238,9 @@ class RunExecution:
         if self.ctx.policy is None:
             return []
         data = {
-            "run": self.run.model_dump(mode="json", exclude={"transitions"}),
-            "stack": self.stack.model_dump(mode="json", exclude={"env"}) | {
-                "env": [{"name": e.name, "secret": e.secret} for e in self.stack.env]
-            },
+            "run": {k: v for k, v in _as_json(self.run).items() if k != "transitions"},
+            # Variables by name only: a policy never sees a value.
+            "stack": _as_json(self.stack) | {"env": [{"name": e.name, "secret": e.secret} for e in self.stack.env]},
             "worker": self.ctx.worker,
         }
         return self.ctx.policy.evaluate(data)
@@ -355,7 +349,7 @@ class RunExecution:
     def _save_workspace(self, ws: Path) -> None:
         """Seal the plan's workspace to the pool's key and hand it to the server."""
         sealed = seal(self.ctx.pool_public_key(), pack_tree(ws), workspace_context(self.run.id))
-        self._call(lambda: self.client.put_workspace(self.run.id, self.lease, sealed))
+        self._call(lambda: self.client.put_workspace(self.run.id, self.lease, sealed), "saving the workspace")
 
     def _restore_workspace(self, ws: Path) -> None:
         blob = self._call(lambda: self.client.get_workspace(self.run.id, self.lease))
@@ -381,17 +375,22 @@ class RunExecution:
         path.unlink()
         self._call(lambda: self.client.put_outputs(self.run.id, self.lease, outputs))
 
-    def _call(self, fn: Callable[[], T]) -> T:
+    def _call(self, fn: Callable[[], T], what: str = "a call to the server") -> T:
         """A worker call retried while the server is away; refusals end the run."""
-        backoff = 0.2
+        backoff = Backoff(0.2, BACKOFF_MAX)
         while True:
             try:
                 return fn()
-            except Unavailable:
-                time.sleep(backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX)
+            except Unavailable as exc:
+                log.warning("%s for run %s failed, retrying: %s", what, self.run.id, exc)
+                self.ctx.sleep(backoff.next())
             except (Conflict, WorkerGone, Unauthorized) as exc:
                 raise RunAbandoned(str(exc)) from exc
+
+
+def _as_json(record: Run | Stack) -> dict[str, Any]:
+    doc: dict[str, Any] = TypeAdapter(type(record)).dump_python(record, mode="json")
+    return doc
 
 
 class _Ended(Exception):

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from runyard.wire import StackOut
+from runyard.core.models import Stack, Tool
 
 PLAN_FILE = "runyard.tfplan"
 PLAN_JSON = ".runyard-plan.json"
@@ -21,6 +21,7 @@ OUTPUTS_JSON = ".runyard-outputs.json"
 BACKEND_OVERRIDE = "runyard_backend_override.tf"
 BACKEND_BLOCK = 'terraform {\n  backend "http" {}\n}\n'
 ANSIBLE_PLAYBOOK = "playbook.yml"
+TERRAFORM_TOOLS = frozenset({Tool.TERRAFORM, Tool.OPENTOFU})
 # Collections and roles the project lists are installed first, when it lists any.
 ANSIBLE_INIT = "[ ! -f requirements.yml ] || ansible-galaxy install -r requirements.yml"
 
@@ -36,9 +37,9 @@ class ToolCommands:
     outputs: str = ""  # writes OUTPUTS_JSON after apply
 
 
-def commands_for(stack: StackOut) -> ToolCommands:
-    if stack.tool in ("terraform", "opentofu"):
-        tf = "terraform" if stack.tool == "terraform" else "tofu"
+def commands_for(stack: Stack) -> ToolCommands:
+    if stack.tool in TERRAFORM_TOOLS:
+        tf = "terraform" if stack.tool == Tool.TERRAFORM else "tofu"
         return ToolCommands(
             init=stack.commands.get("init") or f"{tf} init -input=false -no-color",
             # -detailed-exitcode: 0 no changes, 2 changes, 1 error
@@ -50,7 +51,7 @@ def commands_for(stack: StackOut) -> ToolCommands:
             plans_changes=True,
             outputs=f"{tf} output -no-color -json > {OUTPUTS_JSON}",
         )
-    if stack.tool == "ansible":
+    if stack.tool == Tool.ANSIBLE:
         playbook = f"${{RUNYARD_ANSIBLE_PLAYBOOK:-{ANSIBLE_PLAYBOOK}}}"
         return ToolCommands(
             init=stack.commands.get("init") or ANSIBLE_INIT,

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-import io
 import os
 import shutil
 import subprocess
-import tarfile
 import tempfile
 from pathlib import Path
 
+from runyard import archive
 from runyard.client import Client
-from runyard.wire import StackOut
+from runyard.core.errors import InvalidInput, RunyardError
+from runyard.core.models import SourceKind, Stack
 
 
-class WorkspaceError(Exception):
+class WorkspaceError(RunyardError):
     """The source could not be put in place; the run fails with this message."""
+
+    code = "workspace"
 
 
 def create(base: Path, run_id: str) -> Path:
@@ -25,14 +27,15 @@ def create(base: Path, run_id: str) -> Path:
     return path
 
 
-def fetch_source(client: Client, stack: StackOut, dest: Path) -> None:
+def fetch_source(client: Client, stack: Stack, dest: Path) -> None:
     """Put the stack's source into ``dest``."""
     source = stack.source
-    if source.kind == "upload":
-        data = client.source_archive(source.upload_id)
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
-            tar.extractall(dest, filter="data")
-    elif source.kind == "git":
+    if source.kind == SourceKind.UPLOAD:
+        try:
+            archive.unpack(client.source_archive(source.upload_id), dest, "data")
+        except InvalidInput as exc:
+            raise WorkspaceError(f"the source snapshot {source.upload_id}: {exc.message}") from exc
+    elif source.kind == SourceKind.GIT:
         cmd = ["git", "clone", "--quiet", "--depth", "1"]
         if source.branch:
             cmd += ["--branch", source.branch]
@@ -65,13 +68,8 @@ def remove(path: Path) -> None:
 
 def pack_tree(path: Path) -> bytes:
     """Everything in ``path`` (a run's workspace) as a gzip tar."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for item in sorted(path.iterdir()):
-            tar.add(item, arcname=item.name)
-    return buf.getvalue()
+    return archive.pack(path)
 
 
 def unpack_tree(data: bytes, dest: Path) -> None:
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
-        tar.extractall(dest, filter="tar")  # keeps the plan's file modes (provider binaries stay executable)
+    archive.unpack(data, dest, "tar")  # keeps the plan's file modes (provider binaries stay executable)

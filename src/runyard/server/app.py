@@ -17,14 +17,14 @@ from runyard import __version__
 from runyard.config import ServerSettings
 from runyard.core.errors import Unauthorized
 from runyard.server import errors
-from runyard.server.api import state, users, workers
-from runyard.server.api.deps import Services
+from runyard.server.api import pools, runs, stacks, state, workers
 from runyard.server.blobs import BlobStore, LocalBlobStore
 from runyard.server.bodylimit import BodyLimit
 from runyard.server.db.dialects import make_engine
 from runyard.server.db.migrate import upgrade
 from runyard.server.loops import Loop
 from runyard.server.services import Context
+from runyard.server.services.registry import Services
 from runyard.server.web import pages
 
 log = logging.getLogger("runyard.server")
@@ -39,8 +39,9 @@ def build_services(settings: ServerSettings, blobs: BlobStore | None = None) -> 
         engine=engine,
         blobs=blobs or LocalBlobStore(settings.data_dir / "blobs"),
         endpoints=settings.endpoints(),
+        long_poll=settings.long_poll,
     )
-    return Services.build(ctx, settings.long_poll)
+    return Services.build(ctx)
 
 
 def bootstrap_admin_key(svc: Services, settings: ServerSettings) -> str | None:
@@ -52,6 +53,12 @@ def bootstrap_admin_key(svc: Services, settings: ServerSettings) -> str | None:
         with os.fdopen(fd, "w") as fh:
             fh.write(key + "\n")
     return key
+
+
+def sweep(services: Services, settings: ServerSettings) -> None:
+    """Housekeeping: uploads no stack names, logs a crash left unsealed."""
+    services.stacks.sweep_uploads(settings.upload_grace)
+    services.logs.seal_pending()
 
 
 def create_app(settings: ServerSettings, svc: Services | None = None) -> FastAPI:
@@ -68,8 +75,7 @@ def create_app(settings: ServerSettings, svc: Services | None = None) -> FastAPI
         loops = [
             Loop("reaper", reap, settings.reaper_interval),
             Loop("drift scheduler", services.drift.tick, settings.drift_interval),
-            Loop("upload sweeper", lambda: services.stacks.sweep_uploads(settings.upload_grace),
-                 settings.sweep_interval),
+            Loop("sweeper", lambda: sweep(services, settings), settings.sweep_interval),
         ]
         tasks = [asyncio.create_task(loop.run()) for loop in loops]
         try:
@@ -114,7 +120,9 @@ def create_app(settings: ServerSettings, svc: Services | None = None) -> FastAPI
         return {"status": "ok", "version": __version__}
 
     app.include_router(pages.router)
-    app.include_router(users.router)
+    app.include_router(pools.router)
+    app.include_router(stacks.router)
+    app.include_router(runs.router)
     app.include_router(state.router)
     app.include_router(workers.router)
     return app

@@ -14,9 +14,9 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from runyard.core.states import ON_WORKER, SCHEDULABLE, RunState
+from runyard.core.states import RunState
 from runyard.server.services import Context
-from runyard.server.services.pools import summarize
+from runyard.server.services.pools import pool_stats
 
 QUEUE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
 DURATION_BUCKETS = (0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 1800, 3600, 7200)
@@ -32,13 +32,11 @@ class _PoolGauges(Collector):
         workers = GaugeMetricFamily("runyard_workers", "Workers by status", labels=["pool", "status"])
         with self.ctx.tx() as repo:
             for pool in repo.pools():
-                summary = summarize(repo, pool)
-                pending.add_metric([pool.name], float(repo.count_runs(pool.id, SCHEDULABLE)))
-                running.add_metric([pool.name], float(repo.count_runs(pool.id, ON_WORKER)))
-                counts = summary["workers"]
-                assert isinstance(counts, dict)
-                for status, count in counts.items():
-                    workers.add_metric([pool.name, status], float(count))
+                stats = pool_stats(repo, pool.id)
+                pending.add_metric([pool.name], float(stats.queue_length))
+                running.add_metric([pool.name], float(stats.running))
+                for status, count in stats.workers.items():
+                    workers.add_metric([pool.name, status.value], float(count))
         yield pending
         yield running
         yield workers

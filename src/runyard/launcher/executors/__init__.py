@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from runyard.core.errors import RunyardError
+
 
 @dataclass(frozen=True)
 class RunSpec:
@@ -28,8 +30,10 @@ class StepStopped(Exception):
     """The command was killed because its run was asked to stop."""
 
 
-class ExecutorError(Exception):
+class ExecutorError(RunyardError):
     """The run cannot be isolated as asked (missing image, bad mount); it fails with this message."""
+
+    code = "executor"
 
 
 Output = Callable[[str], None]

@@ -1,60 +1,15 @@
-"""Dependencies shared by routes: the service container and authentication."""
+"""Dependencies shared by routes: the services and who is calling."""
 
 from __future__ import annotations
 
 import base64
 import binascii
-from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
 
 from runyard.core.models import Worker
-from runyard.server.metrics import ServerMetrics
-from runyard.server.services import Context
-from runyard.server.services.auth import AuthService
-from runyard.server.services.drift import DriftScheduler
-from runyard.server.services.logs import LogService
-from runyard.server.services.pools import PoolService
-from runyard.server.services.runs import RunService
-from runyard.server.services.stacks import StackService
-from runyard.server.services.state import StateService
-from runyard.server.services.workers import WorkerService
-
-
-@dataclass
-class Services:
-    ctx: Context
-    auth: AuthService
-    pools: PoolService
-    stacks: StackService
-    runs: RunService
-    workers: WorkerService
-    logs: LogService
-    state: StateService
-    drift: DriftScheduler
-    metrics: ServerMetrics
-    long_poll: float
-
-    @classmethod
-    def build(cls, ctx: Context, long_poll: float) -> Services:
-        logs = LogService(ctx)
-        pools = PoolService(ctx)
-        metrics = ServerMetrics(ctx)
-        runs = RunService(ctx, logs, metrics)
-        return cls(
-            ctx=ctx,
-            auth=AuthService(ctx),
-            pools=pools,
-            stacks=StackService(ctx),
-            runs=runs,
-            workers=WorkerService(ctx, pools, runs),
-            logs=logs,
-            state=StateService(ctx),
-            drift=DriftScheduler(ctx, runs),
-            metrics=metrics,
-            long_poll=long_poll,
-        )
+from runyard.server.services.registry import Services
 
 
 def services(request: Request) -> Services:

@@ -78,7 +78,7 @@ def show_lock(ref: str, request: Request, svc: Svc) -> Response:
 @router.get("/versions", response_model=list[StateVersionOut], summary="Every stored state version")
 def state_versions(ref: str, request: Request, svc: Svc) -> list[StateVersionOut]:
     _authorize(request, svc, ref)
-    return [StateVersionOut.of(v) for v in svc.state.versions(ref)]
+    return [StateVersionOut.model_validate(v) for v in svc.state.versions(ref)]
 
 
 @router.get("/versions/{version}", summary="One state version")

@@ -3,97 +3,28 @@ transaction the calling service owns; it never commits."""
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, and_, delete, func, insert, select, update
 
 from runyard.core.models import (
-    EnvVar,
+    ApiKey,
+    DriftSchedule,
     LogLine,
+    Output,
     Pool,
     Run,
-    Source,
     Stack,
-    Tool,
+    StateLock,
+    StateVersion,
     Transition,
     Worker,
 )
 from runyard.core.states import RunKind, RunState
+from runyard.server.db import rows
 from runyard.server.db import tables as t
 from runyard.server.db.dialects import insert_ignoring_duplicates
-
-
-def ts(value: float) -> dt.datetime:
-    return dt.datetime.fromtimestamp(value, dt.UTC)
-
-
-def _pool(row: Any) -> Pool:
-    return Pool(
-        id=row.id,
-        name=row.name,
-        description=row.description,
-        labels=tuple(row.labels),
-        certificate_pem=row.certificate_pem,
-        certificate_serial=row.certificate_serial,
-        drift_detection_limit=row.drift_detection_limit,
-        created_at=ts(row.created_at),
-    )
-
-
-def _worker(row: Any) -> Worker:
-    return Worker(
-        id=row.id,
-        pool_id=row.pool_id,
-        metadata=dict(row.metadata),
-        version=row.version,
-        drained=row.drained,
-        current_run_id=row.current_run_id,
-        certificate_serial=row.certificate_serial,
-        created_at=ts(row.created_at),
-        last_seen_at=ts(row.last_seen_at),
-        exit_requested=row.exit_requested,
-    )
-
-
-def _stack(row: Any) -> Stack:
-    return Stack(
-        id=row.id,
-        name=row.name,
-        pool_id=row.pool_id,
-        source=Source(**row.source),
-        project_root=row.project_root,
-        tool=Tool(row.tool),
-        runner_image=row.runner_image,
-        commands=dict(row.commands),
-        env=tuple(EnvVar(**e) for e in row.env),
-        labels=tuple(row.labels),
-        autodeploy=row.autodeploy,
-        created_at=ts(row.created_at),
-        hooks={k: tuple(v) for k, v in (row.hooks or {}).items()},
-        drift_schedule=row.drift_schedule or "",
-    )
-
-
-def _run(row: Any, transitions: Sequence[Transition] = ()) -> Run:
-    return Run(
-        id=row.id,
-        stack_id=row.stack_id,
-        pool_id=row.pool_id,
-        kind=RunKind(row.kind),
-        state=RunState(row.state),
-        command=row.command,
-        worker_id=row.worker_id,
-        lease=row.lease,
-        stop_requested=row.stop_requested,
-        reason=row.reason,
-        created_at=ts(row.created_at),
-        updated_at=ts(row.updated_at),
-        transitions=tuple(transitions),
-        changes=row.changes,
-        has_workspace=bool(row.has_workspace),
-    )
 
 
 class Repository:
@@ -122,8 +53,9 @@ class Repository:
             insert(t.api_keys).values(id=key_id, name=name, key_hash=key_hash, admin=admin, created_at=now)
         )
 
-    def api_key_by_hash(self, key_hash: str) -> Any:
-        return self.conn.execute(select(t.api_keys).where(t.api_keys.c.key_hash == key_hash)).first()
+    def api_key_by_hash(self, key_hash: str) -> ApiKey | None:
+        row = self.conn.execute(select(t.api_keys).where(t.api_keys.c.key_hash == key_hash)).first()
+        return rows.api_key(row) if row else None
 
     def count_api_keys(self) -> int:
         return int(self.conn.execute(select(func.count()).select_from(t.api_keys)).scalar_one())
@@ -149,7 +81,7 @@ class Repository:
         row = self.conn.execute(
             select(t.pools).where((t.pools.c.id == ref) | (t.pools.c.name == ref))
         ).first()
-        return _pool(row) if row else None
+        return rows.pool(row) if row else None
 
     def update_pool(self, pool_id: str, **values: Any) -> None:
         self.conn.execute(update(t.pools).where(t.pools.c.id == pool_id).values(**values))
@@ -161,7 +93,7 @@ class Repository:
         return int(result.rowcount)
 
     def pools(self) -> list[Pool]:
-        return [_pool(r) for r in self.conn.execute(select(t.pools).order_by(t.pools.c.name))]
+        return [rows.pool(r) for r in self.conn.execute(select(t.pools).order_by(t.pools.c.name))]
 
     # workers --------------------------------------------------------------
 
@@ -193,7 +125,7 @@ class Repository:
         row = self.conn.execute(
             select(t.workers).where(t.workers.c.id == worker_id, t.workers.c.gone_at.is_(None))
         ).first()
-        return _worker(row) if row else None
+        return rows.worker(row) if row else None
 
     def worker_by_token(self, token_hash: str) -> tuple[Worker | None, str]:
         """The live worker holding ``token_hash``, or None and why it is gone."""
@@ -202,7 +134,7 @@ class Repository:
             return None, "unknown worker token"
         if row.gone_at is not None:
             return None, row.gone_reason or "worker removed"
-        return _worker(row), ""
+        return rows.worker(row), ""
 
     def gone_reason(self, worker_id: str) -> str:
         """Why a removed worker left ("" if it is unknown or still here)."""
@@ -213,11 +145,11 @@ class Repository:
 
     def gone_workers(self, pool_id: str, reason: str, since: float) -> list[Worker]:
         """Workers of the pool removed for ``reason`` after ``since``."""
-        rows = self.conn.execute(
+        found = self.conn.execute(
             select(t.workers).where(t.workers.c.pool_id == pool_id, t.workers.c.gone_reason == reason,
                                     t.workers.c.gone_at >= since)
         )
-        return [_worker(r) for r in rows]
+        return [rows.worker(r) for r in found]
 
     def purge_gone_workers(self, before: float) -> int:
         """Forget workers removed before ``before`` that never held a run (a run
@@ -233,7 +165,7 @@ class Repository:
         stmt = select(t.workers).where(t.workers.c.gone_at.is_(None))
         if pool_id:
             stmt = stmt.where(t.workers.c.pool_id == pool_id)
-        return [_worker(r) for r in self.conn.execute(stmt.order_by(t.workers.c.created_at))]
+        return [rows.worker(r) for r in self.conn.execute(stmt.order_by(t.workers.c.created_at))]
 
     def idle_since(self, worker: Worker) -> float:
         """When the worker last finished a run (or registered)."""
@@ -244,10 +176,10 @@ class Repository:
         self.conn.execute(update(t.workers).where(t.workers.c.id == worker_id).values(last_seen_at=now))
 
     def stale_workers(self, cutoff: float) -> list[Worker]:
-        rows = self.conn.execute(
+        found = self.conn.execute(
             select(t.workers).where(t.workers.c.gone_at.is_(None), t.workers.c.last_seen_at < cutoff)
         )
-        return [_worker(r) for r in rows]
+        return [rows.worker(r) for r in found]
 
     def remove_worker(self, worker_id: str, reason: str, now: float) -> bool:
         result = self.conn.execute(
@@ -298,13 +230,13 @@ class Repository:
         row = self.conn.execute(
             select(t.stacks).where((t.stacks.c.id == ref) | (t.stacks.c.name == ref))
         ).first()
-        return _stack(row) if row else None
+        return rows.stack(row) if row else None
 
     def stacks(self, pool_id: str | None = None) -> list[Stack]:
         stmt = select(t.stacks).order_by(t.stacks.c.name)
         if pool_id:
             stmt = stmt.where(t.stacks.c.pool_id == pool_id)
-        return [_stack(r) for r in self.conn.execute(stmt)]
+        return [rows.stack(r) for r in self.conn.execute(stmt)]
 
     # runs -----------------------------------------------------------------
 
@@ -331,7 +263,12 @@ class Repository:
         row = self.conn.execute(select(t.runs).where(t.runs.c.id == run_id)).first()
         if row is None:
             return None
-        return _run(row, self.transitions(run_id) if with_transitions else ())
+        return rows.run(row, self.transitions(run_id) if with_transitions else ())
+
+    def unsealed_ended_runs(self, limit: int) -> list[str]:
+        ended = [s.value for s in RunState if s.terminal]
+        stmt = select(t.runs.c.id).where(t.runs.c.state.in_(ended), t.runs.c.log_sealed.is_(False)).limit(limit)
+        return [r.id for r in self.conn.execute(stmt)]
 
     def run_log_sealed(self, run_id: str) -> bool:
         return bool(self.conn.execute(select(t.runs.c.log_sealed).where(t.runs.c.id == run_id)).scalar())
@@ -352,15 +289,15 @@ class Repository:
         if states is not None:
             stmt = stmt.where(t.runs.c.state.in_([s.value for s in states]))
         order = t.runs.c.id if oldest_first else t.runs.c.id.desc()
-        return [_run(r) for r in self.conn.execute(stmt.order_by(order).limit(limit))]
+        return [rows.run(r) for r in self.conn.execute(stmt.order_by(order).limit(limit))]
 
     def transitions(self, run_id: str) -> list[Transition]:
-        rows = self.conn.execute(
+        found = self.conn.execute(
             select(t.run_transitions)
             .where(t.run_transitions.c.run_id == run_id)
             .order_by(t.run_transitions.c.id)
         )
-        return [Transition(RunState(r.state), ts(r.at), r.note) for r in rows]
+        return [Transition(RunState(r.state), rows.ts(r.at), r.note) for r in found]
 
     def add_transition(self, run_id: str, state: RunState, now: float, note: str = "") -> None:
         self.conn.execute(
@@ -410,14 +347,14 @@ class Repository:
     def stacks_with_active_write_run(self, pool_id: str) -> set[str]:
         """Stacks of the pool with a tracked run or task past the queue and not ended."""
         busy = [s.value for s in RunState if not s.terminal and s != RunState.QUEUED]
-        rows = self.conn.execute(
+        found = self.conn.execute(
             select(t.runs.c.stack_id).distinct().where(
                 t.runs.c.pool_id == pool_id,
                 t.runs.c.kind.in_([RunKind.TRACKED.value, RunKind.TASK.value]),
                 t.runs.c.state.in_(busy),
             )
         )
-        return {r.stack_id for r in rows}
+        return {r.stack_id for r in found}
 
     def count_runs(self, pool_id: str, states: Iterable[RunState]) -> int:
         stmt = select(func.count()).select_from(t.runs).where(
@@ -434,13 +371,13 @@ class Repository:
         self.conn.execute(stmt, [{"run_id": run_id, "seq": ln.seq, "ts": ln.ts, "msg": ln.msg} for ln in lines])
 
     def log_lines(self, run_id: str, after: int = 0, limit: int = 5000) -> list[LogLine]:
-        rows = self.conn.execute(
+        found = self.conn.execute(
             select(t.log_lines)
             .where(t.log_lines.c.run_id == run_id, t.log_lines.c.seq > after)
             .order_by(t.log_lines.c.seq)
             .limit(limit)
         )
-        return [LogLine(r.seq, r.ts, r.msg) for r in rows]
+        return [LogLine(r.seq, r.ts, r.msg) for r in found]
 
     def last_log_seq(self, run_id: str) -> int:
         value = self.conn.execute(
@@ -453,30 +390,31 @@ class Repository:
 
     def run_by_token(self, token_hash: str) -> Run | None:
         row = self.conn.execute(select(t.runs).where(t.runs.c.run_token_hash == token_hash)).first()
-        return _run(row) if row else None
+        return rows.run(row) if row else None
 
-    def stacks_with_drift_schedule(self) -> list[Any]:
-        return list(self.conn.execute(
+    def drift_schedules(self) -> list[DriftSchedule]:
+        return [rows.drift_schedule(r) for r in self.conn.execute(
             select(t.stacks.c.id, t.stacks.c.pool_id, t.stacks.c.drift_schedule, t.stacks.c.drift_checked_at,
                    t.stacks.c.created_at).where(t.stacks.c.drift_schedule != "")
-        ))
+        )]
 
     def set_drift_checked(self, stack_id: str, at: float) -> None:
         self.conn.execute(update(t.stacks).where(t.stacks.c.id == stack_id).values(drift_checked_at=at))
 
     # state ------------------------------------------------------------------
 
-    def state_versions(self, stack_id: str) -> list[Any]:
-        return list(self.conn.execute(
+    def state_versions(self, stack_id: str) -> list[StateVersion]:
+        return [rows.state_version(r) for r in self.conn.execute(
             select(t.state_versions).where(t.state_versions.c.stack_id == stack_id)
             .order_by(t.state_versions.c.version)
-        ))
+        )]
 
-    def latest_state(self, stack_id: str) -> Any:
-        return self.conn.execute(
+    def latest_state(self, stack_id: str) -> StateVersion | None:
+        row = self.conn.execute(
             select(t.state_versions).where(t.state_versions.c.stack_id == stack_id)
             .order_by(t.state_versions.c.version.desc()).limit(1)
         ).first()
+        return rows.state_version(row) if row else None
 
     def add_state_version(self, stack_id: str, version: int, serial: int, lineage: str, run_id: str | None,
                           digest: str, now: float) -> None:
@@ -484,8 +422,9 @@ class Repository:
             stack_id=stack_id, version=version, serial=serial, lineage=lineage, run_id=run_id, digest=digest,
             created_at=now))
 
-    def state_lock(self, stack_id: str) -> Any:
-        return self.conn.execute(select(t.state_locks).where(t.state_locks.c.stack_id == stack_id)).first()
+    def state_lock(self, stack_id: str) -> StateLock | None:
+        row = self.conn.execute(select(t.state_locks).where(t.state_locks.c.stack_id == stack_id)).first()
+        return rows.state_lock(row) if row else None
 
     def take_state_lock(self, stack_id: str, lock_id: str, info: dict[str, Any], now: float) -> bool:
         stmt = insert_ignoring_duplicates(self.conn.dialect.name, t.state_locks).values(
@@ -497,15 +436,16 @@ class Repository:
 
     # outputs ----------------------------------------------------------------
 
-    def replace_outputs(self, stack_id: str, run_id: str, outputs: Sequence[dict[str, Any]], now: float) -> None:
+    def replace_outputs(self, stack_id: str, run_id: str, outputs: Sequence[Output], now: float) -> None:
         self.conn.execute(delete(t.stack_outputs).where(t.stack_outputs.c.stack_id == stack_id))
         if outputs:
             self.conn.execute(insert(t.stack_outputs), [
-                {"stack_id": stack_id, "run_id": run_id, "updated_at": now, **o} for o in outputs])
+                {"stack_id": stack_id, "run_id": run_id, "updated_at": now, "name": o.name, "value": o.value,
+                 "sensitive": o.sensitive, "sealed": o.sealed} for o in outputs])
 
-    def outputs(self, stack_id: str) -> list[Any]:
-        return list(self.conn.execute(
-            select(t.stack_outputs).where(t.stack_outputs.c.stack_id == stack_id).order_by(t.stack_outputs.c.name)))
+    def outputs(self, stack_id: str) -> list[Output]:
+        return [rows.output(r) for r in self.conn.execute(
+            select(t.stack_outputs).where(t.stack_outputs.c.stack_id == stack_id).order_by(t.stack_outputs.c.name))]
 
     def count_active_drift_runs(self, pool_id: str) -> int:
         active = [s.value for s in RunState if s.on_worker]

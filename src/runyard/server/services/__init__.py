@@ -25,6 +25,7 @@ class Context:
     notifier: Notifier = field(default_factory=Notifier)
     clock: Clock = time.time
     endpoints: tuple[str, ...] = ()
+    long_poll: float = 25.0  # the longest a long poll is held open
 
     @contextmanager
     def tx(self) -> Iterator[Repository]:

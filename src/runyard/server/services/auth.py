@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from runyard.core.errors import Unauthorized, WorkerGone
 from runyard.core.ids import new_ulid
 from runyard.core.models import Worker, may_register_again
@@ -17,6 +19,7 @@ API_KEY_HINT = (
 class AuthService:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
+        self._session_key: bytes | None = None
 
     def bootstrap_admin_key(self, given: str | None) -> str | None:
         """Make sure an admin key exists. Returns a newly made key (to show
@@ -32,6 +35,23 @@ class AuthService:
             key = new_secret("ryk_")
             repo.add_api_key(new_ulid(), "admin (generated)", hash_secret(key), True, now)
             return key
+
+    def session_secret(self) -> bytes:
+        """The key UI session cookies are signed with, shared by every server."""
+        if self._session_key is None:
+            with self.ctx.tx() as repo:
+                value = repo.get_setting("session_secret") or repo.put_setting_if_absent(
+                    "session_secret", os.urandom(32).hex())
+            self._session_key = bytes.fromhex(value)
+        return self._session_key
+
+    def is_api_key(self, key: str) -> bool:
+        return bool(key) and self.key_hash_known(hash_secret(key))
+
+    def key_hash_known(self, key_hash: str) -> bool:
+        """Whether an API key with this hash still exists (a UI session's key)."""
+        with self.ctx.tx() as repo:
+            return repo.api_key_by_hash(key_hash) is not None
 
     def check_api_key(self, key: str | None) -> str:
         """The key's name, or :class:`Unauthorized`."""

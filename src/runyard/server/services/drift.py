@@ -27,28 +27,27 @@ class DriftScheduler:
         now = self.ctx.clock() if now is None else now
         queued: list[str] = []
         with self.ctx.tx() as repo:
-            scheduled = repo.stacks_with_drift_schedule()
+            scheduled = repo.drift_schedules()
         # Schedules are worked out outside any transaction: writers never wait on them.
         due = []
-        for row in scheduled:
-            last = row.drift_checked_at or row.created_at
+        for entry in scheduled:
             try:
-                if Cron.parse(row.drift_schedule).due_between(last, now):
-                    due.append(row)
+                if Cron.parse(entry.schedule).due_between(entry.checked_at, now):
+                    due.append(entry)
             except RunyardError:
-                log.warning("stack %s has an invalid drift schedule %r", row.id, row.drift_schedule)
+                log.warning("stack %s has an invalid drift schedule %r", entry.stack_id, entry.schedule)
         with self.ctx.tx() as repo:
-            for row in scheduled:
-                repo.set_drift_checked(row.id, now)
+            for entry in scheduled:
+                repo.set_drift_checked(entry.stack_id, now)
             pending = []
-            for row in due:
-                pool = repo.pool(row.pool_id)
+            for entry in due:
+                pool = repo.pool(entry.pool_id)
                 if pool is None or not pool.drift_detection_limit:
                     continue
                 live = [s for s in RunState if not s.terminal]
-                if any(r.kind == RunKind.DRIFT_DETECTION for r in repo.runs(stack_id=row.id, states=live)):
+                if any(r.kind == RunKind.DRIFT_DETECTION for r in repo.runs(stack_id=entry.stack_id, states=live)):
                     continue
-                pending.append(row.id)
+                pending.append(entry.stack_id)
         for stack_id in pending:
             queued.append(self.runs.trigger(stack_id, RunKind.DRIFT_DETECTION).id)
         return queued

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import builtins
 import datetime as dt
 import os
 import re
 
 from runyard.core.errors import AlreadyExists, InvalidInput, NotFound
 from runyard.core.ids import new_ulid
-from runyard.core.models import Pool, WorkerStatus
+from runyard.core.models import Pool, PoolStats, WorkerStatus
 from runyard.core.states import ON_WORKER, SCHEDULABLE
 from runyard.crypto import (
     CertificateAuthority,
@@ -144,14 +145,19 @@ class PoolService:
         with self.ctx.tx() as repo:
             return repo.pools()
 
+    def stats(self, pool: Pool) -> PoolStats:
+        """Worker counts by status and queue length: what operators look at first."""
+        with self.ctx.tx() as repo:
+            return pool_stats(repo, pool.id)
 
-def summarize(repo: Repository, pool: Pool) -> dict[str, object]:
-    """Worker counts by status and queue length: what operators look at first."""
-    counts = {status.value: 0 for status in WorkerStatus}
-    for worker in repo.workers(pool.id):
-        counts[worker.status.value] += 1
-    return {
-        "workers": counts,
-        "queue_length": repo.count_runs(pool.id, SCHEDULABLE),
-        "running": repo.count_runs(pool.id, ON_WORKER),
-    }
+    def summaries(self) -> builtins.list[tuple[Pool, PoolStats]]:
+        """Every pool with its stats, read in one transaction."""
+        with self.ctx.tx() as repo:
+            return [(pool, pool_stats(repo, pool.id)) for pool in repo.pools()]
+
+
+def pool_stats(repo: Repository, pool_id: str) -> PoolStats:
+    counts = dict.fromkeys(WorkerStatus, 0)
+    for worker in repo.workers(pool_id):
+        counts[worker.status] += 1
+    return PoolStats(counts, repo.count_runs(pool_id, SCHEDULABLE), repo.count_runs(pool_id, ON_WORKER))

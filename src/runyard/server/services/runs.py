@@ -5,30 +5,17 @@ from __future__ import annotations
 import builtins
 import datetime as dt
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
 from runyard.core.errors import Conflict, InvalidInput, NotFound, StaleLease
 from runyard.core.ids import new_ulid
-from runyard.core.models import LogLine, Run, Stack, Worker
-from runyard.core.states import SCHEDULABLE, Actor, RunKind, RunState, check_transition
+from runyard.core.models import Assignment, LogLine, Output, Run, Worker
+from runyard.core.states import ON_WORKER, SCHEDULABLE, Actor, RunKind, RunState, check_transition
 from runyard.crypto import hash_secret, new_secret
 from runyard.server.db.repository import Repository
 from runyard.server.notifier import pool_topic, run_topic
 from runyard.server.services import Context
 from runyard.server.services.logs import LogService
-
-
-@dataclass(frozen=True)
-class Assignment:
-    """A run handed to a worker, with the lease it must quote in every report
-    and a token that lets it (and only it) use the stack's state while it runs."""
-
-    run: Run
-    stack: Stack
-    lease: int
-    run_token: str = ""
-    log_seq: int = 0
 
 
 def workspace_key(run_id: str) -> str:
@@ -119,6 +106,7 @@ class RunService:
             raise Conflict(f"run {run.id} is {run.state.value}: only an UNCONFIRMED run can be confirmed or discarded")
         with self.ctx.tx() as repo:
             self._move(repo, run, target, Actor.SERVER, note)
+        self.finish([run] if target.terminal else [])
         self.ctx.notifier.notify(run_topic(run.id), pool_topic(run.pool_id))
         return self.get(run_id)
 
@@ -134,16 +122,26 @@ class RunService:
         """Cancel a waiting run at once; ask the worker to stop a running one."""
         run = self.get(run_id)
         with self.ctx.tx() as repo:
+            ended = True
             if run.state in SCHEDULABLE:
                 self._move(repo, run, RunState.CANCELED, Actor.SERVER, "canceled by user")
             elif run.state == RunState.UNCONFIRMED:
                 self._move(repo, run, RunState.DISCARDED, Actor.SERVER, "canceled by user")
             elif run.state.on_worker:
                 repo.set_run_flags(run.id, stop_requested=True)
+                ended = False
             else:
                 raise Conflict(f"run {run.id} is already {run.state.value}")
+        self.finish([run] if ended else [])
         self.ctx.notifier.notify(run_topic(run.id), pool_topic(run.pool_id))
         return self.get(run_id)
+
+    def queue(self, pool_id: str) -> builtins.list[tuple[Run, str]]:
+        """Runs on a worker, then runs waiting (each with what it waits for), oldest first."""
+        with self.ctx.tx() as repo:
+            running = repo.runs(pool_id=pool_id, states=ON_WORKER, oldest_first=True, limit=500)
+            waiting = repo.runs(pool_id=pool_id, states=SCHEDULABLE, oldest_first=True, limit=500)
+        return [(r, "") for r in running] + [(r, self.waiting_for(r)) for r in waiting]
 
     # the scheduler ----------------------------------------------------------
 
@@ -156,12 +154,12 @@ class RunService:
                 return None
             for run in self._schedulable(repo, worker.pool_id):
                 lease = run.lease + 1
-                note = f"assigned to worker {worker.id}"
                 run_token = new_secret("ryr_")
-                if not repo.move_run(run.id, run.state, run.lease, now, state=RunState.READY.value,
-                                     worker_id=worker.id, lease=lease, run_token_hash=hash_secret(run_token)):
+                try:
+                    self._move(repo, run, RunState.READY, Actor.SERVER, f"assigned to worker {worker.id}",
+                               worker_id=worker.id, lease=lease, run_token_hash=hash_secret(run_token))
+                except StaleLease:
                     continue  # another scheduler took it first
-                repo.add_transition(run.id, RunState.READY, now, note)
                 if not repo.set_worker_run(worker.id, run.id, expect=None):
                     raise Conflict(f"worker {worker.id} took another run meanwhile")
                 stack = repo.stack(run.stack_id)
@@ -244,6 +242,7 @@ class RunService:
             self._move(repo, run, target, Actor.WORKER, note)
             if changes is not None:
                 repo.set_run_flags(run_id, changes={k: int(v) for k, v in changes.items()})
+        self.finish([run] if target.terminal else [])
         topics = [run_topic(run_id)]
         if not target.on_worker:
             # A worker and maybe a stack's write lane are free: wake the pool.
@@ -264,8 +263,15 @@ class RunService:
         pool's key, so the server holds only ciphertext."""
         with self.ctx.tx() as repo:
             self._held(repo, worker, run_id, lease)
-            self.ctx.blobs.put(workspace_key(run_id), sealed)
-            repo.set_run_flags(run_id, has_workspace=True)
+        # The blob first, then the row that points to it: no blob I/O holds a transaction open.
+        self.ctx.blobs.put(workspace_key(run_id), sealed)
+        try:
+            with self.ctx.tx() as repo:
+                self._held(repo, worker, run_id, lease)
+                repo.set_run_flags(run_id, has_workspace=True)
+        except StaleLease:
+            self.ctx.blobs.delete(workspace_key(run_id))  # the run moved on meanwhile: nothing points to it
+            raise
 
     def get_workspace(self, worker: Worker, run_id: str, lease: int) -> bytes:
         with self.ctx.tx() as repo:
@@ -274,25 +280,33 @@ class RunService:
             raise NotFound(f"run {run_id} has no saved workspace")
         return self.ctx.blobs.get(workspace_key(run_id))
 
-    def put_outputs(self, worker: Worker, run_id: str, lease: int, outputs: Sequence[dict[str, object]]) -> None:
+    def put_outputs(self, worker: Worker, run_id: str, lease: int, outputs: Sequence[Output]) -> None:
         with self.ctx.tx() as repo:
             run = self._held(repo, worker, run_id, lease)
             repo.replace_outputs(run.stack_id, run_id, outputs, self.ctx.clock())
 
-    def release_from_worker(self, repo: Repository, run: Run, reason: str) -> None:
+    def outputs(self, stack_id: str) -> builtins.list[Output]:
+        with self.ctx.tx() as repo:
+            return repo.outputs(stack_id)
+
+    def release_from_worker(self, repo: Repository, run: Run, reason: str) -> bool:
         """The run's worker is gone. A run it never started goes back to the
         queue; one it started ends FAILED with ``reason``: it is never started
-        a second time behind the user's back."""
+        a second time behind the user's back. True if the run ended: the
+        caller hands it to :meth:`finish` once its transaction commits."""
         if run.state == RunState.READY:
-            self._move(repo, run, RunState.QUEUED, Actor.SERVER, f"requeued: {reason} before starting it")
-            repo.set_run_flags(run.id, worker_id=None)
-        else:
-            self._move(repo, run, RunState.FAILED, Actor.SERVER, reason)
+            self._move(repo, run, RunState.QUEUED, Actor.SERVER, f"requeued: {reason} before starting it",
+                       worker_id=None)
+            return False
+        self._move(repo, run, RunState.FAILED, Actor.SERVER, reason)
+        return True
 
-    def _move(self, repo: Repository, run: Run, target: RunState, actor: Actor, note: str) -> None:
+    def _move(self, repo: Repository, run: Run, target: RunState, actor: Actor, note: str, **values: object) -> None:
+        """The one writer of run state: the transition table, then a
+        compare-and-set on (state, lease) with any other column it changes."""
         check_transition(run.state, target, actor)
         now = self.ctx.clock()
-        values: dict[str, object] = {"state": target.value}
+        values["state"] = target.value
         if target.terminal:
             values["reason"] = note
         if not repo.move_run(run.id, run.state, run.lease, now, **values):
@@ -302,6 +316,10 @@ class RunService:
             repo.set_worker_run(run.worker_id, None, expect=run.id)
         if target.terminal:
             self.metrics.ended_run(run.pool_id, target, now - run.created_at.timestamp())
-            self.logs.seal(repo, run.id)
-            if run.has_workspace:
-                self.ctx.blobs.delete(workspace_key(run.id))
+
+    def finish(self, ended: Sequence[Run]) -> None:
+        """After the transaction that ended these runs committed: seal each log
+        into the object store and drop the workspace an apply no longer needs."""
+        for run in ended:
+            self.logs.seal(run.id)
+            self.ctx.blobs.delete(workspace_key(run.id))

@@ -14,7 +14,7 @@ from runyard.core.errors import AlreadyExists, InvalidInput, NotFound
 from runyard.core.ids import new_ulid, ulid_time
 from runyard.core.limits import MAX_SOURCE_UPLOAD, human
 from runyard.core.masking import check_maskable
-from runyard.core.models import EnvVar, Source, Stack, Tool
+from runyard.core.models import EnvVar, Source, SourceKind, Stack, Tool, Worker
 from runyard.crypto import public_key_of, seal_text, secret_context
 from runyard.server.services import Context
 from runyard.server.services.pools import check_name
@@ -156,10 +156,10 @@ class StackService:
         return stack
 
     def _check_source(self, source: Source) -> None:
-        if source.kind == "upload":
+        if source.kind == SourceKind.UPLOAD:
             if not source.upload_id or not self.ctx.blobs.exists(source_key(source.upload_id)):
                 raise InvalidInput(f"no uploaded source {source.upload_id!r}: upload the directory first")
-        elif source.kind == "git":
+        elif source.kind == SourceKind.GIT:
             if not source.url:
                 raise InvalidInput("a git source needs a URL")
             self.git_probe(source.url, source.branch)
@@ -195,6 +195,14 @@ class StackService:
             raise NotFound(f"no stack {ref!r}: `runyard stack list` shows the stacks")
         return stack
 
-    def list(self) -> list[Stack]:
+    def list(self, pool_id: str | None = None) -> list[Stack]:
         with self.ctx.tx() as repo:
-            return repo.stacks()
+            return repo.stacks(pool_id)
+
+    def source_for_worker(self, worker: Worker, upload_id: str) -> bytes:
+        """A source snapshot, for a worker of a pool one of whose stacks uses it."""
+        with self.ctx.tx() as repo:
+            allowed = any(s.source.upload_id == upload_id for s in repo.stacks(worker.pool_id))
+        if not allowed:
+            raise NotFound(f"no source {upload_id} for this worker's pool")
+        return self.source_archive(upload_id)

@@ -4,24 +4,21 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
 from typing import Any
 
 from runyard.core.errors import Conflict, InvalidInput, Locked, NotFound
+from runyard.core.models import StateVersion
 from runyard.server.services import Context
 
 
-def state_key(stack_id: str, version: int) -> str:
-    return f"states/{stack_id}/{version:08d}.tfstate"
+def state_key(stack_id: str, digest: str) -> str:
+    """Where a state body lives: named by its content, so it can be written
+    before the row that points to it exists (no blob I/O in a transaction)."""
+    return f"states/{stack_id}/{digest}.tfstate"
 
 
-@dataclass(frozen=True)
-class StateVersion:
-    version: int
-    serial: int
-    lineage: str
-    run_id: str | None
-    created_at: float
+def _legacy_key(stack_id: str, version: int) -> str:
+    return f"states/{stack_id}/{version:08d}.tfstate"  # before 0.2: named by version
 
 
 class StateService:
@@ -35,29 +32,33 @@ class StateService:
             raise NotFound(f"no stack {ref!r}")
         return stack.id
 
+    def _body(self, version: StateVersion) -> bytes:
+        try:
+            return self.ctx.blobs.get(state_key(version.stack_id, version.digest))
+        except NotFound:
+            return self.ctx.blobs.get(_legacy_key(version.stack_id, version.version))
+
     def current(self, ref: str) -> bytes | None:
         stack_id = self._stack_id(ref)
         with self.ctx.tx() as repo:
             latest = repo.latest_state(stack_id)
-        return None if latest is None else self.ctx.blobs.get(state_key(stack_id, latest.version))
+        return None if latest is None else self._body(latest)
 
     def versions(self, ref: str) -> list[StateVersion]:
         stack_id = self._stack_id(ref)
         with self.ctx.tx() as repo:
-            rows = repo.state_versions(stack_id)
-        return [StateVersion(r.version, r.serial, r.lineage, r.run_id, r.created_at) for r in rows]
+            return repo.state_versions(stack_id)
 
     def pull(self, ref: str, version: int | None = None) -> bytes:
         stack_id = self._stack_id(ref)
         with self.ctx.tx() as repo:
-            rows = repo.state_versions(stack_id)
-        if not rows:
+            stored = repo.state_versions(stack_id)
+        if not stored:
             raise NotFound(f"stack {ref!r} has no state yet")
-        if version is None:
-            version = rows[-1].version
-        if version not in {r.version for r in rows}:
+        chosen = stored[-1] if version is None else next((v for v in stored if v.version == version), None)
+        if chosen is None:
             raise NotFound(f"stack {ref!r} has no state version {version}")
-        return self.ctx.blobs.get(state_key(stack_id, version))
+        return self._body(chosen)
 
     def push(self, ref: str, body: bytes, lock_id: str | None, run_id: str | None, force: bool = False) -> int:
         """Store a new version; returns its number. Refuses a write that would
@@ -71,6 +72,10 @@ class StateService:
         digest = hashlib.sha256(body).hexdigest()
         stack_id = self._stack_id(ref)
         now = self.ctx.clock()
+        # The body first, then (checked against the lock and history) the row
+        # that points to it. A refused write leaves an unreferenced blob, named
+        # by its content; a retry of the same write reuses it.
+        self.ctx.blobs.put(state_key(stack_id, digest), body)
         with self.ctx.tx() as repo:
             lock = repo.state_lock(stack_id)
             if lock is not None and lock.lock_id != (lock_id or "") and not force:
@@ -86,10 +91,9 @@ class StateService:
                     raise Conflict(f"serial {serial} is older than the stored {latest.serial}")
                 if serial == latest.serial:
                     if latest.digest == digest:
-                        return int(latest.version)  # the same write again
+                        return latest.version  # the same write again
                     raise Conflict(f"serial {serial} is stored already with other content")
-            version = 1 if latest is None else int(latest.version) + 1
-            self.ctx.blobs.put(state_key(stack_id, version), body)
+            version = 1 if latest is None else latest.version + 1
             repo.add_state_version(stack_id, version, serial, lineage, run_id, digest, now)
         return version
 

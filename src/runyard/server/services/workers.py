@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
+import builtins
 import datetime as dt
+import time
 from dataclasses import dataclass
+
+from anyio import to_thread
 
 from runyard.core.errors import NotFound, Unauthorized, WorkerGone
 from runyard.core.ids import new_ulid
-from runyard.core.models import INSTANCE_KEY, POOL_RESET, SCALED_IN, WORKER_LOST, Worker, may_register_again
+from runyard.core.models import (
+    INSTANCE_KEY,
+    POOL_RESET,
+    SCALED_IN,
+    WORKER_LOST,
+    Demand,
+    FleetMember,
+    PollAnswer,
+    Pool,
+    Worker,
+    may_register_again,
+)
+from runyard.core.states import ON_WORKER
 from runyard.crypto import (
     check_challenge,
     hash_secret,
@@ -142,11 +158,56 @@ class WorkerService:
         with self.ctx.tx() as repo:
             repo.touch_worker(worker.id, self.ctx.clock())
 
+    def list(self, pool_id: str) -> builtins.list[Worker]:
+        with self.ctx.tx() as repo:
+            return repo.workers(pool_id)
+
+    async def poll(self, worker: Worker, wait: float) -> PollAnswer:
+        """A worker's long poll: an assignment, an exit reason, or (after
+        ``wait``, bounded by the server's limit) nothing.
+
+        The scheduler runs the moment a run is queued, so a run starts as
+        soon as an idle worker holds a poll: no polling interval sits in
+        between. The pool's generation is read before each claim attempt, so
+        a run queued between the attempt and the wait is never missed."""
+        deadline = time.monotonic() + min(max(wait, 0.0), self.ctx.long_poll)
+        topic = pool_topic(worker.pool_id)
+        await to_thread.run_sync(self.touch, worker)
+        while True:
+            seen = self.ctx.notifier.generation(topic)
+            assignment = await to_thread.run_sync(self.runs.claim, worker.id)
+            if assignment is not None:
+                return PollAnswer(assignment=assignment)
+            current = await to_thread.run_sync(self.refresh, worker.id)
+            if current.exit_requested:
+                return PollAnswer(exit_reason="cycled")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self.ctx.notifier.closed:
+                return PollAnswer()  # the launcher polls again (another server, or this one restarted)
+            await self.ctx.notifier.wait(topic, seen, remaining)
+
+    async def demand(self, pool: Pool, since: int = -1, wait: float = 0) -> Demand:
+        """The pool's demand and fleet. Given the last ``version`` seen and a
+        ``wait``, held until something changes: autoscalers react at once."""
+        topic = pool_topic(pool.id)
+        version = self.ctx.notifier.generation(topic)
+        if version == since and wait > 0:
+            await self.ctx.notifier.wait(topic, since, min(wait, self.ctx.long_poll))
+            version = self.ctx.notifier.generation(topic)
+        return await to_thread.run_sync(self._demand, pool, version)
+
+    def _demand(self, pool: Pool, version: int) -> Demand:
+        queued = self.runs.schedulable_count(pool.id)
+        with self.ctx.tx() as repo:
+            fleet = tuple(FleetMember(w, repo.idle_since(w)) for w in repo.workers(pool.id))
+            running = repo.count_runs(pool.id, ON_WORKER)
+        return Demand(version, queued, running, fleet)
+
     def deregister(self, worker: Worker, reason: str) -> None:
         """A launcher leaving on purpose; its run (if any) fails with ``reason``."""
         self._remove(worker.id, reason)
 
-    def reap(self, lost_after: float, started_at: float) -> list[str]:
+    def reap(self, lost_after: float, started_at: float) -> builtins.list[str]:
         """Remove workers silent for ``lost_after`` seconds and fail their runs.
 
         Silence during the server's own downtime does not count: a worker is
@@ -166,6 +227,7 @@ class WorkerService:
     def _remove(self, worker_id: str, reason: str) -> None:
         now = self.ctx.clock()
         topics = []
+        ended = []
         with self.ctx.tx() as repo:
             worker = repo.worker(worker_id)
             if worker is None or not repo.remove_worker(worker_id, reason, now):
@@ -173,6 +235,8 @@ class WorkerService:
             topics.append(pool_topic(worker.pool_id))
             run = repo.run(worker.current_run_id, False) if worker.current_run_id else None
             if run is not None and run.state.on_worker and run.worker_id == worker_id:
-                self.runs.release_from_worker(repo, run, reason)
+                if self.runs.release_from_worker(repo, run, reason):
+                    ended.append(run)
                 topics.append(run_topic(run.id))
+        self.runs.finish(ended)
         self.ctx.notifier.notify(*topics)

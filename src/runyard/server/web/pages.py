@@ -23,11 +23,10 @@ from starlette.concurrency import run_in_threadpool
 
 from runyard.core.errors import RunyardError
 from runyard.core.models import Run
-from runyard.core.states import ON_WORKER, SCHEDULABLE, RunKind, RunState
+from runyard.core.states import RunKind, RunState
 from runyard.crypto import hash_secret
-from runyard.server.api.deps import Services, Svc
-from runyard.server.notifier import run_topic
-from runyard.server.services.pools import summarize
+from runyard.server.api.deps import Svc
+from runyard.server.services.registry import Services
 from runyard.server.web import session as sessions
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
@@ -45,16 +44,13 @@ class NeedLogin(Exception):
 
 
 def _secret(svc: Services) -> bytes:
-    return svc.pools.challenge_secret()
+    return svc.auth.session_secret()
 
 
 def current(request: Request, svc: Services) -> sessions.Session:
     session = sessions.decode(_secret(svc), request.cookies.get(sessions.COOKIE), time.time())
-    if session is None:
+    if session is None or not svc.auth.key_hash_known(session.key_hash):
         raise NeedLogin()
-    with svc.ctx.tx() as repo:
-        if repo.api_key_by_hash(session.key_hash) is None:
-            raise NeedLogin()
     return session
 
 
@@ -86,9 +82,7 @@ def login_page(request: Request, svc: Svc) -> HTMLResponse:
 
 @router.post("/login")
 def login(request: Request, svc: Svc, api_key: str = Form("")) -> Response:
-    with svc.ctx.tx() as repo:
-        known = repo.api_key_by_hash(hash_secret(api_key)) is not None if api_key else False
-    if not known:
+    if not svc.auth.is_api_key(api_key):
         return render(request, svc, "login.html", status=401,
                       error="That API key is not valid. Use the admin key the server printed at first start "
                             "(DATA_DIR/admin-api-key).")
@@ -117,24 +111,18 @@ def home() -> RedirectResponse:
 @router.get("/pools")
 def pools_page(request: Request, svc: Svc) -> HTMLResponse:
     current(request, svc)
-    with svc.ctx.tx() as repo:
-        rows = [(pool, summarize(repo, pool)) for pool in repo.pools()]
-    return render(request, svc, "pools.html", rows=rows)
+    return render(request, svc, "pools.html", rows=svc.pools.summaries())
 
 
 @router.get("/pools/{ref}")
 def pool_page(ref: str, request: Request, svc: Svc, tab: str = "workers") -> HTMLResponse:
     current(request, svc)
     pool = svc.pools.get(ref)
-    with svc.ctx.tx() as repo:
-        summary = summarize(repo, pool)
-        workers = repo.workers(pool.id)
-        running = repo.runs(pool_id=pool.id, states=ON_WORKER, oldest_first=True, limit=500)
-        waiting = repo.runs(pool_id=pool.id, states=SCHEDULABLE, oldest_first=True, limit=500)
-        stacks = repo.stacks(pool.id)
+    summary = svc.pools.stats(pool)
+    workers = svc.workers.list(pool.id)
+    stacks = svc.stacks.list(pool.id)
     names = {s.id: s.name for s in stacks}
-    queue = [(r, names.get(r.stack_id, r.stack_id), "") for r in running]
-    queue += [(r, names.get(r.stack_id, r.stack_id), svc.runs.waiting_for(r)) for r in waiting]
+    queue = [(r, names.get(r.stack_id, r.stack_id), why) for r, why in svc.runs.queue(pool.id)]
     return render(request, svc, "pool.html", pool=pool, summary=summary, workers=workers, queue=queue,
                   stacks=stacks, tab=tab if tab in ("workers", "queue", "used-by", "settings") else "workers")
 
@@ -193,10 +181,8 @@ def drain(worker_id: str, action: str, request: Request, svc: Svc, csrf: str = F
 @router.get("/stacks")
 def stacks_page(request: Request, svc: Svc) -> HTMLResponse:
     current(request, svc)
-    with svc.ctx.tx() as repo:
-        pools = {p.id: p.name for p in repo.pools()}
-        stacks = repo.stacks()
-    return render(request, svc, "stacks.html", stacks=stacks, pools=pools)
+    pools = {p.id: p.name for p in svc.pools.list()}
+    return render(request, svc, "stacks.html", stacks=svc.stacks.list(), pools=pools)
 
 
 @router.get("/stacks/{ref}")
@@ -243,32 +229,22 @@ def run_action(run_id: str, action: str, request: Request, svc: Svc, csrf: str =
 async def run_events(run_id: str, request: Request, svc: Svc, after: int = 0) -> StreamingResponse:
     """The run's log lines and state changes as server-sent events, until it ends."""
     await run_in_threadpool(current, request, svc)
-    topic = run_topic(run_id)
 
     async def stream() -> AsyncIterator[str]:
-        seq, state = after, ""
-        while not await request.is_disconnected():
-            seen = svc.ctx.notifier.generation(topic)
-            run = await run_in_threadpool(svc.runs.get, run_id)
-            lines = await run_in_threadpool(_lines, svc, run_id, seq)
-            for line in lines:
+        seq, state = after, None
+        page = await run_in_threadpool(svc.logs.page, run_id, seq)  # the first look is at once
+        while not await request.is_disconnected() and not svc.closing:
+            if state is not None:
+                page = await svc.logs.follow(run_id, seq, 15, state)
+            for line in page.lines:
                 seq = line.seq
                 yield f"event: line\ndata: {json.dumps({'seq': line.seq, 'msg': line.msg})}\n\n"
-            if run.state.value != state:
-                state = run.state.value
-                yield f"event: state\ndata: {json.dumps({'state': state, 'reason': run.reason})}\n\n"
-            if run.state.terminal and not lines:
+            if page.state != state:
+                state = page.state
+                yield f"event: state\ndata: {json.dumps({'state': state.value, 'reason': page.reason})}\n\n"
+            if page.done:
                 yield "event: end\ndata: {}\n\n"
                 return
-            if not lines:
-                if svc.ctx.notifier.closed:
-                    return  # shutting down: the browser reconnects
-                await svc.ctx.notifier.wait(topic, seen, 15)
             await asyncio.sleep(0)
 
     return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-
-
-def _lines(svc: Services, run_id: str, after: int) -> list[Any]:
-    with svc.ctx.tx() as repo:
-        return svc.logs.read(repo, run_id, after, limit=1000)

@@ -1,0 +1,54 @@
+"""Every service of a server, wired once over one :class:`Context`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from runyard.server.metrics import ServerMetrics
+from runyard.server.services import Context
+from runyard.server.services.auth import AuthService
+from runyard.server.services.drift import DriftScheduler
+from runyard.server.services.logs import LogService
+from runyard.server.services.pools import PoolService
+from runyard.server.services.runs import RunService
+from runyard.server.services.stacks import StackService
+from runyard.server.services.state import StateService
+from runyard.server.services.workers import WorkerService
+
+
+@dataclass
+class Services:
+    ctx: Context
+    auth: AuthService
+    pools: PoolService
+    stacks: StackService
+    runs: RunService
+    workers: WorkerService
+    logs: LogService
+    state: StateService
+    drift: DriftScheduler
+    metrics: ServerMetrics
+
+    @classmethod
+    def build(cls, ctx: Context) -> Services:
+        logs = LogService(ctx)
+        pools = PoolService(ctx)
+        metrics = ServerMetrics(ctx)
+        runs = RunService(ctx, logs, metrics)
+        return cls(
+            ctx=ctx,
+            auth=AuthService(ctx),
+            pools=pools,
+            stacks=StackService(ctx),
+            runs=runs,
+            workers=WorkerService(ctx, pools, runs),
+            logs=logs,
+            state=StateService(ctx),
+            drift=DriftScheduler(ctx, runs),
+            metrics=metrics,
+        )
+
+    @property
+    def closing(self) -> bool:
+        """The server is shutting down: long polls and streams end."""
+        return self.ctx.notifier.closed
