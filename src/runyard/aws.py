@@ -8,30 +8,13 @@ code talks to real AWS and to an emulator. AWS errors become RunyardErrors.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
 from typing import Any
 
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
 from runyard.core.errors import InvalidInput, NotFound, Unavailable
-
-
-@dataclass(frozen=True)
-class Instance:
-    """One machine of a worker fleet."""
-
-    id: str
-    state: str  # Pending, InService, Terminating, ... (AWS lifecycle states)
-    launched_at: float  # epoch seconds
-
-
-@dataclass(frozen=True)
-class GroupState:
-    desired: int
-    min_size: int
-    max_size: int
-    instances: tuple[Instance, ...]
+from runyard.core.scaling import GroupState, Instance
 
 
 def _session(region: str | None, endpoint_url: str | None) -> tuple[Any, dict[str, Any]]:

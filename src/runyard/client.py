@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import httpx
 from pydantic import BaseModel
@@ -80,6 +80,53 @@ def _error(response: httpx.Response) -> RunyardError:
     if cls is WorkerGone:
         return WorkerGone(message, reason=str(doc.get("reason", "")) if code else "")
     return cls(message)
+
+
+class WorkerApi(Protocol):
+    """What a launcher asks of the server. :class:`Client` speaks it over
+    HTTP; ``runyard.testing.InProcessWorkerApi`` calls the services directly."""
+
+    credential: str
+
+    @property
+    def endpoint(self) -> str: ...
+
+    def challenge(self, pool_id: str) -> str: ...
+
+    def register(self, body: RegisterIn) -> RegisterOut: ...
+
+    def heartbeat(self) -> HeartbeatOut: ...
+
+    def deregister(self, reason: str) -> None: ...
+
+    def poll(self, wait: float) -> PollOut: ...
+
+    def report(self, run_id: str, lease: int, state: RunState, note: str = "",
+               changes: dict[str, int] | None = None) -> RunOut: ...
+
+    def put_workspace(self, run_id: str, lease: int, sealed: bytes) -> None: ...
+
+    def get_workspace(self, run_id: str, lease: int) -> bytes: ...
+
+    def put_outputs(self, run_id: str, lease: int, outputs: Sequence[OutputIO]) -> None: ...
+
+    def send_logs(self, run_id: str, lease: int, lines: Sequence[LogLine]) -> LogsAck: ...
+
+    def source_archive(self, upload_id: str) -> bytes: ...
+
+    def close(self) -> None: ...
+
+
+class FleetApi(Protocol):
+    """What an autoscaler asks of the server."""
+
+    def demand(self, pool: str, since: int = -1, wait: float = 0) -> DemandOut: ...
+
+    def workers(self, pool: str) -> list[WorkerOut]: ...
+
+    def drain(self, worker_id: str, drained: bool = True) -> WorkerOut: ...
+
+    def remove_worker(self, worker_id: str, reason: str) -> None: ...
 
 
 _SEGMENT = re.compile(r"^[A-Za-z0-9_.~-]+$")

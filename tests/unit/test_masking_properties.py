@@ -65,7 +65,7 @@ def leftover(masked: str) -> str:
     return "".join(ch for ch in rest if ch not in " \r\n")
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(
     secret=st.one_of(SINGLE, MULTI),
     encoding=st.sampled_from(sorted(ENCODINGS)),
@@ -78,7 +78,7 @@ def test_no_encoding_of_a_secret_survives_any_chunking(secret: str, encoding: st
     assert leftover(masked) == "next", f"{encoding}: {masked!r}"
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=50, deadline=None)
 @given(secret=st.one_of(SINGLE, MULTI), cuts=st.lists(st.integers(min_value=0, max_value=200), max_size=6))
 def test_text_without_secrets_passes_unchanged(secret: str, cuts: list[int]) -> None:
     text = f"{FRAME} plain line\n{FRAME} another ~~ line\n"

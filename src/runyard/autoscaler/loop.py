@@ -10,11 +10,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from runyard.autoscaler.providers import TERMINATED, Provider
-from runyard.aws import Instance
-from runyard.client import Client
+from runyard.client import FleetApi
 from runyard.core.errors import NotFound, RunyardError, Unavailable
 from runyard.core.models import INSTANCE_KEY, SCALED_IN, WORKER_LOST
-from runyard.core.scaling import Decision, Fleet, IdleWorker, Limits, Reason, decide
+from runyard.core.scaling import Decision, Fleet, IdleWorker, Instance, Limits, Reason, decide
 from runyard.wire import DemandOut, FleetWorker
 
 log = logging.getLogger("runyard.autoscaler")
@@ -33,7 +32,7 @@ class Observed:
 class Autoscaler:
     def __init__(
         self,
-        client: Client,
+        client: FleetApi,
         pool: str,
         provider: Provider,
         limits: Limits,

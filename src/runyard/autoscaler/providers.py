@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
 
-from runyard.aws import GroupState, Instance
+from runyard.core.scaling import GroupState, Instance
 
 TERMINATED = frozenset({"Terminating", "Terminating:Wait", "Terminating:Proceed", "Terminated", "Detaching",
                         "Detached"})

@@ -9,50 +9,40 @@ from pathlib import Path
 from typing import Any
 
 import click
+from pydantic import ValidationError
 
+from runyard.cli.options import settings_options
 from runyard.config import AutoscalerSettings, PoolScaling
 
 
 @click.group(invoke_without_command=True)
 @click.option("--config", "config_file", type=click.Path(path_type=Path, exists=True, dir_okay=False),
-              help="YAML file: endpoint, api_key, and a `pools` list of the per-pool options below")
-@click.option("--endpoint", envvar="RUNYARD_ENDPOINT", default=None, help="server URL [env RUNYARD_ENDPOINT]")
-@click.option("--api-key", envvar="RUNYARD_API_KEY", default=None, help="API key [env RUNYARD_API_KEY]")
-@click.option("--pool", "pool", default=None, help="the pool to scale (one pool from flags)")
-@click.option("--provider", type=click.Choice(["aws", "local"]), default="aws", show_default=True)
-@click.option("--asg-name", default="", help="aws: the pool's Auto Scaling group")
-@click.option("--region", default="", help="aws: the group's region")
-@click.option("--min", "min_size", type=int, default=0, show_default=True)
-@click.option("--max", "max_size", type=int, default=1, show_default=True)
-@click.option("--scale-in-cooldown", default="60s", show_default=True)
-@click.option("--idle-before-scale-in", default="30s", show_default=True)
-@click.option("--boot-grace", default="5m", show_default=True, help="terminate instances that never registered")
-@click.option("--launcher-idle-timeout", default="0", help="local: launchers retire themselves when idle this long")
-@click.option("--metrics-port", type=int, default=None)
+              help="YAML file: the settings below, and a `pools` list of the per-pool options")
+@settings_options(AutoscalerSettings, skip=("pools",))
+@settings_options(PoolScaling, env=False)
 @click.pass_context
-def autoscaler(ctx: click.Context, config_file: Path | None, endpoint: str | None, api_key: str | None,
-               pool: str | None, provider: str, asg_name: str, region: str, min_size: int, max_size: int,
-               scale_in_cooldown: str, idle_before_scale_in: str, boot_grace: str, launcher_idle_timeout: str,
-               metrics_port: int | None) -> None:
+def autoscaler(ctx: click.Context, /, config_file: Path | None, **flags: Any) -> None:
     """Size each pool's fleet from its queue: scale out at once when runs wait,
     scale in only idle workers (drain, check again, terminate with decrement),
     and end instances that never registered a worker.
 
-    For the local provider the launchers get RUNYARD_TOKEN and
-    RUNYARD_POOL_PRIVATE_KEY (and any other RUNYARD_* launcher setting) from
-    this process's environment.
+    One pool comes from the per-pool flags (--pool NAME --provider ...),
+    several from a --config file. For the local provider the launchers get
+    RUNYARD_TOKEN and RUNYARD_POOL_PRIVATE_KEY (and any other RUNYARD_*
+    launcher setting) from this process's environment.
     """
     if ctx.invoked_subcommand is not None:
         return
-    flags: dict[str, Any] = {"endpoint": endpoint, "api_key": api_key, "metrics_port": metrics_port}
-    if pool:
-        flags["pools"] = [PoolScaling(
-            pool=pool, provider=provider, asg_name=asg_name, region=region, min=min_size, max=max_size,
-            scale_in_cooldown=scale_in_cooldown, idle_before_scale_in=idle_before_scale_in,
-            boot_grace=boot_grace, launcher_idle_timeout=launcher_idle_timeout,
-        ).model_dump()]
-    env = {k: v for k, v in os.environ.items() if k in ("RUNYARD_ENDPOINT", "RUNYARD_API_KEY")}
-    settings, _ = AutoscalerSettings.resolve(flags, env=env, config_file=config_file)
+    pool_flags = {k: v for k, v in flags.items() if k in PoolScaling.model_fields and v is not None}
+    settings_flags: dict[str, Any] = {k: v for k, v in flags.items() if k in AutoscalerSettings.model_fields}
+    if pool_flags:
+        if "pool" not in pool_flags:
+            raise click.UsageError("per-pool flags need --pool NAME")
+        try:
+            settings_flags["pools"] = [PoolScaling(**pool_flags).model_dump()]
+        except ValidationError as exc:
+            raise click.UsageError(f"bad pool settings: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}") from exc
+    settings, _ = AutoscalerSettings.resolve(settings_flags, config_file=config_file)
     if not settings.pools:
         raise click.UsageError("name a pool (--pool NAME ...) or give a --config file with a `pools` list")
     run_autoscalers(settings)

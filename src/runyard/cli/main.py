@@ -6,17 +6,15 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
 from runyard import __version__
-from runyard.config import RUNNER_IMAGE, LauncherSettings, Settings
+from runyard.cli.options import settings_options
+from runyard.config import RUNNER_IMAGE, LauncherSettings, ServerSettings
 from runyard.core.errors import RunyardError
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 class RunyardGroup(click.Group):
@@ -52,15 +50,9 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--data-dir", type=click.Path(path_type=Path),
-              help="state directory [env RUNYARD_DATA_DIR; default ./runyard-data]")
-@click.option("--host", help="listen address [env RUNYARD_HOST; default 127.0.0.1]")
-@click.option("--port", type=int, help="listen port [env RUNYARD_PORT; default 8765]")
-@click.option("--database-url", help="postgresql://... or sqlite:///...; default: SQLite in the data dir")
-@click.option("--worker-lost-after", help="mark a silent worker lost after this long, e.g. 60s")
+@settings_options(ServerSettings)
 def server(**flags: Any) -> None:
     """Start the control plane (API, scheduler, state and logs)."""
-    from runyard.config import ServerSettings
     from runyard.server.app import bootstrap_admin_key, build_services, create_app
     from runyard.server.serve import serve
 
@@ -93,25 +85,6 @@ def keygen(key_path: Path, csr_path: Path, bits: int) -> None:
     csr_path.write_bytes(make_csr(key))
     click.echo(f"wrote {key_path} (keep it secret) and {csr_path}")
     click.echo(f"launchers take the key as: RUNYARD_POOL_PRIVATE_KEY=$(base64 -w0 {key_path})")
-
-
-def settings_options(cls: type[Settings], skip: tuple[str, ...] = ()) -> Callable[[F], F]:
-    """One flag per settings field, so every setting can come from a flag."""
-
-    def decorate(fn: F) -> F:
-        for name, info in reversed(list(cls.model_fields.items())):
-            if name in skip:
-                continue
-            flag = "--" + name.replace("_", "-")
-            env = f"RUNYARD_{name.upper()}"
-            if info.annotation is bool:
-                fn = click.option(f"{flag}/--no-{flag[2:]}", name, default=None,
-                                  help=f"{info.description} [env {env}]")(fn)
-            else:
-                fn = click.option(flag, name, default=None, help=f"{info.description} [env {env}]")(fn)
-        return fn
-
-    return decorate
 
 
 @main.command()

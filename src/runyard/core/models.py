@@ -254,3 +254,9 @@ class PollAnswer:
 
     assignment: Assignment | None = None
     exit_reason: str = ""
+
+
+@dataclass(frozen=True)
+class HeartbeatAnswer:
+    stop_run: bool  # the worker's current run was asked to stop
+    exit_reason: str = ""  # non-empty: the worker should exit (its pool was cycled)

@@ -18,6 +18,23 @@ class Reason(enum.StrEnum):
 
 
 @dataclass(frozen=True)
+class Instance:
+    """One machine of a worker fleet, as its provider (AWS, local) reports it."""
+
+    id: str
+    state: str  # Pending, InService, Terminating, ... (AWS lifecycle states)
+    launched_at: float  # epoch seconds
+
+
+@dataclass(frozen=True)
+class GroupState:
+    desired: int
+    min_size: int
+    max_size: int
+    instances: tuple[Instance, ...]
+
+
+@dataclass(frozen=True)
 class Limits:
     min_size: int
     max_size: int

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from runyard import __version__
-from runyard.client import Client
+from runyard.client import Client, WorkerApi
 from runyard.config import LauncherSettings
 from runyard.core.backoff import Backoff
 from runyard.core.errors import InvalidInput, NotFound, RunyardError, Unauthorized, Unavailable, WorkerGone
@@ -86,6 +86,7 @@ class Launcher:
         executor: Executor,
         env: Mapping[str, str] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        client: WorkerApi | None = None,
     ) -> None:
         self.settings = settings
         self.executor = executor
@@ -116,7 +117,7 @@ class Launcher:
         )
         if settings.shutdown_hook_path and not os.access(settings.shutdown_hook_path, os.X_OK):
             raise InvalidInput(f"shutdown hook {settings.shutdown_hook_path} is not an executable file")
-        self.client = Client(settings.endpoints or self.token.endpoints, timeout=30)
+        self.client: WorkerApi = client or Client(settings.endpoints or self.token.endpoints, timeout=30)
         self.worker_id = ""
         self._gone = False  # the server removed this worker for good
         self._stopping = threading.Event()  # take no new work
@@ -128,6 +129,7 @@ class Launcher:
         self._idle_since = clock()
         self._registered_at = 0.0
         self._rejoin = Backoff(REJOIN_INITIAL, REJOIN_MAX)
+        self.watchdog_tick = 0.2  # how often a run's timeouts are looked at
         self.registrations = 0
         self.metrics = LauncherMetrics()
         if settings.metrics_port:
@@ -316,6 +318,8 @@ class Launcher:
             worker={"id": self.worker_id, "pool_id": self.token.pool_id,
                     "metadata": self.settings.metadata(self.env), "executor": self.executor.name},
             policy=self.policy,
+            clock=self.clock,
+            tick=self.watchdog_tick,
         )
         execution = RunExecution(ctx, assignment)
         self._current = execution

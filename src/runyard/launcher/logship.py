@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from runyard.client import Client
+from runyard.client import WorkerApi
 from runyard.core.backoff import Backoff
 from runyard.core.errors import Unavailable
 from runyard.core.limits import MAX_LOG_BATCH_CHARS, MAX_LOG_BATCH_LINES, MAX_LOG_LINE
@@ -29,7 +29,7 @@ BACKOFF_MAX = 5.0
 class LogShipper:
     def __init__(
         self,
-        client: Client,
+        client: WorkerApi,
         run_id: str,
         stack_id: str,
         lease: int,

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import TypeAdapter
 
-from runyard.client import Client
+from runyard.client import WorkerApi
 from runyard.config import LauncherSettings
 from runyard.core.backoff import Backoff
 from runyard.core.durations import format_duration
@@ -56,7 +56,7 @@ class RunAbandoned(Exception):
 class RunContext:
     """What the launcher hands every run: its settings and shared parts."""
 
-    client: Client
+    client: WorkerApi
     executor: Executor
     settings: LauncherSettings
     env: dict[str, str]  # the launcher's own environment
@@ -65,6 +65,7 @@ class RunContext:
     policy: InitializationPolicy | None = None
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
+    tick: float = 0.2  # how often the watchdog looks at the timeouts
 
     def pool_public_key(self) -> rsa.RSAPublicKey:
         return self.key.public_key()
@@ -247,20 +248,20 @@ class RunExecution:
 
     def _watchdog(self) -> None:
         """Kill a run that went quiet or ran too long (launcher timeouts)."""
+        while not self.stop.wait(self.ctx.tick):
+            reason = self.timed_out(self.ctx.clock())
+            if reason:
+                self.request_stop(reason, RunState.FAILED)
+
+    def timed_out(self, now: float) -> str:
+        """Why the run must be killed at ``now`` by the launcher's timeouts ("" if not)."""
         quiet_limit = self.settings.launcher_logs_timeout
         total_limit = self.settings.launcher_run_timeout
-        while not self.stop.wait(0.2):
-            now = self.ctx.clock()
-            if quiet_limit and now - self.last_output > quiet_limit:
-                self.request_stop(
-                    f"printed nothing for {format_duration(quiet_limit)}: killed (RUNYARD_LAUNCHER_LOGS_TIMEOUT)",
-                    RunState.FAILED,
-                )
-            elif total_limit and now - self.started > total_limit:
-                self.request_stop(
-                    f"ran longer than {format_duration(total_limit)}: killed (RUNYARD_LAUNCHER_RUN_TIMEOUT)",
-                    RunState.FAILED,
-                )
+        if quiet_limit and now - self.last_output > quiet_limit:
+            return f"printed nothing for {format_duration(quiet_limit)}: killed (RUNYARD_LAUNCHER_LOGS_TIMEOUT)"
+        if total_limit and now - self.started > total_limit:
+            return f"ran longer than {format_duration(total_limit)}: killed (RUNYARD_LAUNCHER_RUN_TIMEOUT)"
+        return ""
 
     # phases -------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 from runyard import archive
-from runyard.client import Client
+from runyard.client import WorkerApi
 from runyard.core.errors import InvalidInput, RunyardError
 from runyard.core.models import SourceKind, Stack
 
@@ -27,7 +27,7 @@ def create(base: Path, run_id: str) -> Path:
     return path
 
 
-def fetch_source(client: Client, stack: Stack, dest: Path) -> None:
+def fetch_source(client: WorkerApi, stack: Stack, dest: Path) -> None:
     """Put the stack's source into ``dest``."""
     source = stack.source
     if source.kind == SourceKind.UPLOAD:

@@ -40,8 +40,7 @@ def register(body: RegisterIn, svc: Svc) -> RegisterOut:
 
 @router.post("/heartbeat", response_model=HeartbeatOut)
 def heartbeat(worker: CurrentWorker, svc: Svc) -> HeartbeatOut:
-    reply = svc.workers.heartbeat(worker)
-    return HeartbeatOut(stop_run=reply.stop_run, exit_reason=reply.exit_reason)
+    return HeartbeatOut.model_validate(svc.workers.heartbeat(worker))
 
 
 @router.post("/deregister", status_code=204)

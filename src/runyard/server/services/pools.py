@@ -52,6 +52,11 @@ class PoolService:
             self._ca = CertificateAuthority.from_pem(key_pem, cert_pem)
         return self._ca
 
+    def preload_ca(self, ca: CertificateAuthority) -> None:
+        """Use ``ca`` without reading (and parsing) it from the database: it
+        must be the one stored there. Loading an RSA key costs tens of ms."""
+        self._ca = ca
+
     def challenge_secret(self) -> bytes:
         if self._hmac is None:
             with self.ctx.tx() as repo:

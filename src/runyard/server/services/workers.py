@@ -5,7 +5,6 @@ from __future__ import annotations
 import builtins
 import datetime as dt
 import time
-from dataclasses import dataclass
 
 from anyio import to_thread
 
@@ -18,6 +17,7 @@ from runyard.core.models import (
     WORKER_LOST,
     Demand,
     FleetMember,
+    HeartbeatAnswer,
     PollAnswer,
     Pool,
     Worker,
@@ -41,12 +41,6 @@ from runyard.server.services.runs import RunService
 # How long removed workers are remembered: what their launchers are told, and
 # which instances were scaled in and must not join again.
 GONE_RETENTION = 3600.0
-
-
-@dataclass(frozen=True)
-class HeartbeatReply:
-    stop_run: bool  # the current run was asked to stop
-    exit_reason: str  # non-empty: the worker should exit (e.g. the pool was cycled)
 
 
 class WorkerService:
@@ -105,14 +99,14 @@ class WorkerService:
         self.ctx.notifier.notify(pool_topic(pool.id))
         return worker, token
 
-    def heartbeat(self, worker: Worker) -> HeartbeatReply:
+    def heartbeat(self, worker: Worker) -> HeartbeatAnswer:
         with self.ctx.tx() as repo:
             repo.touch_worker(worker.id, self.ctx.clock())
             stop = False
             if worker.current_run_id:
                 run = repo.run(worker.current_run_id, with_transitions=False)
                 stop = bool(run and run.stop_requested)
-        return HeartbeatReply(stop, "cycled" if worker.exit_requested else "")
+        return HeartbeatAnswer(stop, "cycled" if worker.exit_requested else "")
 
     def reset_pool(self, ref: str, csr_pem: str) -> tuple[str, int]:
         """A new certificate (and token) for the pool. Every worker holding the

@@ -1,0 +1,94 @@
+"""A server without HTTP (services over SQLite in memory) and launchers wired
+to it through the in-process worker API: the unit tier's world."""
+
+from __future__ import annotations
+
+import base64
+import functools
+import io
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runyard.config import LauncherSettings
+from runyard.core.models import EnvVar, Source, SourceKind, Stack, Tool
+from runyard.core.states import RunKind
+from runyard.crypto import generate_key, key_to_pem, make_csr
+from runyard.launcher.launcher import Launcher
+from runyard.server.services.registry import Services
+from runyard.testing import FakeClock, FakeExecutor, InProcessWorkerApi, MemoryBlobStore, memory_services
+
+
+@functools.cache
+def pool_key() -> Any:
+    return generate_key(2048)  # made once: RSA key generation is the slow part
+
+
+def source_tar() -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        data = b"echo hi\n"
+        info = tarfile.TarInfo("main.sh")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+@dataclass
+class World:
+    svc: Services
+    clock: FakeClock
+    blobs: MemoryBlobStore
+    tmp: Path
+    token: str = ""
+    pool_id: str = ""
+    launchers: list[Launcher] = field(default_factory=list)
+
+    def pool(self, name: str = "p1", drift_detection_limit: int | None = None) -> str:
+        pool, self.token = self.svc.pools.create(name, make_csr(pool_key()).decode(),
+                                                 drift_detection_limit=drift_detection_limit)
+        self.pool_id = pool.id
+        return pool.id
+
+    def stack(self, name: str = "s1", pool: str = "p1", tool: Tool = Tool.SHELL, **kw: Any) -> Stack:
+        upload = self.svc.stacks.upload_source(source_tar())
+        commands = kw.pop("commands", {"init": "init", "plan": "plan", "apply": "apply"})
+        return self.svc.stacks.create(name, pool, Source(SourceKind.UPLOAD, upload_id=upload), tool,
+                                      commands=commands, **kw)
+
+    def trigger(self, stack: str = "s1", kind: RunKind = RunKind.TRACKED, command: str = "") -> str:
+        self.clock.advance(0.002)  # ids order runs by creation: keep them milliseconds apart
+        return self.svc.runs.trigger(stack, kind, command).id
+
+    def settings(self, **overrides: Any) -> LauncherSettings:
+        values = {"token": self.token, "pool_private_key": base64.b64encode(key_to_pem(pool_key())).decode(),
+                  "work_dir": self.tmp / f"work-{len(self.launchers)}", "long_poll": "0.05s",
+                  "heartbeat_interval": "0.02s", **overrides}
+        settings, _ = LauncherSettings.resolve(values, env={})
+        return settings
+
+    def launcher(self, executor: FakeExecutor | None = None, api: Any = None, **overrides: Any) -> Launcher:
+        launcher = Launcher(self.settings(**overrides), executor or FakeExecutor(), env={},
+                            clock=self.clock, client=api or InProcessWorkerApi(self.svc))
+        self.launchers.append(launcher)
+        return launcher
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    clock = FakeClock()
+    blobs = MemoryBlobStore()
+    w = World(memory_services(clock, blobs, directory=tmp_path), clock, blobs, tmp_path)
+    yield w
+    for launcher in w.launchers:
+        launcher.stop("test over")
+    w.svc.ctx.notifier.close()
+    w.svc.ctx.engine.dispose()
+
+
+def secret_var(name: str, value: str) -> EnvVar:
+    return EnvVar(name, value, True)

@@ -1,0 +1,95 @@
+"""The scheduler's rules, on the services over SQLite in memory."""
+
+from __future__ import annotations
+
+from runyard.core.states import RunKind, RunState
+from runyard.crypto import PoolToken, sign_challenge
+from tests.unit.conftest import World, pool_key
+
+
+def worker(world: World, name: str = "w") -> str:
+    cert = PoolToken.decode(world.token).certificate_pem
+    challenge = world.svc.workers.challenge(world.pool_id)
+    registered, _ = world.svc.workers.register(world.pool_id, cert, challenge, sign_challenge(pool_key(), challenge),
+                                               {"name": name}, "test")
+    return registered.id
+
+
+def claim(world: World, worker_id: str) -> str | None:
+    assignment = world.svc.runs.claim(worker_id)
+    return assignment.run.id if assignment else None
+
+
+def test_tracked_runs_of_one_stack_go_one_at_a_time_oldest_first(world: World) -> None:
+    world.pool()
+    world.stack()
+    first, second = world.trigger(), world.trigger()
+    a, b = worker(world, "a"), worker(world, "b")
+    assert claim(world, a) == first
+    assert claim(world, b) is None  # the stack's write lane is busy
+    assert world.svc.runs.waiting_for(world.svc.runs.get(second)).startswith(f"run {first}")
+
+
+def test_proposed_runs_are_not_held_behind_a_tracked_run(world: World) -> None:
+    world.pool()
+    world.stack()
+    tracked = world.trigger()
+    proposed = world.trigger(kind=RunKind.PROPOSED)
+    a, b = worker(world, "a"), worker(world, "b")
+    assert [claim(world, a), claim(world, b)] == [tracked, proposed]
+
+
+def test_tasks_share_the_write_lane_with_tracked_runs(world: World) -> None:
+    world.pool()
+    world.stack()
+    world.trigger()
+    world.trigger(kind=RunKind.TASK, command="ls")
+    a, b = worker(world, "a"), worker(world, "b")
+    assert claim(world, a) is not None
+    assert claim(world, b) is None
+
+
+def test_drift_runs_respect_the_pools_limit(world: World) -> None:
+    world.pool(drift_detection_limit=1)
+    world.stack("s1")
+    world.stack("s2")
+    first = world.trigger("s1", RunKind.DRIFT_DETECTION)
+    world.trigger("s2", RunKind.DRIFT_DETECTION)
+    a, b = worker(world, "a"), worker(world, "b")
+    assert claim(world, a) == first
+    assert claim(world, b) is None  # one drift run at a time in this pool
+
+
+def test_a_drained_worker_takes_nothing_and_takes_work_again_when_undrained(world: World) -> None:
+    world.pool()
+    world.stack()
+    run = world.trigger(kind=RunKind.PROPOSED)
+    a = worker(world)
+    world.svc.workers.drain(a, True)
+    assert claim(world, a) is None
+    world.svc.workers.drain(a, False)
+    assert claim(world, a) == run
+
+
+def test_a_claim_is_a_recorded_transition_with_a_new_lease(world: World) -> None:
+    world.pool()
+    world.stack()
+    run_id = world.trigger(kind=RunKind.PROPOSED)
+    a = worker(world)
+    assignment = world.svc.runs.claim(a)
+    assert assignment is not None and assignment.lease == 1 and assignment.run_token
+    run = world.svc.runs.get(run_id)
+    assert [t.state for t in run.transitions] == [RunState.QUEUED, RunState.READY]
+    assert run.transitions[-1].note == f"assigned to worker {a}"
+
+
+def test_a_worker_removed_before_starting_its_run_gives_it_back_to_the_queue(world: World) -> None:
+    world.pool()
+    world.stack()
+    run_id = world.trigger(kind=RunKind.PROPOSED)
+    a, b = worker(world, "a"), worker(world, "b")
+    assert claim(world, a) == run_id
+    world.svc.workers.remove(a, "worker lost")
+    assert world.svc.runs.get(run_id).state == RunState.QUEUED
+    assignment = world.svc.runs.claim(b)
+    assert assignment is not None and assignment.lease == 2  # the old lease can no longer report
