@@ -39,6 +39,7 @@ class PostgresCluster:
     def __init__(self) -> None:
         self.dir = Path(f"/tmp/runyard-test-pg-{uuid.uuid4().hex[:8]}")
         self.port = free_port()
+        self._template = ""
 
     def _as_postgres(self, *cmd: str) -> None:
         prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
@@ -64,12 +65,17 @@ class PostgresCluster:
     def url(self, db: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{db}"
 
-    def new_database(self) -> str:
+    def new_database(self, migrated: bool = True) -> str:
+        """A fresh database: a copy of the migrated template (fast), or empty."""
         import psycopg
 
+        if migrated and not self._template:
+            self._template = self.new_database(migrated=False).rsplit("/", 1)[1]
+            migrate(self.url(self._template))
         name = "t_" + uuid.uuid4().hex[:12]
+        template = f" TEMPLATE {self._template}" if migrated else ""
         with psycopg.connect(self.url(), autocommit=True) as conn:
-            conn.execute(f"CREATE DATABASE {name}")
+            conn.execute(f"CREATE DATABASE {name}{template}")
         return self.url(name)
 
 
@@ -85,10 +91,38 @@ def postgres() -> Iterator[PostgresCluster]:
         cluster.stop()
 
 
+def migrate(url: str) -> None:
+    from runyard.server.db.dialects import make_engine
+    from runyard.server.db.migrate import upgrade
+
+    engine = make_engine(url)
+    try:
+        upgrade(engine)
+    finally:
+        engine.dispose()  # a template database must have no connections
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("template") / "runyard.db"
+    migrate(f"sqlite:///{path}")
+    return path
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A fresh, empty database of each kind."""
+    """A fresh database of each kind, made from a migrated template."""
     if request.param == "sqlite":
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), tmp_path / "runyard.db")
         return f"sqlite:///{tmp_path / 'runyard.db'}"
     cluster: PostgresCluster = request.getfixturevalue("postgres")
     return cluster.new_database()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty database of each kind (for the migrations themselves)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'empty.db'}"
+    cluster: PostgresCluster = request.getfixturevalue("postgres")
+    return cluster.new_database(migrated=False)

@@ -50,8 +50,8 @@ def test_ten_runs_on_an_empty_pool_get_workers_that_retire_after(server: ServerP
             # Idle launchers retire themselves; the group shrinks with them.
             wait_for(lambda: client.workers("p1") == [], 60, "the workers to retire")
         assert 1 <= peak["workers"] <= 4
-        for i in ids:
-            shown = json.loads(cli(server, "run", "show", i, "-o", "json").stdout)
+        for run_id in ids:
+            shown = json.loads(cli(server, "run", "show", run_id, "-o", "json").stdout)
             assert [t["state"] for t in shown["transitions"]].count("READY") == 1
     finally:
         watching.set()

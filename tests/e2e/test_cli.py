@@ -8,6 +8,7 @@ import stat
 import subprocess
 
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.conftest import free_port
 from tests.harness import RUNYARD, ServerProcess, clean_env, cli
@@ -18,7 +19,7 @@ def test_keygen_makes_a_4096_bit_key_and_a_csr(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     key = serialization.load_pem_private_key((tmp_path / "k").read_bytes(), None)
-    assert key.key_size == 4096
+    assert isinstance(key, rsa.RSAPrivateKey) and key.key_size == 4096
     assert stat.S_IMODE(os.stat(tmp_path / "k").st_mode) == 0o600
     assert b"BEGIN CERTIFICATE REQUEST" in (tmp_path / "c").read_bytes()
     again = subprocess.run([*RUNYARD, "keygen", "--key", str(tmp_path / "k"), "--csr", str(tmp_path / "c2")],

@@ -9,6 +9,7 @@ import subprocess
 import textwrap
 import urllib.parse
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,12 +21,12 @@ from tests.harness import RUNYARD, LauncherProcess, ServerProcess, clean_env, cl
 SECRET = "tok-very-secret-123"  # the stack's secret TOKEN (see make_stack)
 
 
-def task(server: ServerProcess, command: str, stack: str = "s1", timeout: float = 60) -> dict:
+def task(server: ServerProcess, command: str, stack: str = "s1", timeout: float = 60) -> dict[str, Any]:
     r = cli(server, "run", "task", stack, "--command", command, "--wait", "--output", "json", timeout=timeout)
     return json.loads(r.stdout)
 
 
-def proposed(server: ServerProcess, stack: str = "s1") -> dict:
+def proposed(server: ServerProcess, stack: str = "s1") -> dict[str, Any]:
     r = cli(server, "run", "trigger", stack, "--proposed", "--wait", "--output", "json", timeout=60)
     return json.loads(r.stdout)
 

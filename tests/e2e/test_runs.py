@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,11 +27,11 @@ def make_stack(server: ServerProcess, tmp_path: Path, name: str = "s1", *extra: 
         "--env", "GREETING=hello", "--secret", "TOKEN=tok-very-secret-123", *extra, check=True)
 
 
-def run_state(server: ServerProcess, run_id: str) -> dict:
+def run_state(server: ServerProcess, run_id: str) -> dict[str, Any]:
     return json.loads(cli(server, "run", "show", run_id, "--output", "json", check=True).stdout)
 
 
-def wait_state(server: ServerProcess, run_id: str, *states: RunState, timeout: float = 30) -> dict:
+def wait_state(server: ServerProcess, run_id: str, *states: RunState, timeout: float = 30) -> dict[str, Any]:
     with server.client() as client:
         def ended():
             client.logs(run_id, after=10**9, wait=2)  # returns as soon as the run moves
@@ -105,7 +106,8 @@ def test_logs_follow_shows_lines_while_the_run_is_still_running(server, launcher
     finally:
         follow.kill()
         follow.wait()
-        follow.stdout.close()
+        if follow.stdout is not None:
+            follow.stdout.close()
 
 
 @pytest.mark.parametrize("executor", ["docker", "process"], indirect=True)

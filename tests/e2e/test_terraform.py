@@ -8,6 +8,7 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -53,7 +54,7 @@ def tf_stack(server: ServerProcess, tmp_path: Path, name: str = "tf", code: str 
     return src
 
 
-def trigger(server: ServerProcess, stack: str, *flags: str) -> tuple[int, dict]:
+def trigger(server: ServerProcess, stack: str, *flags: str) -> tuple[int, dict[str, Any]]:
     r = cli(server, "run", "trigger", stack, *flags, "--wait", "--output", "json", timeout=120)
     return r.returncode, json.loads(r.stdout)
 
@@ -156,7 +157,9 @@ resource "terraform_data" "slow" {
 """
 
 
-def person_terraform(tmp_path: Path, server: ServerProcess, stack_id: str, *args: str) -> subprocess.CompletedProcess:
+def person_terraform(
+    tmp_path: Path, server: ServerProcess, stack_id: str, *args: str
+) -> subprocess.CompletedProcess[str]:
     work = tmp_path / "person"
     work.mkdir(exist_ok=True)
     address = f"{server.endpoint}/api/v1/stacks/{stack_id}/state"
@@ -177,7 +180,7 @@ def test_a_persons_own_terraform_pulls_the_state_and_meets_the_runs_lock(server,
     lock_url = f"{server.endpoint}/api/v1/stacks/{stack_id}/state/lock"
     auth = ("me", server.admin_key)
 
-    def held() -> dict | None:
+    def held() -> dict[str, Any] | None:
         resp = httpx.get(lock_url, auth=auth)
         return resp.json() if resp.status_code == 200 else None
 
@@ -185,6 +188,7 @@ def test_a_persons_own_terraform_pulls_the_state_and_meets_the_runs_lock(server,
     holder = wait_for(lambda: run_state(server, run_id)["state"] == "APPLYING" and held(), 60,
                       "the run's apply to take the state lock")
     raw = httpx.request("LOCK", lock_url, auth=auth, json={"ID": "someone-else", "Who": "me"})
+    assert holder is not None
     assert raw.status_code == 423 and raw.json()["ID"] == holder["ID"]
     assert person_terraform(tmp_path, server, stack_id, "init", "-input=false", "-no-color").returncode == 0
     blocked = person_terraform(tmp_path, server, stack_id, "plan", "-input=false", "-no-color", "-lock-timeout=0s")

@@ -49,7 +49,11 @@ def page(browser: Any, server: ServerProcess) -> Iterator[Any]:
     context.set_default_timeout(TIMEOUT_MS)
     pg = context.new_page()
     dialogs: list[str] = []
-    pg.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    def on_dialog(dialog: Any) -> None:
+        dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    pg.on("dialog", on_dialog)
     pg.dialogs = dialogs
     try:
         yield pg

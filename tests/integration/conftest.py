@@ -12,13 +12,14 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
 from runyard.client import Client
 from runyard.config import ServerSettings
 from runyard.core.states import RunState
 from runyard.crypto import generate_key, key_to_pem, make_csr, sign_challenge
-from runyard.server.api.deps import Services
 from runyard.server.app import build_services, create_app
+from runyard.server.services.registry import Services
 from runyard.wire import RegisterIn, SourceIO, StackCreate
 from tests.conftest import free_port
 from tests.harness import wait_for
@@ -45,12 +46,12 @@ class Api:
         self.opened.append(client)
         return client
 
-    def pool(self, name: str = "p1") -> tuple[str, str, object]:
+    def pool(self, name: str = "p1") -> tuple[str, str, RSAPrivateKey]:
         key = generate_key(2048)
         created = self.client.create_pool(name, make_csr(key).decode())
         return created.pool.id, created.token, key
 
-    def worker(self, pool_id: str, token: str, key: object, metadata: dict[str, str] | None = None) -> Client:
+    def worker(self, pool_id: str, token: str, key: RSAPrivateKey, metadata: dict[str, str] | None = None) -> Client:
         from runyard.crypto import PoolToken
 
         w = self.anonymous()
@@ -59,7 +60,7 @@ class Api:
             "pool_id": pool_id,
             "certificate": PoolToken.decode(token).certificate_pem,
             "challenge": challenge,
-            "signature": sign_challenge(key, challenge),  # type: ignore[arg-type]
+            "signature": sign_challenge(key, challenge),
             "metadata": metadata or {"zone": "test"},
             "version": "test",
         }))
@@ -75,7 +76,7 @@ class Api:
         upload = self.client.upload_source(pack_directory(src))
         body = {"name": name, "pool": pool, "source": SourceIO(kind="upload", upload_id=upload),
                 "tool": "shell", "commands": {"plan": "sh main.sh"}, "autodeploy": False, **kw}
-        self.client.create_stack(StackCreate(**body))  # type: ignore[arg-type]
+        self.client.create_stack(StackCreate.model_validate(body))
 
 
 @pytest.fixture

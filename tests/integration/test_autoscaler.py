@@ -3,6 +3,7 @@ and a real runyard server."""
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from typing import Any
 
 import boto3
 import pytest
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
 from runyard.autoscaler.loop import Autoscaler
 from runyard.aws import AutoScalingGroup
@@ -99,8 +101,8 @@ def test_min_holds(api: Api, aws):
     assert desired(aws) == 1
 
 
-def register_on(api: Api, creds: tuple[str, str, object], instance: str) -> Client:
-    return api.worker(*creds, metadata={"instance_id": instance})  # type: ignore[arg-type]
+def register_on(api: Api, creds: tuple[str, str, RSAPrivateKey], instance: str) -> Client:
+    return api.worker(*creds, metadata={"instance_id": instance})
 
 
 def test_scale_in_takes_only_idle_workers_with_a_decrement_each(api: Api, aws):
@@ -219,10 +221,14 @@ def test_autoscaler_metrics(api: Api, aws):
     assert 'runyard_autoscaler_decisions_total{pool="p1",reason="scale-out"} 1.0' in text
 
 
+def ended(api: Api, run_id: str) -> bool:
+    return api.client.run(run_id).state.terminal
+
+
 class LauncherThread:
     """A real launcher (process executor) in a thread, as one instance's worker."""
 
-    def __init__(self, api: Api, creds: tuple[str, str, object], instance: str, work_dir: Path) -> None:
+    def __init__(self, api: Api, creds: tuple[str, str, RSAPrivateKey], instance: str, work_dir: Path) -> None:
         _, token, key = creds
         settings, _ = LauncherSettings.resolve(
             {"token": token, "pool_private_key": b64key(key), "work_dir": work_dir, "executor": "process",
@@ -262,10 +268,10 @@ def test_a_scaled_in_launcher_exits_instead_of_joining_again_and_no_run_is_lost(
         retired.thread.join(30)
         assert retired.reason == "scaled-in" and retired.launcher.registrations == 1
         for run_id in runs:
-            wait_for(lambda r=run_id: api.client.run(r).state.terminal, 60, f"run {run_id} to end")
-        ended = [api.client.run(r) for r in runs]
-        assert [r.state for r in ended] == [RunState.FINISHED] * 5
-        assert {r.worker_id for r in ended} == {kept.launcher.worker_id}
+            wait_for(functools.partial(ended, api, run_id), 60, f"run {run_id} to end")
+        done = [api.client.run(r) for r in runs]
+        assert [r.state for r in done] == [RunState.FINISHED] * 5
+        assert {r.worker_id for r in done} == {kept.launcher.worker_id}
         assert [w.id for w in api.client.workers("p1")] == [kept.launcher.worker_id]
         # A launcher of an older release on that instance would try again: refused.
         with pytest.raises(WorkerGone, match="scaled in"):

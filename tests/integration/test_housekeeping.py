@@ -84,8 +84,8 @@ def test_removed_workers_that_never_ran_anything_are_forgotten_after_an_hour(api
 
     creds = api.pool()
     api.stack()
-    api.worker(*creds)  # type: ignore[arg-type]  # an idle one, never given a run
-    busy = api.worker(*creds)  # type: ignore[arg-type]
+    api.worker(*creds)  # an idle one, never given a run
+    busy = api.worker(*creds)
     run = api.client.trigger("s1", RunKind.PROPOSED)
     assignment = busy.poll(2).assignment
     assert assignment is not None

@@ -7,6 +7,7 @@ import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -70,7 +71,7 @@ def test_a_field_over_its_limit_is_a_422_naming_it(api: Api, field: str, body: d
 def test_stack_fields_over_their_limits_are_refused_and_nothing_is_made(api: Api):
     api.pool()
     big = "v" * (limits.MAX_VARIABLE_VALUE + 1)
-    cases = {
+    cases: dict[str, dict[str, Any]] = {
         "variable V is longer than 64 KiB": {"env": [{"name": "V", "value": big}]},
         "the variables together are longer than 512 KiB": {
             "env": [{"name": f"V{i}", "value": "v" * limits.MAX_VARIABLE_VALUE} for i in range(9)]},

@@ -6,8 +6,8 @@ from runyard.core.cron import Cron
 from runyard.core.errors import InvalidInput
 
 
-def ts(*args: int) -> float:
-    return dt.datetime(*args, tzinfo=dt.UTC).timestamp()
+def ts(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> float:
+    return dt.datetime(year, month, day, hour, minute, tzinfo=dt.UTC).timestamp()
 
 
 def test_every_fifteen_minutes():

@@ -2,8 +2,6 @@
 
 import base64
 import json
-import shutil
-import subprocess
 
 import pytest
 
@@ -42,18 +40,6 @@ def test_a_certificate_of_another_ca_is_refused(ca, pool_key):
 def test_garbage_is_not_a_csr():
     with pytest.raises(InvalidInput, match="not a PEM certificate signing request"):
         crypto.load_csr("-----BEGIN CERTIFICATE REQUEST-----\nnope\n-----END CERTIFICATE REQUEST-----\n")
-
-
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl not installed")
-def test_openssl_made_key_and_csr_work(tmp_path, ca):
-    subprocess.run(
-        ["openssl", "req", "-new", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=pool",
-         "-keyout", str(tmp_path / "k"), "-out", str(tmp_path / "c")],
-        check=True, capture_output=True,
-    )
-    cert = ca.sign_csr(crypto.load_csr((tmp_path / "c").read_bytes()), "p")
-    key = crypto.load_private_key_b64(base64.b64encode((tmp_path / "k").read_bytes()).decode())
-    assert crypto.same_public_key(cert, key)
 
 
 def test_token_round_trips_and_is_base64_json(ca, pool_key):

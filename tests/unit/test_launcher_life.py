@@ -40,7 +40,7 @@ def held_run(world: World, command: str = "work") -> tuple[InProcessWorkerApi, s
 def test_log_lines_arrive_in_order_exactly_once_through_failures_and_lost_answers(world: World) -> None:
     api, run_id, lease = held_run(world)
     flaky = Flaky(api, failures={"send_logs": 3}, lose_answers={"send_logs": 2})
-    shipper = LogShipper(flaky, run_id, "s", lease, lambda: None, sleep=lambda _: None)  # type: ignore[arg-type]
+    shipper = LogShipper(flaky, run_id, "s", lease, lambda: None, sleep=lambda _: None)
     for i in range(1, 1201):
         shipper.write(f"line {i}")
     shipper.close(timeout=5)
