@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from dataclasses import dataclass
 
 from runyard import devstack
 from runyard.devstack import (
@@ -24,6 +25,7 @@ __all__ = ["RUNYARD", "LauncherProcess", "PoolCreds", "ServerProcess", "clean_en
 TEST_SERVER_ENV = {"RUNYARD_WORKER_LOST_AFTER": "3s", "RUNYARD_REAPER_INTERVAL": "0.5s"}
 
 
+@dataclass
 class ServerProcess(devstack.ServerProcess):
     def __post_init__(self) -> None:
         self.extra_env = {**TEST_SERVER_ENV, **self.extra_env}

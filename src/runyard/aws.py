@@ -1,4 +1,5 @@
-"""AWS through boto3: Auto Scaling groups, EC2 launch times, SSM parameters.
+"""AWS through boto3: Auto Scaling groups, EC2 launch times, SSM parameters,
+S3 object storage.
 
 The only module that imports boto3. It uses the standard credential chain
 and ``AWS_ENDPOINT_URL`` (or ``endpoint_url``) like any AWS tool, so the same
@@ -7,7 +8,9 @@ code talks to real AWS and to an emulator. AWS errors become RunyardErrors.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+from collections.abc import Iterator
 from typing import Any
 
 import boto3
@@ -98,3 +101,87 @@ def read_secure_parameter(name: str, region: str | None = None, endpoint_url: st
         return str(session.client("ssm", **kwargs).get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"])
     except (ClientError, BotoCoreError) as exc:
         raise _translate(exc, f"reading SSM parameter {name}") from exc
+
+
+class S3BlobStore:
+    """The object store in an S3 bucket (or an S3-compatible store), under a
+    prefix. Keys are the store's keys; a missing object is :class:`NotFound`."""
+
+    def __init__(self, bucket: str, prefix: str = "", region: str | None = None,
+                 endpoint_url: str | None = None) -> None:
+        session, kwargs = _session(region, endpoint_url)
+        self.bucket = bucket
+        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        self.s3 = session.client("s3", **kwargs)
+
+    def _key(self, key: str) -> str:
+        if not key or key.startswith("/") or ".." in key.split("/"):
+            raise InvalidInput(f"bad blob key {key!r}")
+        return self.prefix + key
+
+    def put(self, key: str, data: bytes) -> None:
+        try:
+            self.s3.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+        except (ClientError, BotoCoreError) as exc:
+            raise _translate(exc, f"writing s3://{self.bucket}/{self._key(key)}") from exc
+
+    def get(self, key: str) -> bytes:
+        try:
+            body = self.s3.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
+            return bytes(body.read())
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                raise NotFound(f"no blob {key} in s3://{self.bucket}/{self.prefix}") from exc
+            raise _translate(exc, f"reading s3://{self.bucket}/{self._key(key)}") from exc
+        except BotoCoreError as exc:
+            raise _translate(exc, f"reading s3://{self.bucket}/{self._key(key)}") from exc
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.s3.head_object(Bucket=self.bucket, Key=self._key(key))
+            return True
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+                return False
+            raise _translate(exc, f"looking for s3://{self.bucket}/{self._key(key)}") from exc
+        except BotoCoreError as exc:
+            raise _translate(exc, f"looking for s3://{self.bucket}/{self._key(key)}") from exc
+
+    def delete(self, key: str) -> None:
+        try:
+            self.s3.delete_object(Bucket=self.bucket, Key=self._key(key))
+        except (ClientError, BotoCoreError) as exc:
+            raise _translate(exc, f"deleting s3://{self.bucket}/{self._key(key)}") from exc
+
+    def keys(self, prefix: str) -> Iterator[str]:
+        pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.prefix + prefix)
+        try:
+            for page in pages:
+                for item in page.get("Contents", []):
+                    yield str(item["Key"])[len(self.prefix):]
+        except (ClientError, BotoCoreError) as exc:
+            raise _translate(exc, f"listing s3://{self.bucket}/{self.prefix}{prefix}") from exc
+
+    def check(self) -> None:
+        """Fail now, with a clear message, if the bucket cannot be reached."""
+        try:
+            self.s3.head_bucket(Bucket=self.bucket)
+        except (ClientError, BotoCoreError) as exc:
+            raise _translate(exc, f"the object store bucket {self.bucket}") from exc
+
+
+def kms_data_key(key_id: str, stored: str | None, region: str | None = None,
+                 endpoint_url: str | None = None) -> tuple[bytes, str]:
+    """The key that encrypts the server's secrets, kept by AWS KMS: made with
+    ``key_id`` the first time (returned with its KMS-encrypted form, to
+    store), opened by KMS every start after (``stored``)."""
+    session, kwargs = _session(region, endpoint_url)
+    kms = session.client("kms", **kwargs)
+    try:
+        if stored:
+            plain = kms.decrypt(CiphertextBlob=base64.b64decode(stored), KeyId=key_id)["Plaintext"]
+            return bytes(plain), stored
+        made = kms.generate_data_key(KeyId=key_id, KeySpec="AES_256")
+        return bytes(made["Plaintext"]), base64.b64encode(made["CiphertextBlob"]).decode()
+    except (ClientError, BotoCoreError) as exc:
+        raise _translate(exc, f"the KMS key {key_id}") from exc

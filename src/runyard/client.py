@@ -54,6 +54,7 @@ from runyard.wire import (
     StackCreate,
     StackOut,
     StateVersionOut,
+    TokenOut,
     UploadOut,
     WorkerOut,
 )
@@ -221,6 +222,9 @@ class Client:
     def update_pool(self, ref: str, body: PoolUpdate) -> PoolSummary:
         payload = body.model_dump(mode="json", exclude_none=True)
         return PoolSummary.model_validate(self.request("PATCH", f"{API}/pools/{_seg(ref)}", json=payload).json())
+
+    def pool_token(self, ref: str) -> str:
+        return self._get(f"{API}/pools/{_seg(ref)}/token", TokenOut).token
 
     def cycle_pool(self, ref: str) -> int:
         return self._post(f"{API}/pools/{_seg(ref)}/cycle", CycleOut).workers

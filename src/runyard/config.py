@@ -118,7 +118,15 @@ class ServerSettings(Settings):
     host: str = Field("127.0.0.1", description="address to listen on")
     port: int = Field(8765, description="port to listen on")
     database_url: str = Field("", description="SQLAlchemy URL; empty: a SQLite file in the data dir")
+    blob_url: str = Field(
+        "", description="object store: file:///PATH or s3://BUCKET/PREFIX[?endpoint_url=...]; empty: DATA_DIR/blobs"
+    )
     admin_api_key: SecretStr = Field(SecretStr(""), description="bootstrap admin API key")
+    secret_key: SecretStr = Field(
+        SecretStr(""),
+        description="encrypts the server's CA key and signing keys at rest: a passphrase of 16+ characters, or "
+                    "kms:KEY_ID (AWS KMS); the same on every server; empty: a key file DATA_DIR/secret-key",
+    )
     public_endpoints: CsvList = Field(
         default_factory=list,
         description="endpoints written into pool tokens, in failover order; empty: http://HOST:PORT",
@@ -127,6 +135,9 @@ class ServerSettings(Settings):
     reaper_interval: Duration = Field(2.0, description="how often lost workers are looked for")
     long_poll: Duration = Field(25.0, description="how long a worker's poll for work is held open")
     drift_interval: Duration = Field(15.0, description="how often drift-detection schedules are checked")
+    scheduler_lease_ttl: Duration = Field(
+        10.0, description="the scheduler lease lasts this long unless renewed; another server takes over after it"
+    )
     upload_grace: Duration = Field(3600.0, description="remove a source upload no stack names after this long")
     sweep_interval: Duration = Field(600.0, description="how often unreferenced uploads are looked for")
     metrics_token: SecretStr = Field(

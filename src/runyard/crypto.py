@@ -18,9 +18,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.x509.oid import NameOID
 
 from runyard.core.errors import InvalidInput, RunyardError, Unauthorized
@@ -295,8 +297,6 @@ def public_key_of(cert_pem: str) -> rsa.RSAPublicKey:
 
 
 def seal(public: rsa.RSAPublicKey, data: bytes, context: str) -> bytes:
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
     key = AESGCM.generate_key(bit_length=256)
     nonce = os.urandom(12)
     wrapped = public.encrypt(key, _OAEP)
@@ -305,8 +305,6 @@ def seal(public: rsa.RSAPublicKey, data: bytes, context: str) -> bytes:
 
 
 def unseal(key: rsa.RSAPrivateKey, blob: bytes, context: str) -> bytes:
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
     if not blob.startswith(_SEAL_MAGIC) or len(blob) < 6:
         raise SealError("not a runyard sealed blob")
     size = int.from_bytes(blob[4:6], "big")
@@ -339,3 +337,48 @@ def unseal_text(key: rsa.RSAPrivateKey, sealed_b64: str, context: str) -> str:
     except (binascii.Error, ValueError) as exc:
         raise SealError("not base64") from exc
     return unseal(key, blob, context).decode()
+
+
+# Secrets the server keeps (its CA key, its signing keys) are encrypted at
+# rest with a key the operator supplies: AES-256-GCM, the setting's name as
+# associated data (a value copied under another name does not open).
+
+_AT_REST = "enc:v1:"
+
+
+class SecretBox:
+    """Encrypts the server's own secrets with one 32-byte key."""
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) != 32:
+            raise InvalidInput("the secret key must be 32 bytes")
+        self._aead = AESGCM(key)
+
+    @classmethod
+    def from_passphrase(cls, passphrase: str) -> SecretBox:
+        if len(passphrase) < 16:
+            raise InvalidInput("RUNYARD_SECRET_KEY is shorter than 16 characters: use a long random value "
+                               "(e.g. `openssl rand -hex 32`) or kms:KEY_ID")
+        key = HKDF(algorithm=hashes.SHA256(), length=32, salt=b"runyard-secret-key",
+                   info=b"settings at rest").derive(passphrase.encode())
+        return cls(key)
+
+    @staticmethod
+    def is_sealed(stored: str) -> bool:
+        return stored.startswith(_AT_REST)
+
+    def seal(self, name: str, value: str) -> str:
+        nonce = os.urandom(12)
+        return _AT_REST + base64.b64encode(nonce + self._aead.encrypt(nonce, value.encode(), name.encode())).decode()
+
+    def open(self, name: str, stored: str) -> str:
+        if not self.is_sealed(stored):
+            return stored  # from before encryption at rest: the caller seals it now
+        try:
+            raw = base64.b64decode(stored[len(_AT_REST):])
+            return self._aead.decrypt(raw[:12], raw[12:], name.encode()).decode()
+        except (ValueError, InvalidTag, binascii.Error) as exc:
+            raise SealError(
+                f"the server's {name} in the database was encrypted with another secret key: give every "
+                "server the same RUNYARD_SECRET_KEY (or kms:KEY_ID)"
+            ) from exc

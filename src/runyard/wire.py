@@ -83,6 +83,10 @@ class PoolReset(BaseModel):
     csr: Pem = Field(description="PEM CSR of the pool's new key")
 
 
+class TokenOut(Out):
+    token: str = Field(description="base64 JSON: endpoints, pool id and certificate")
+
+
 class CycleOut(Out):
     workers: int = Field(description="how many workers were told to exit")
 

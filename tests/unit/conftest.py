@@ -86,8 +86,7 @@ def world(tmp_path: Path) -> Iterator[World]:
     yield w
     for launcher in w.launchers:
         launcher.stop("test over")
-    w.svc.ctx.notifier.close()
-    w.svc.ctx.engine.dispose()
+    w.svc.close()
 
 
 def secret_var(name: str, value: str) -> EnvVar:

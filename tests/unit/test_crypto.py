@@ -102,3 +102,20 @@ def test_sealed_text_round_trips(pool_key):
     sealed = crypto.seal_text(pool_key.public_key(), "s3cr3t", "stack:TOKEN")
     assert "s3cr3t" not in sealed
     assert crypto.unseal_text(pool_key, sealed, "stack:TOKEN") == "s3cr3t"
+
+
+def test_secret_box_round_trips_and_binds_the_name():
+    box = crypto.SecretBox.from_passphrase("a-long-enough-passphrase")
+    sealed = box.seal("ca_key", "PEM TEXT")
+    assert crypto.SecretBox.is_sealed(sealed) and "PEM" not in sealed
+    assert box.open("ca_key", sealed) == "PEM TEXT"
+    with pytest.raises(crypto.SealError):
+        box.open("session_secret", sealed)  # moved under another name: does not open
+    with pytest.raises(crypto.SealError):
+        crypto.SecretBox.from_passphrase("another-long-passphrase").open("ca_key", sealed)
+    assert box.open("x", "legacy plain text") == "legacy plain text"
+
+
+def test_a_short_secret_key_is_refused():
+    with pytest.raises(InvalidInput, match="16 characters"):
+        crypto.SecretBox.from_passphrase("short")

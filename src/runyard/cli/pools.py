@@ -104,6 +104,15 @@ def pool_update(client: Client, name: str, description: str | None, labels: tupl
         click.echo(f"updated pool {updated.name}")
 
 
+@pool.command("token")
+@click.argument("name")
+@with_client
+def pool_token(client: Client, name: str) -> None:
+    """Print a fresh token for the pool: its current certificate and the
+    server's endpoint list today (after adding servers, no reset needed)."""
+    click.echo(client.pool_token(name))
+
+
 @pool.command("cycle")
 @click.argument("name")
 @with_client

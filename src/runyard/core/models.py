@@ -260,3 +260,15 @@ class PollAnswer:
 class HeartbeatAnswer:
     stop_run: bool  # the worker's current run was asked to stop
     exit_reason: str = ""  # non-empty: the worker should exit (its pool was cycled)
+
+
+@dataclass(frozen=True)
+class Lease:
+    """Who holds a named lease, until when, and its fencing token (it grows
+    by one every time the lease changes hands)."""
+
+    name: str
+    holder: str
+    token: int
+    expires_at: float
+    address: str = ""  # where the holder answers (for clients sent elsewhere)

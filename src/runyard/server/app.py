@@ -7,23 +7,31 @@ import contextlib
 import hmac
 import logging
 import os
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
+from sqlalchemy import Engine
 
 from runyard import __version__
 from runyard.config import ServerSettings
 from runyard.core.errors import Unauthorized
+from runyard.crypto import SecretBox, new_secret
 from runyard.server import errors
 from runyard.server.api import pools, runs, stacks, state, workers
-from runyard.server.blobs import BlobStore, LocalBlobStore
+from runyard.server.blobs import BlobStore
+from runyard.server.blobs.url import open_blob_store
 from runyard.server.bodylimit import BodyLimit
 from runyard.server.db.dialects import make_engine
 from runyard.server.db.migrate import upgrade
-from runyard.server.loops import Loop
+from runyard.server.db.pgnotify import PgNotifyBus
+from runyard.server.db.repository import Repository
+from runyard.server.notifier import Notifier
+from runyard.server.scheduler import Scheduler
 from runyard.server.services import Context
+from runyard.server.services.leases import LeaseService
 from runyard.server.services.registry import Services
 from runyard.server.web import pages
 
@@ -35,13 +43,47 @@ def build_services(settings: ServerSettings, blobs: BlobStore | None = None) -> 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.db_url())
     upgrade(engine)
+    notifier = Notifier()
+    if engine.dialect.name == "postgresql":
+        bus = PgNotifyBus(settings.db_url(), notifier.wake, notifier.wake_all)
+        bus.start()
+        notifier.bus = bus
     ctx = Context(
         engine=engine,
-        blobs=blobs or LocalBlobStore(settings.data_dir / "blobs"),
+        notifier=notifier,
+        secrets=secret_box(settings, engine),
+        blobs=blobs or open_blob_store(settings.blob_url, settings.data_dir / "blobs"),
         endpoints=settings.endpoints(),
         long_poll=settings.long_poll,
     )
     return Services.build(ctx)
+
+
+def secret_box(settings: ServerSettings, engine: Engine) -> SecretBox:
+    """The key the server's own secrets are encrypted with at rest: from
+    RUNYARD_SECRET_KEY, from AWS KMS (kms:KEY_ID), or a key file made in the
+    data directory on first start (one server only)."""
+    given = settings.secret_key.get_secret_value()
+    if given.startswith("kms:"):
+        from runyard.aws import kms_data_key
+
+        with engine.begin() as conn:
+            stored = Repository(conn).get_setting("secret_data_key")
+        key, wrapped = kms_data_key(given[4:], stored)
+        if stored is None:
+            with engine.begin() as conn:
+                winner = Repository(conn).put_setting_if_absent("secret_data_key", wrapped)
+            if winner != wrapped:  # another server made it first: use theirs
+                key, _ = kms_data_key(given[4:], winner)
+        return SecretBox(key)
+    if given:
+        return SecretBox.from_passphrase(given)
+    path = settings.data_dir / "secret-key"
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(os.urandom(32).hex() + "\n")
+    return SecretBox(bytes.fromhex(path.read_text().strip()))
 
 
 def bootstrap_admin_key(svc: Services, settings: ServerSettings) -> str | None:
@@ -55,28 +97,16 @@ def bootstrap_admin_key(svc: Services, settings: ServerSettings) -> str | None:
     return key
 
 
-def sweep(services: Services, settings: ServerSettings) -> None:
-    """Housekeeping: uploads no stack names, logs a crash left unsealed."""
-    services.stacks.sweep_uploads(settings.upload_grace)
-    services.logs.seal_pending()
-
-
 def create_app(settings: ServerSettings, svc: Services | None = None) -> FastAPI:
     services = svc or build_services(settings)
 
-    started_at = services.ctx.clock()
-
-    def reap() -> None:
-        for worker_id in services.workers.reap(settings.worker_lost_after, started_at):
-            log.warning("worker %s lost: no heartbeat for %.0fs", worker_id, settings.worker_lost_after)
+    identity = f"{socket.gethostname()}:{settings.port}:{os.getpid()}:{new_secret('')[:8]}"
+    leases = LeaseService(services.ctx, identity, settings.scheduler_lease_ttl, services.ctx.endpoints[0])
+    scheduler = Scheduler(services, leases, settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        loops = [
-            Loop("reaper", reap, settings.reaper_interval),
-            Loop("drift scheduler", services.drift.tick, settings.drift_interval),
-            Loop("sweeper", lambda: sweep(services, settings), settings.sweep_interval),
-        ]
+        loops = scheduler.loops()
         tasks = [asyncio.create_task(loop.run()) for loop in loops]
         try:
             yield
@@ -84,6 +114,8 @@ def create_app(settings: ServerSettings, svc: Services | None = None) -> FastAPI
             for loop in loops:
                 loop.stop()
             await asyncio.gather(*tasks)
+            scheduler.release()  # another server takes over at once, not after the lease expires
+            services.ctx.notifier.close()
             services.ctx.engine.dispose()
 
     app = FastAPI(
@@ -93,6 +125,7 @@ def create_app(settings: ServerSettings, svc: Services | None = None) -> FastAPI
         lifespan=lifespan,
     )
     app.state.services = services
+    app.state.scheduler = scheduler
 
     @app.exception_handler(pages.NeedLogin)
     async def _login(_: Request, exc: pages.NeedLogin) -> RedirectResponse:

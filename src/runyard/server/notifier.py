@@ -10,10 +10,22 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Sequence
+from typing import Protocol
+
+
+class Bus(Protocol):
+    """Carries topics to the other servers of the deployment (PostgreSQL's
+    LISTEN/NOTIFY); the notifier wakes local waiters for the ones it receives."""
+
+    def publish(self, topics: Sequence[str]) -> None: ...
+
+    def stop(self) -> None: ...
 
 
 class Notifier:
     def __init__(self) -> None:
+        self.bus: Bus | None = None
         self._lock = threading.Lock()
         self._generations: dict[str, int] = {}
         self._waiters: dict[str, list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]] = {}
@@ -26,6 +38,8 @@ class Notifier:
 
     def close(self) -> None:
         """Wake every waiter and make later waits return at once (shutdown)."""
+        if self.bus is not None:
+            self.bus.stop()
         with self._lock:
             self._closed = True
             waiters = [w for ws in self._waiters.values() for w in ws]
@@ -38,6 +52,19 @@ class Notifier:
             return self._generations.get(topic, 0)
 
     def notify(self, *topics: str) -> None:
+        """Wake the waiters of ``topics`` here and, through the bus, on every other server."""
+        self.wake(*topics)
+        if self.bus is not None:
+            self.bus.publish(topics)
+
+    def wake_all(self) -> None:
+        """Every waiter looks again (after wake-ups may have been missed)."""
+        with self._lock:
+            topics = list(self._waiters)
+        self.wake(*topics)
+
+    def wake(self, *topics: str) -> None:
+        """Wake the waiters of ``topics`` on this server only."""
         for topic in topics:
             with self._lock:
                 self._generations[topic] = self._generations.get(topic, 0) + 1

@@ -21,6 +21,7 @@ from runyard.wire import (
     PoolUpdate,
     RunOut,
     StackOut,
+    TokenOut,
     WorkerOut,
 )
 
@@ -55,6 +56,13 @@ def get_pool(ref: str, svc: Svc, _: User) -> PoolSummary:
 def update_pool(ref: str, body: PoolUpdate, svc: Svc, _: User) -> PoolSummary:
     labels = tuple(body.labels) if body.labels is not None else None
     return _summary(svc, svc.pools.update(ref, body.description, labels, body.drift_detection_limit))
+
+
+@router.get("/pools/{ref}/token", response_model=TokenOut)
+def pool_token(ref: str, svc: Svc, _: User) -> TokenOut:
+    """A token for the pool's current certificate with this server's endpoint
+    list (RUNYARD_PUBLIC_ENDPOINTS): no reset needed when servers are added."""
+    return TokenOut(token=svc.pools.token(svc.pools.get(ref)))
 
 
 @router.post("/pools/{ref}/cycle", response_model=CycleOut)

@@ -11,6 +11,7 @@ from sqlalchemy import Connection, and_, delete, func, insert, select, update
 from runyard.core.models import (
     ApiKey,
     DriftSchedule,
+    Lease,
     LogLine,
     Output,
     Pool,
@@ -38,6 +39,9 @@ class Repository:
     def get_setting(self, key: str) -> str | None:
         return self.conn.execute(select(t.settings.c.value).where(t.settings.c.key == key)).scalar()
 
+    def set_setting(self, key: str, value: str) -> None:
+        self.conn.execute(update(t.settings).where(t.settings.c.key == key).values(value=value))
+
     def put_setting_if_absent(self, key: str, value: str) -> str:
         """Store ``value`` unless another process stored one first; return the winner."""
         stmt = insert_ignoring_duplicates(self.conn.dialect.name, t.settings).values(key=key, value=value)
@@ -45,6 +49,27 @@ class Repository:
         stored = self.get_setting(key)
         assert stored is not None
         return stored
+
+    # leases ---------------------------------------------------------------
+
+    def lease(self, name: str) -> Lease | None:
+        row = self.conn.execute(select(t.leases).where(t.leases.c.name == name)).first()
+        return rows.lease(row) if row else None
+
+    def create_lease(self, lease: Lease) -> bool:
+        """Insert ``lease`` unless one of that name exists; True if inserted."""
+        stmt = insert_ignoring_duplicates(self.conn.dialect.name, t.leases).values(
+            name=lease.name, holder=lease.holder, token=lease.token, expires_at=lease.expires_at,
+            address=lease.address)
+        self.conn.execute(stmt)  # rowcount of ON CONFLICT DO NOTHING differs by driver: read it back
+        return self.lease(lease.name) == lease
+
+    def swap_lease(self, name: str, expect_token: int, expect_holder: str | None, **values: Any) -> bool:
+        """Compare-and-set on the lease's token (and holder, when given)."""
+        cond = [t.leases.c.name == name, t.leases.c.token == expect_token]
+        if expect_holder is not None:
+            cond.append(t.leases.c.holder == expect_holder)
+        return self.conn.execute(update(t.leases).where(*cond).values(**values)).rowcount == 1
 
     # api keys -------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from runyard.core.models import (
     ApiKey,
     DriftSchedule,
     EnvVar,
+    Lease,
     Output,
     Pool,
     Run,
@@ -94,6 +95,11 @@ def run(row: Any, transitions: Sequence[Transition] = ()) -> Run:
         changes=row.changes,
         has_workspace=bool(row.has_workspace),
     )
+
+
+def lease(row: Any) -> Lease:
+    return Lease(name=row.name, holder=row.holder, token=int(row.token), expires_at=float(row.expires_at),
+                 address=row.address or "")
 
 
 def api_key(row: Any) -> ApiKey:

@@ -25,6 +25,18 @@ settings = Table(
     Column("value", Text, nullable=False),
 )
 
+# A named lease (the scheduler's: which server runs the background loops).
+# ``token`` grows by one at every change of holder: the fencing token.
+leases = Table(
+    "leases",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("holder", String(200), nullable=False),
+    Column("token", Integer, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("address", String(500), nullable=False, server_default=""),
+)
+
 api_keys = Table(
     "api_keys",
     metadata,

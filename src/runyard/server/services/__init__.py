@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -9,6 +10,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
 
+from runyard.crypto import SecretBox
 from runyard.server.blobs import BlobStore
 from runyard.server.db.repository import Repository
 from runyard.server.notifier import Notifier
@@ -26,6 +28,20 @@ class Context:
     clock: Clock = time.time
     endpoints: tuple[str, ...] = ()
     long_poll: float = 25.0  # the longest a long poll is held open
+    secrets: SecretBox = field(default_factory=lambda: SecretBox(os.urandom(32)))  # see app.secret_box
+
+    def secret_setting(self, name: str, make: Callable[[], str]) -> str:
+        """A secret the servers share (a signing key), made once, stored
+        encrypted. A value stored in plain text by an older release is
+        encrypted in place the first time it is read."""
+        with self.tx() as repo:
+            stored = repo.get_setting(name)
+            if stored is None:
+                stored = repo.put_setting_if_absent(name, self.secrets.seal(name, make()))
+            value = self.secrets.open(name, stored)
+            if not self.secrets.is_sealed(stored):
+                repo.set_setting(name, self.secrets.seal(name, value))
+        return value
 
     @contextmanager
     def tx(self) -> Iterator[Repository]:

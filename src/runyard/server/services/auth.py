@@ -39,10 +39,7 @@ class AuthService:
     def session_secret(self) -> bytes:
         """The key UI session cookies are signed with, shared by every server."""
         if self._session_key is None:
-            with self.ctx.tx() as repo:
-                value = repo.get_setting("session_secret") or repo.put_setting_if_absent(
-                    "session_secret", os.urandom(32).hex())
-            self._session_key = bytes.fromhex(value)
+            self._session_key = bytes.fromhex(self.ctx.secret_setting("session_secret", lambda: os.urandom(32).hex()))
         return self._session_key
 
     def is_api_key(self, key: str) -> bool:

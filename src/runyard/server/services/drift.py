@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from runyard.core.cron import Cron
 from runyard.core.errors import RunyardError
 from runyard.core.states import RunKind, RunState
+from runyard.server.db.repository import Repository
 from runyard.server.services import Context
 from runyard.server.services.runs import RunService
 
@@ -23,7 +25,7 @@ class DriftScheduler:
         self.ctx = ctx
         self.runs = runs
 
-    def tick(self, now: float | None = None) -> list[str]:
+    def tick(self, now: float | None = None, fence: Callable[[Repository], None] | None = None) -> list[str]:
         now = self.ctx.clock() if now is None else now
         queued: list[str] = []
         with self.ctx.tx() as repo:
@@ -37,6 +39,8 @@ class DriftScheduler:
             except RunyardError:
                 log.warning("stack %s has an invalid drift schedule %r", entry.stack_id, entry.schedule)
         with self.ctx.tx() as repo:
+            if fence is not None:
+                fence(repo)  # a server that lost the scheduler lease queues nothing
             for entry in scheduled:
                 repo.set_drift_checked(entry.stack_id, now)
             pending = []

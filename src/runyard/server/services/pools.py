@@ -42,14 +42,17 @@ class PoolService:
     def ca(self) -> CertificateAuthority:
         """The server's CA, made at first use and shared by every server process."""
         if self._ca is None:
+            secrets = self.ctx.secrets
             with self.ctx.tx() as repo:
                 key_pem = repo.get_setting("ca_key")
                 cert_pem = repo.get_setting("ca_cert")
                 if key_pem is None or cert_pem is None:
                     fresh = CertificateAuthority.create()
-                    key_pem = repo.put_setting_if_absent("ca_key", fresh.key_pem())
+                    key_pem = repo.put_setting_if_absent("ca_key", secrets.seal("ca_key", fresh.key_pem()))
                     cert_pem = repo.put_setting_if_absent("ca_cert", fresh.cert_pem())
-            self._ca = CertificateAuthority.from_pem(key_pem, cert_pem)
+                if not secrets.is_sealed(key_pem):  # stored in plain text by an older release
+                    repo.set_setting("ca_key", secrets.seal("ca_key", key_pem))
+            self._ca = CertificateAuthority.from_pem(secrets.open("ca_key", key_pem), cert_pem)
         return self._ca
 
     def preload_ca(self, ca: CertificateAuthority) -> None:
@@ -59,11 +62,7 @@ class PoolService:
 
     def challenge_secret(self) -> bytes:
         if self._hmac is None:
-            with self.ctx.tx() as repo:
-                value = repo.get_setting("challenge_secret") or repo.put_setting_if_absent(
-                    "challenge_secret", os.urandom(32).hex()
-                )
-            self._hmac = bytes.fromhex(value)
+            self._hmac = bytes.fromhex(self.ctx.secret_setting("challenge_secret", lambda: os.urandom(32).hex()))
         return self._hmac
 
     def create(

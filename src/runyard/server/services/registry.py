@@ -48,6 +48,11 @@ class Services:
             metrics=metrics,
         )
 
+    def close(self) -> None:
+        """Stop listening to other servers and close the database pool."""
+        self.ctx.notifier.close()
+        self.ctx.engine.dispose()
+
     @property
     def closing(self) -> bool:
         """The server is shutting down: long polls and streams end."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import builtins
 import datetime as dt
 import time
+from collections.abc import Callable
 
 from anyio import to_thread
 
@@ -33,6 +34,7 @@ from runyard.crypto import (
     serial_of,
     verify_challenge_signature,
 )
+from runyard.server.db.repository import Repository
 from runyard.server.notifier import pool_topic, run_topic
 from runyard.server.services import Context
 from runyard.server.services.pools import PoolService
@@ -201,7 +203,8 @@ class WorkerService:
         """A launcher leaving on purpose; its run (if any) fails with ``reason``."""
         self._remove(worker.id, reason)
 
-    def reap(self, lost_after: float, started_at: float) -> builtins.list[str]:
+    def reap(self, lost_after: float, started_at: float,
+             fence: Callable[[Repository], None] | None = None) -> builtins.list[str]:
         """Remove workers silent for ``lost_after`` seconds and fail their runs.
 
         Silence during the server's own downtime does not count: a worker is
@@ -213,16 +216,20 @@ class WorkerService:
         with self.ctx.tx() as repo:
             stale = [w.id for w in repo.stale_workers(now - lost_after)]
         for worker_id in stale:
-            self._remove(worker_id, WORKER_LOST)
+            self._remove(worker_id, WORKER_LOST, fence)
         with self.ctx.tx() as repo:
+            if fence is not None:
+                fence(repo)
             repo.purge_gone_workers(now - GONE_RETENTION)
         return stale
 
-    def _remove(self, worker_id: str, reason: str) -> None:
+    def _remove(self, worker_id: str, reason: str, fence: Callable[[Repository], None] | None = None) -> None:
         now = self.ctx.clock()
         topics = []
         ended = []
         with self.ctx.tx() as repo:
+            if fence is not None:
+                fence(repo)
             worker = repo.worker(worker_id)
             if worker is None or not repo.remove_worker(worker_id, reason, now):
                 return
