@@ -12,6 +12,7 @@ from runyard.client import Client
 from runyard.devstack import (
     LauncherProcess,
     PoolCreds,
+    PostgresCluster,
     ServerProcess,
     free_port,
     make_pool,
@@ -64,3 +65,57 @@ def bench_stack(stack_name: str = "bench") -> Iterator[Bench]:
             launcher.stop()
         server.stop()
         client.close()
+
+
+@dataclass
+class BenchCluster:
+    """Two servers on one PostgreSQL (a throwaway cluster), each with its own client."""
+
+    servers: list[ServerProcess]
+    clients: list[Client]
+    tmp: Path
+    creds: PoolCreds
+    launchers: list[LauncherProcess]
+
+    def add_launchers(self, count: int, endpoint: str, **env: str) -> None:
+        known = {w.id for w in self.clients[0].workers("bench")}
+        started = [LauncherProcess(self.creds, self.tmp / f"work-{len(self.launchers) + i}",
+                                   extra_env={"RUNYARD_ENDPOINTS": endpoint, **env}, quiet=True).start()
+                   for i in range(count)]
+        self.launchers += started
+        wait_for_launchers(self.clients[0], "bench", count, known, started)
+
+
+@contextlib.contextmanager
+def bench_cluster(lease_ttl: str = "10s") -> Iterator[BenchCluster]:
+    tmp = Path(tempfile.mkdtemp(prefix="runyard-bench-"))
+    postgres = PostgresCluster()
+    postgres.start()
+    servers: list[ServerProcess] = []
+    clients: list[Client] = []
+    launchers: list[LauncherProcess] = []
+    try:
+        url = postgres.new_database()
+        ports = [free_port(), free_port()]
+        env = {"RUNYARD_SECRET_KEY": "benchmark-shared-secret-key", "RUNYARD_SCHEDULER_LEASE_TTL": lease_ttl,
+               "RUNYARD_BLOB_URL": f"file://{tmp / 'blobs'}",  # one object store for both
+               "RUNYARD_PUBLIC_ENDPOINTS": ",".join(f"http://127.0.0.1:{p}" for p in ports)}
+        first = ServerProcess(tmp / "a" / "data", ports[0], database_url=url, extra_env=env).start()
+        servers.append(first)
+        servers.append(ServerProcess(tmp / "b" / "data", ports[1], admin_key=first.admin_key, database_url=url,
+                                     extra_env=env).start())
+        clients += [s.client() for s in servers]
+        creds = make_pool(clients[0], "bench")
+        src = tmp / "src"
+        src.mkdir()
+        (src / "README").write_text("benchmark stack\n")
+        make_shell_stack(clients[0], "bench", "bench", src, {"plan": "true"})
+        yield BenchCluster(servers, clients, tmp, creds, launchers)
+    finally:
+        for launcher in launchers:
+            launcher.stop()
+        for server in servers:
+            server.stop()
+        for client in clients:
+            client.close()
+        postgres.stop()

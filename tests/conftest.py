@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-PG_BIN = Path(os.environ.get("RUNYARD_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
+from runyard.devstack import PG_BIN, PostgresCluster, migrate
+from runyard.devstack import free_port as devstack_free_port
+
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
@@ -28,55 +28,7 @@ def missing(reason: str) -> None:
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class PostgresCluster:
-    """A throw-away cluster under /tmp, run as the postgres user."""
-
-    def __init__(self) -> None:
-        self.dir = Path(f"/tmp/runyard-test-pg-{uuid.uuid4().hex[:8]}")
-        self.port = free_port()
-        self._template = ""
-
-    def _as_postgres(self, *cmd: str) -> None:
-        prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-        subprocess.run([*prefix, *cmd], check=True, capture_output=True, timeout=120)
-
-    def start(self) -> None:
-        self.dir.mkdir()
-        if os.geteuid() == 0:
-            shutil.chown(self.dir, "postgres", "postgres")
-        data = str(self.dir / "data")
-        self._as_postgres(str(PG_BIN / "initdb"), "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8")
-        self._as_postgres(
-            str(PG_BIN / "pg_ctl"), "-D", data, "-l", str(self.dir / "log"), "-w", "-t", "60",
-            "-o", f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off", "start",
-        )
-
-    def stop(self) -> None:
-        try:
-            self._as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(self.dir / "data"), "-m", "immediate", "stop")
-        finally:
-            shutil.rmtree(self.dir, ignore_errors=True)
-
-    def url(self, db: str = "postgres") -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{db}"
-
-    def new_database(self, migrated: bool = True) -> str:
-        """A fresh database: a copy of the migrated template (fast), or empty."""
-        import psycopg
-
-        if migrated and not self._template:
-            self._template = self.new_database(migrated=False).rsplit("/", 1)[1]
-            migrate(self.url(self._template))
-        name = "t_" + uuid.uuid4().hex[:12]
-        template = f" TEMPLATE {self._template}" if migrated else ""
-        with psycopg.connect(self.url(), autocommit=True) as conn:
-            conn.execute(f"CREATE DATABASE {name}{template}")
-        return self.url(name)
+    return devstack_free_port()
 
 
 @pytest.fixture(scope="session")
@@ -89,17 +41,6 @@ def postgres() -> Iterator[PostgresCluster]:
         yield cluster
     finally:
         cluster.stop()
-
-
-def migrate(url: str) -> None:
-    from runyard.server.db.dialects import make_engine
-    from runyard.server.db.migrate import upgrade
-
-    engine = make_engine(url)
-    try:
-        upgrade(engine)
-    finally:
-        engine.dispose()  # a template database must have no connections
 
 
 @pytest.fixture(scope="session")
@@ -126,3 +67,37 @@ def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path / 'empty.db'}"
     cluster: PostgresCluster = request.getfixturevalue("postgres")
     return cluster.new_database(migrated=False)
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """AWS's APIs, emulated by moto's server on a local port."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def aws_env(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Credentials and a region for boto3, the way AWS tools read them."""
+    for name, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+                        "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(name, value)
+    return moto_endpoint
+
+
+@pytest.fixture
+def bucket(aws_env: str) -> str:
+    """A fresh, empty bucket on moto; its name."""
+
+    import boto3
+
+    name = f"runyard-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=aws_env).create_bucket(Bucket=name)
+    return name

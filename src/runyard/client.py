@@ -31,6 +31,7 @@ from runyard.wire import (
     API,
     ChallengeIn,
     ChallengeOut,
+    ClusterOut,
     CycleOut,
     DemandOut,
     HeartbeatOut,
@@ -222,6 +223,9 @@ class Client:
     def update_pool(self, ref: str, body: PoolUpdate) -> PoolSummary:
         payload = body.model_dump(mode="json", exclude_none=True)
         return PoolSummary.model_validate(self.request("PATCH", f"{API}/pools/{_seg(ref)}", json=payload).json())
+
+    def cluster(self) -> ClusterOut:
+        return self._get(f"{API}/cluster", ClusterOut)
 
     def pool_token(self, ref: str) -> str:
         return self._get(f"{API}/pools/{_seg(ref)}/token", TokenOut).token

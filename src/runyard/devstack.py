@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import base64
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +27,7 @@ from runyard.wire import EnvVarIO, SourceIO, StackCreate, WorkerOut
 
 T = TypeVar("T")
 RUNYARD = [sys.executable, "-m", "runyard"]
+PG_BIN = Path(os.environ.get("RUNYARD_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
 
 
 class DevStackError(RunyardError):
@@ -214,3 +217,61 @@ def wait_for_launchers(client: Client, pool: str, count: int, known: set[str],
         return len({w.id for w in idle_workers(client, pool)} - known) >= count
 
     wait_for(joined, timeout, f"{count} launcher(s) to register")
+
+
+class PostgresCluster:
+    """A throw-away PostgreSQL cluster under /tmp (run as the postgres user
+    when this is root, as PostgreSQL refuses root)."""
+
+    def __init__(self) -> None:
+        self.dir = Path(f"/tmp/runyard-test-pg-{uuid.uuid4().hex[:8]}")
+        self.port = free_port()
+        self._template = ""
+
+    def _as_postgres(self, *cmd: str) -> None:
+        prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        subprocess.run([*prefix, *cmd], check=True, capture_output=True, timeout=120)
+
+    def start(self) -> None:
+        self.dir.mkdir()
+        if os.geteuid() == 0:
+            shutil.chown(self.dir, "postgres", "postgres")
+        data = str(self.dir / "data")
+        self._as_postgres(str(PG_BIN / "initdb"), "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8")
+        self._as_postgres(
+            str(PG_BIN / "pg_ctl"), "-D", data, "-l", str(self.dir / "log"), "-w", "-t", "60",
+            "-o", f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off", "start",
+        )
+
+    def stop(self) -> None:
+        try:
+            self._as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(self.dir / "data"), "-m", "immediate", "stop")
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def url(self, db: str = "postgres") -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{db}"
+
+    def new_database(self, migrated: bool = True) -> str:
+        """A fresh database: a copy of the migrated template (fast), or empty."""
+        import psycopg
+
+        if migrated and not self._template:
+            self._template = self.new_database(migrated=False).rsplit("/", 1)[1]
+            migrate(self.url(self._template))
+        name = "t_" + uuid.uuid4().hex[:12]
+        template = f" TEMPLATE {self._template}" if migrated else ""
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {name}{template}")
+        return self.url(name)
+
+
+def migrate(url: str) -> None:
+    from runyard.server.db.dialects import make_engine
+    from runyard.server.db.migrate import upgrade
+
+    engine = make_engine(url)
+    try:
+        upgrade(engine)
+    finally:
+        engine.dispose()  # a template database must have no connections

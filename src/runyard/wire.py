@@ -345,3 +345,20 @@ class StateVersionOut(Out):
     lineage: str
     run_id: str | None
     created_at: datetime
+
+
+# the cluster ---------------------------------------------------------------
+
+
+class LeaseOut(Out):
+    name: str
+    holder: str
+    token: int = Field(description="the fencing token: grows by one at every change of holder")
+    expires_at: datetime
+    address: str = Field(description="where the holder answers")
+
+
+class ClusterOut(Out):
+    server: str = Field(description="this server's identity")
+    leading: bool = Field(description="this server holds the scheduler lease and runs the background loops")
+    lease: LeaseOut | None = Field(description="the scheduler lease, whoever holds it")

@@ -112,38 +112,3 @@ def walk(worker: Client, run_id: str, lease: int, *states: RunState) -> None:
 
 def b64key(key: object) -> str:
     return base64.b64encode(key_to_pem(key)).decode()  # type: ignore[arg-type]
-
-
-@pytest.fixture(scope="session")
-def moto_endpoint() -> Iterator[str]:
-    """AWS's APIs, emulated by moto's server on a local port."""
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def aws_env(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Credentials and a region for boto3, the way AWS tools read them."""
-    for name, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-                        "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(name, value)
-    return moto_endpoint
-
-
-@pytest.fixture
-def bucket(aws_env: str) -> str:
-    """A fresh, empty bucket on moto; its name."""
-    import uuid
-
-    import boto3
-
-    name = f"runyard-{uuid.uuid4().hex[:12]}"
-    boto3.client("s3", endpoint_url=aws_env).create_bucket(Bucket=name)
-    return name

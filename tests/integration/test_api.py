@@ -265,3 +265,11 @@ def test_git_sources_are_checked_and_accepted(api: Api, tmp_path):
     with pytest.raises(InvalidInput, match="no branch"):
         api.client.create_stack(StackCreate(name="g2", pool="p1", commands={"plan": "true"},
                                             source=SourceIO(kind="git", url=f"file://{repo}", branch="nope")))
+
+
+def test_asking_for_lines_after_any_possible_one_answers_empty_on_every_database(api: Api):
+    api.pool()
+    api.stack()
+    run = api.client.trigger("s1", RunKind.PROPOSED)
+    page = api.client.logs(run.id, after=10**12)
+    assert page.lines == [] and page.state == RunState.QUEUED

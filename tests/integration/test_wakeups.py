@@ -15,10 +15,10 @@ from runyard.config import ServerSettings
 from runyard.core.models import PollAnswer, Source, SourceKind, Tool
 from runyard.core.states import RunKind
 from runyard.crypto import PoolToken, generate_key, make_csr, sign_challenge
+from runyard.devstack import PostgresCluster
 from runyard.server.app import build_services
 from runyard.server.notifier import pool_topic
 from runyard.server.services.registry import Services
-from tests.conftest import PostgresCluster
 
 SHARED_KEY = "the-same-secret-key-on-every-server"
 

@@ -93,3 +93,16 @@ def test_a_worker_removed_before_starting_its_run_gives_it_back_to_the_queue(wor
     assert world.svc.runs.get(run_id).state == RunState.QUEUED
     assignment = world.svc.runs.claim(b)
     assert assignment is not None and assignment.lease == 2  # the old lease can no longer report
+
+
+def test_a_worker_that_lost_the_answer_assigning_it_a_run_gets_the_same_run_again(world: World) -> None:
+    world.pool()
+    world.stack()
+    run_id = world.trigger(kind=RunKind.PROPOSED)
+    a = worker(world)
+    first = world.svc.runs.claim(a)  # the answer is lost on its way (server died, network dropped it)
+    assert first is not None
+    again = world.svc.runs.claim(a)
+    assert again is not None and again.run.id == run_id and again.lease == first.lease
+    assert again.run_token != first.run_token  # only the newest token works for the state backend
+    assert [t.state for t in world.svc.runs.get(run_id).transitions] == [RunState.QUEUED, RunState.READY]

@@ -20,7 +20,7 @@ from runyard.config import ServerSettings
 from runyard.core.errors import Unauthorized
 from runyard.crypto import SecretBox, new_secret
 from runyard.server import errors
-from runyard.server.api import pools, runs, stacks, state, workers
+from runyard.server.api import cluster, pools, runs, stacks, state, workers
 from runyard.server.blobs import BlobStore
 from runyard.server.blobs.url import open_blob_store
 from runyard.server.bodylimit import BodyLimit
@@ -31,7 +31,6 @@ from runyard.server.db.repository import Repository
 from runyard.server.notifier import Notifier
 from runyard.server.scheduler import Scheduler
 from runyard.server.services import Context
-from runyard.server.services.leases import LeaseService
 from runyard.server.services.registry import Services
 from runyard.server.web import pages
 
@@ -56,7 +55,8 @@ def build_services(settings: ServerSettings, blobs: BlobStore | None = None) -> 
         endpoints=settings.endpoints(),
         long_poll=settings.long_poll,
     )
-    return Services.build(ctx)
+    identity = f"{socket.gethostname()}:{settings.port}:{os.getpid()}:{new_secret('')[:8]}"
+    return Services.build(ctx, identity, settings.scheduler_lease_ttl)
 
 
 def secret_box(settings: ServerSettings, engine: Engine) -> SecretBox:
@@ -100,9 +100,7 @@ def bootstrap_admin_key(svc: Services, settings: ServerSettings) -> str | None:
 def create_app(settings: ServerSettings, svc: Services | None = None) -> FastAPI:
     services = svc or build_services(settings)
 
-    identity = f"{socket.gethostname()}:{settings.port}:{os.getpid()}:{new_secret('')[:8]}"
-    leases = LeaseService(services.ctx, identity, settings.scheduler_lease_ttl, services.ctx.endpoints[0])
-    scheduler = Scheduler(services, leases, settings)
+    scheduler = Scheduler(services, services.leases, settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -153,6 +151,7 @@ def create_app(settings: ServerSettings, svc: Services | None = None) -> FastAPI
         return {"status": "ok", "version": __version__}
 
     app.include_router(pages.router)
+    app.include_router(cluster.router)
     app.include_router(pools.router)
     app.include_router(stacks.router)
     app.include_router(runs.router)

@@ -1,8 +1,9 @@
 """Prometheus metrics of the server; the only server module importing prometheus_client.
 
-Gauges (runs pending, workers by status, per pool) are read from the
-database at scrape time, so every server process reports the truth, not its
-own view. Histograms and counters are observed as runs move.
+Gauges (runs pending and running, workers by status, per pool) and the
+count of ended runs are read from the database at scrape time, so every
+server process reports the same totals. The histograms (queue time, run
+time) are observed by the server that made each move.
 """
 
 from __future__ import annotations
@@ -10,8 +11,8 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from runyard.core.states import RunState
@@ -30,7 +31,11 @@ class _PoolGauges(Collector):
         pending = GaugeMetricFamily("runyard_runs_pending", "Runs waiting for a worker", labels=["pool"])
         running = GaugeMetricFamily("runyard_runs_running", "Runs on a worker now", labels=["pool"])
         workers = GaugeMetricFamily("runyard_workers", "Workers by status", labels=["pool", "status"])
+        ended = CounterMetricFamily("runyard_runs_ended", "Runs by end state", labels=["pool", "state"])
         with self.ctx.tx() as repo:
+            names = {pool.id: pool.name for pool in repo.pools()}
+            for (pool_id, state), count in sorted(repo.count_ended_runs().items()):
+                ended.add_metric([names.get(pool_id, pool_id), state.value], float(count))
             for pool in repo.pools():
                 stats = pool_stats(repo, pool.id)
                 pending.add_metric([pool.name], float(stats.queue_length))
@@ -40,6 +45,7 @@ class _PoolGauges(Collector):
         yield pending
         yield running
         yield workers
+        yield ended
 
 
 class ServerMetrics:
@@ -52,7 +58,6 @@ class ServerMetrics:
                                     ["pool"], buckets=QUEUE_BUCKETS, registry=self.registry)
         self.duration = Histogram("runyard_run_duration_seconds", "Time from queued to the end",
                                   ["pool", "state"], buckets=DURATION_BUCKETS, registry=self.registry)
-        self.ended = Counter("runyard_runs_ended", "Runs by end state", ["pool", "state"], registry=self.registry)
         self.registry.register(_PoolGauges(ctx))
         self._pool_names: dict[str, str] = {}
         # Observations arrive inside the run service's transactions, where
@@ -79,7 +84,6 @@ class ServerMetrics:
                 self.queue_time.labels(pool).observe(seconds)
             elif state is not None:
                 self.duration.labels(pool, state.value).observe(seconds)
-                self.ended.labels(pool, state.value).inc()
 
     def render(self) -> bytes:
         self._flush()

@@ -387,6 +387,13 @@ class Repository:
         )
         return int(self.conn.execute(stmt).scalar_one())
 
+    def count_ended_runs(self) -> dict[tuple[str, RunState], int]:
+        """Runs that ended, by pool and end state (every server reads the same)."""
+        ended = [s.value for s in RunState if s.terminal]
+        stmt = (select(t.runs.c.pool_id, t.runs.c.state, func.count()).where(t.runs.c.state.in_(ended))
+                .group_by(t.runs.c.pool_id, t.runs.c.state))
+        return {(r[0], RunState(r[1])): int(r[2]) for r in self.conn.execute(stmt)}
+
     # logs -----------------------------------------------------------------
 
     def add_log_lines(self, run_id: str, lines: Sequence[LogLine]) -> None:

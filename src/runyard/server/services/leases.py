@@ -51,6 +51,10 @@ class LeaseService:
                     return Lease(name, self.holder, token, expires, self.address)
             return None
 
+    def holds(self, lease: Lease | None) -> bool:
+        """Whether ``lease`` (as read now) is this server's and unexpired."""
+        return lease is not None and lease.holder == self.holder and lease.expires_at >= self.ctx.clock()
+
     def release(self, lease: Lease) -> None:
         """Give the lease up at once (a clean shutdown): another takes it without waiting."""
         with self.ctx.tx() as repo:

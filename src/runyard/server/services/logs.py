@@ -19,6 +19,9 @@ from runyard.server.services import Context
 MAX_LINE = 64 * 1024  # longer lines are cut; a run cannot fill the DB with one line
 
 
+MAX_SEQ = 2**31 - 1  # the seq column is a 32-bit integer on PostgreSQL
+
+
 def log_key(run_id: str) -> str:
     return f"logs/{run_id}.jsonl"
 
@@ -73,6 +76,7 @@ class LogService:
 
     def page(self, run_id: str, after: int = 0, limit: int = 5000) -> LogPage:
         """The run's lines after sequence number ``after``, with its state."""
+        after = min(max(after, 0), MAX_SEQ)  # "after everything" must not overflow the column
         with self.ctx.tx() as repo:
             run = repo.run(run_id, with_transitions=False)
             if run is None:

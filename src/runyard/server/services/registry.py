@@ -8,6 +8,7 @@ from runyard.server.metrics import ServerMetrics
 from runyard.server.services import Context
 from runyard.server.services.auth import AuthService
 from runyard.server.services.drift import DriftScheduler
+from runyard.server.services.leases import LeaseService
 from runyard.server.services.logs import LogService
 from runyard.server.services.pools import PoolService
 from runyard.server.services.runs import RunService
@@ -28,9 +29,10 @@ class Services:
     state: StateService
     drift: DriftScheduler
     metrics: ServerMetrics
+    leases: LeaseService
 
     @classmethod
-    def build(cls, ctx: Context) -> Services:
+    def build(cls, ctx: Context, identity: str = "server", lease_ttl: float = 10.0) -> Services:
         logs = LogService(ctx)
         pools = PoolService(ctx)
         metrics = ServerMetrics(ctx)
@@ -46,6 +48,7 @@ class Services:
             state=StateService(ctx),
             drift=DriftScheduler(ctx, runs),
             metrics=metrics,
+            leases=LeaseService(ctx, identity, lease_ttl, ctx.endpoints[0] if ctx.endpoints else ""),
         )
 
     def close(self) -> None:

@@ -150,7 +150,11 @@ class RunService:
         with self.ctx.tx() as repo:
             now = self.ctx.clock()  # inside the transaction: after any run we can see was queued
             worker = repo.worker(worker_id)
-            if worker is None or worker.drained or worker.exit_requested or worker.current_run_id:
+            if worker is None:
+                return None
+            if worker.current_run_id:
+                return self._redeliver(repo, worker)
+            if worker.drained or worker.exit_requested:
                 return None
             for run in self._schedulable(repo, worker.pool_id):
                 lease = run.lease + 1
@@ -174,6 +178,20 @@ class RunService:
         if claimed.state == RunState.READY and lease == 1:
             self.metrics.assigned(claimed.pool_id, now - claimed.created_at.timestamp())
         return Assignment(claimed, stack, lease, run_token, log_seq)
+
+    def _redeliver(self, repo: Repository, worker: Worker) -> Assignment | None:
+        """A worker that polls while the server thinks it holds a READY run
+        never got the answer that assigned it (the server died, the network
+        dropped it): hand the same run over again, with a fresh run token.
+        Nothing ran, so nothing runs twice; a run it started is not READY."""
+        run = repo.run(worker.current_run_id or "")
+        if run is None or run.state != RunState.READY or run.worker_id != worker.id:
+            return None
+        run_token = new_secret("ryr_")
+        repo.set_run_flags(run.id, run_token_hash=hash_secret(run_token))
+        stack = repo.stack(run.stack_id)
+        assert stack is not None
+        return Assignment(run, stack, run.lease, run_token, repo.last_log_seq(run.id))
 
     def _schedulable(self, repo: Repository, pool_id: str) -> builtins.list[Run]:
         """Waiting runs a worker of the pool could take now, oldest first: not
