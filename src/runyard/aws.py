@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -185,3 +186,62 @@ def kms_data_key(key_id: str, stored: str | None, region: str | None = None,
         return bytes(made["Plaintext"]), base64.b64encode(made["CiphertextBlob"]).decode()
     except (ClientError, BotoCoreError) as exc:
         raise _translate(exc, f"the KMS key {key_id}") from exc
+
+
+REPLICATION_TRUST = {
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Principal": {"Service": "s3.amazonaws.com"}, "Action": "sts:AssumeRole"}],
+}
+
+
+def apply_replication(source: str, destination: str, role_name: str, region: str | None = None,
+                      endpoint_url: str | None = None) -> str:
+    """Replicate every new object of bucket ``source`` into ``destination``:
+    versioning on both (S3 requires it), a role S3 assumes to copy, and the
+    rule. Idempotent: applying it again changes nothing. Returns the role ARN."""
+    session, kwargs = _session(region, endpoint_url)
+    s3, iam = session.client("s3", **kwargs), session.client("iam", **kwargs)
+    policy = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": ["s3:GetReplicationConfiguration", "s3:ListBucket"],
+         "Resource": [f"arn:aws:s3:::{source}"]},
+        {"Effect": "Allow", "Action": ["s3:GetObjectVersionForReplication", "s3:GetObjectVersionAcl",
+                                       "s3:GetObjectVersionTagging"], "Resource": [f"arn:aws:s3:::{source}/*"]},
+        {"Effect": "Allow", "Action": ["s3:ReplicateObject", "s3:ReplicateDelete", "s3:ReplicateTags"],
+         "Resource": [f"arn:aws:s3:::{destination}/*"]},
+    ]}
+    try:
+        for bucket in (source, destination):
+            s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+        try:
+            arn = iam.get_role(RoleName=role_name)["Role"]["Arn"]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "NoSuchEntity":
+                raise
+            arn = iam.create_role(RoleName=role_name, AssumeRolePolicyDocument=json.dumps(REPLICATION_TRUST),
+                                  Description="runyard: S3 copies objects to the standby's bucket")["Role"]["Arn"]
+        iam.put_role_policy(RoleName=role_name, PolicyName="runyard-replication", PolicyDocument=json.dumps(policy))
+        s3.put_bucket_replication(Bucket=source, ReplicationConfiguration={"Role": arn, "Rules": [{
+            "ID": "runyard-to-standby", "Priority": 1, "Status": "Enabled", "Filter": {"Prefix": ""},
+            "DeleteMarkerReplication": {"Status": "Enabled"},
+            "Destination": {"Bucket": f"arn:aws:s3:::{destination}"},
+        }]})
+    except (ClientError, BotoCoreError) as exc:
+        raise _translate(exc, f"replication from {source} to {destination}") from exc
+    return str(arn)
+
+
+def replication_rule(bucket: str, region: str | None = None, endpoint_url: str | None = None) -> dict[str, Any]:
+    """The bucket's replication configuration ({} if none)."""
+    session, kwargs = _session(region, endpoint_url)
+    try:
+        return dict(session.client("s3", **kwargs).get_bucket_replication(Bucket=bucket)["ReplicationConfiguration"])
+    except ClientError as exc:
+        if "ReplicationConfigurationNotFound" in str(exc):
+            return {}
+        raise _translate(exc, f"the replication of {bucket}") from exc
+
+
+def missing_objects(source: S3BlobStore, destination: S3BlobStore) -> list[str]:
+    """Keys the source has and the destination lacks (what replication has not copied)."""
+    have = set(destination.keys(""))
+    return sorted(k for k in source.keys("") if k not in have)

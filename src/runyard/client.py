@@ -21,6 +21,7 @@ from runyard.core.errors import (
     NotFound,
     RunyardError,
     StaleLease,
+    Standby,
     Unauthorized,
     Unavailable,
     WorkerGone,
@@ -64,7 +65,7 @@ M = TypeVar("M", bound=BaseModel)
 
 _BY_CODE: dict[str, type[RunyardError]] = {
     cls.code: cls
-    for cls in (InvalidInput, NotFound, AlreadyExists, Conflict, StaleLease, Unauthorized, WorkerGone)
+    for cls in (InvalidInput, NotFound, AlreadyExists, Conflict, StaleLease, Unauthorized, WorkerGone, Standby)
 }
 
 
@@ -81,6 +82,8 @@ def _error(response: httpx.Response) -> RunyardError:
         )
     if cls is WorkerGone:
         return WorkerGone(message, reason=str(doc.get("reason", "")) if code else "")
+    if cls is Standby:
+        return Standby(str(doc.get("primary", "")))
     return cls(message)
 
 
@@ -129,6 +132,13 @@ class FleetApi(Protocol):
     def drain(self, worker_id: str, drained: bool = True) -> WorkerOut: ...
 
     def remove_worker(self, worker_id: str, reason: str) -> None: ...
+
+
+def _is_standby(response: httpx.Response) -> bool:
+    try:
+        return bool(response.json().get("error") == "standby")
+    except ValueError:
+        return False
 
 
 _SEGMENT = re.compile(r"^[A-Za-z0-9_.~-]+$")
@@ -191,6 +201,9 @@ class Client:
             except httpx.TransportError as exc:
                 last = exc
                 continue
+            if response.status_code == 503 and len(self.endpoints) > 1 and _is_standby(response):
+                last = _error(response)  # a standby: the primary is another endpoint of the list
+                continue
             self._current = index
             if response.status_code >= 400:
                 raise _error(response)
@@ -226,6 +239,12 @@ class Client:
 
     def cluster(self) -> ClusterOut:
         return self._get(f"{API}/cluster", ClusterOut)
+
+    def promote(self) -> ClusterOut:
+        return self._post(f"{API}/cluster/promote", ClusterOut)
+
+    def demote(self) -> ClusterOut:
+        return self._post(f"{API}/cluster/demote", ClusterOut)
 
     def pool_token(self, ref: str) -> str:
         return self._get(f"{API}/pools/{_seg(ref)}/token", TokenOut).token

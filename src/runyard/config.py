@@ -135,6 +135,13 @@ class ServerSettings(Settings):
     reaper_interval: Duration = Field(2.0, description="how often lost workers are looked for")
     long_poll: Duration = Field(25.0, description="how long a worker's poll for work is held open")
     drift_interval: Duration = Field(15.0, description="how often drift-detection schedules are checked")
+    standby: bool = Field(
+        False, description="start as a standby: answer only health checks, promote when the primary's lease lapses"
+    )
+    site: str = Field("", description="this server's site (region); empty: standby if --standby, else primary")
+    peer_blob_url: str = Field(
+        "", description="the other site's object store: read from while an object has not been replicated yet"
+    )
     scheduler_lease_ttl: Duration = Field(
         10.0, description="the scheduler lease lasts this long unless renewed; another server takes over after it"
     )
@@ -143,6 +150,9 @@ class ServerSettings(Settings):
     metrics_token: SecretStr = Field(
         SecretStr(""), description="bearer token /metrics requires (empty: /metrics is open to anyone)"
     )
+
+    def site_name(self) -> str:
+        return self.site or ("standby" if self.standby else "primary")
 
     def db_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'runyard.db').resolve()}"

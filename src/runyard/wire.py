@@ -353,6 +353,7 @@ class StateVersionOut(Out):
 class LeaseOut(Out):
     name: str
     holder: str
+    site: str = Field(description="the holder's site: its servers serve, every other site's stand by")
     token: int = Field(description="the fencing token: grows by one at every change of holder")
     expires_at: datetime
     address: str = Field(description="where the holder answers")
@@ -360,5 +361,8 @@ class LeaseOut(Out):
 
 class ClusterOut(Out):
     server: str = Field(description="this server's identity")
+    site: str = Field(description="this server's site (region)")
+    role: str = Field(description="primary (leads), active (serves) or standby (answers health checks only)")
+    address: str = Field(description="where this server answers")
     leading: bool = Field(description="this server holds the scheduler lease and runs the background loops")
     lease: LeaseOut | None = Field(description="the scheduler lease, whoever holds it")

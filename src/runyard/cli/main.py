@@ -161,13 +161,14 @@ def runner_image_build(tag: str, terraform: Path | None, busybox: Path) -> None:
 
 
 def _register_groups() -> None:
-    from runyard.cli import autoscaler, demo, pools, runs, stacks, state
+    from runyard.cli import autoscaler, demo, dr, pools, runs, stacks, state
 
     main.add_command(pools.pool)
     main.add_command(pools.worker)
     main.add_command(stacks.stack)
     main.add_command(runs.run)
     main.add_command(state.state)
+    main.add_command(dr.dr)
     main.add_command(demo.demo)
     main.add_command(autoscaler.autoscaler)
 

@@ -94,3 +94,14 @@ class Unavailable(RunyardError):
     http_status = 503
     exit_code = 6
     code = "unavailable"
+
+
+class Standby(Unavailable):
+    """This server is a standby: the primary (``primary``) serves."""
+
+    code = "standby"
+
+    def __init__(self, primary: str = "") -> None:
+        where = f" at {primary}" if primary else ""
+        super().__init__(f"this runyard server is a standby; the primary serves{where}")
+        self.primary = primary

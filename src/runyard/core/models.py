@@ -272,3 +272,4 @@ class Lease:
     token: int
     expires_at: float
     address: str = ""  # where the holder answers (for clients sent elsewhere)
+    site: str = ""  # the holder's site: its servers serve, every other site's stand by

@@ -21,7 +21,7 @@ from runyard.core.errors import Unauthorized
 from runyard.crypto import SecretBox, new_secret
 from runyard.server import errors
 from runyard.server.api import cluster, pools, runs, stacks, state, workers
-from runyard.server.blobs import BlobStore
+from runyard.server.blobs import BlobStore, FallbackBlobStore
 from runyard.server.blobs.url import open_blob_store
 from runyard.server.bodylimit import BodyLimit
 from runyard.server.db.dialects import make_engine
@@ -32,6 +32,7 @@ from runyard.server.notifier import Notifier
 from runyard.server.scheduler import Scheduler
 from runyard.server.services import Context
 from runyard.server.services.registry import Services
+from runyard.server.standby import StandbyGate
 from runyard.server.web import pages
 
 log = logging.getLogger("runyard.server")
@@ -51,12 +52,22 @@ def build_services(settings: ServerSettings, blobs: BlobStore | None = None) -> 
         engine=engine,
         notifier=notifier,
         secrets=secret_box(settings, engine),
-        blobs=blobs or open_blob_store(settings.blob_url, settings.data_dir / "blobs"),
+        blobs=blobs or site_blobs(settings),
         endpoints=settings.endpoints(),
         long_poll=settings.long_poll,
     )
     identity = f"{socket.gethostname()}:{settings.port}:{os.getpid()}:{new_secret('')[:8]}"
-    return Services.build(ctx, identity, settings.scheduler_lease_ttl)
+    return Services.build(ctx, identity, settings.scheduler_lease_ttl, settings.site_name())
+
+
+def site_blobs(settings: ServerSettings) -> BlobStore:
+    """This site's object store; with a peer's, reading from it what has not
+    been replicated here yet."""
+    own = open_blob_store(settings.blob_url, settings.data_dir / "blobs")
+    if not settings.peer_blob_url:
+        return own
+    return FallbackBlobStore(own, open_blob_store(settings.peer_blob_url, settings.data_dir / "peer-blobs",
+                                                  check=False))
 
 
 def secret_box(settings: ServerSettings, engine: Engine) -> SecretBox:
@@ -101,6 +112,7 @@ def create_app(settings: ServerSettings, svc: Services | None = None) -> FastAPI
     services = svc or build_services(settings)
 
     scheduler = Scheduler(services, services.leases, settings)
+    services.runs.gate = scheduler.check_serving
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -131,6 +143,7 @@ def create_app(settings: ServerSettings, svc: Services | None = None) -> FastAPI
 
     errors.install(app)
     app.add_middleware(BodyLimit)
+    app.add_middleware(StandbyGate, scheduler=scheduler, retry_after=int(settings.scheduler_lease_ttl) or 1)
 
     metrics_token = settings.metrics_token.get_secret_value()
 
@@ -148,7 +161,15 @@ def create_app(settings: ServerSettings, svc: Services | None = None) -> FastAPI
 
     @app.get("/healthz", tags=["meta"])
     def healthz() -> dict[str, str]:
-        return {"status": "ok", "version": __version__}
+        """Alive: 200 on a standby too (its role says so)."""
+        return {"status": "ok", "version": __version__, "role": scheduler.role, "site": services.leases.site,
+                "primary": scheduler.primary_address()}
+
+    @app.get("/readyz", tags=["meta"])
+    def readyz() -> Response:
+        """For load balancers: 200 where the API is served, 503 on a standby."""
+        status = 200 if scheduler.serving else 503
+        return Response(scheduler.role, status_code=status, media_type="text/plain")
 
     app.include_router(pages.router)
     app.include_router(cluster.router)

@@ -1,4 +1,5 @@
-"""The server's background work, done by one server at a time.
+"""The server's role (active or standby) and its background work, done by
+one server at a time.
 
 Every server answers requests; only the holder of the scheduler lease runs
 the loops that change things on a timer: the reaper (lost workers), the
@@ -12,25 +13,34 @@ import logging
 from collections.abc import Callable
 
 from runyard.config import ServerSettings
-from runyard.core.errors import StaleLease
+from runyard.core.errors import StaleLease, Standby
 from runyard.core.models import Lease
 from runyard.server.db.repository import Repository
 from runyard.server.loops import Loop
-from runyard.server.services.leases import LeaseService
+from runyard.server.services.leases import SCHEDULER, LeaseService
 from runyard.server.services.registry import Services
 
 log = logging.getLogger("runyard.server")
 
 
 class Scheduler:
-    """Holds (or waits for) the scheduler lease and runs the background loops
-    while it holds it. ``loops()`` are what the app runs."""
+    """This server's role, and the background loops it runs when it leads.
+
+    A server is *active* or *standby*. An active server serves requests while
+    its site holds the scheduler lease (or nobody does), and keeps trying to
+    hold the lease itself; one that finds the lease held by another site
+    demotes itself to standby (a primary back from a partition). A standby
+    answers nothing but health checks and the cluster status, and promotes
+    itself when the lease has gone unrenewed past its time to live.
+    ``loops()`` are what the app runs."""
 
     def __init__(self, services: Services, leases: LeaseService, settings: ServerSettings) -> None:
         self.services = services
         self.leases = leases
         self.settings = settings
-        self.lease: Lease | None = None
+        self.standby = settings.standby
+        self.lease: Lease | None = None  # held by this server
+        self.seen: Lease | None = None  # the lease as last read, whoever holds it
         self.led_since = 0.0
         self.on_change: Callable[[Lease | None], None] = lambda _: None
 
@@ -38,10 +48,40 @@ class Scheduler:
     def leading(self) -> bool:
         return self.lease is not None
 
+    @property
+    def serving(self) -> bool:
+        """Whether this server answers the API (its site is the primary one)."""
+        if self.standby:
+            return False
+        return self.seen is None or self.seen.expires_at < self.services.ctx.clock() \
+            or self.seen.site == self.leases.site
+
+    @property
+    def role(self) -> str:
+        return "standby" if not self.serving else ("primary" if self.leading else "active")
+
     def keep_lease(self) -> None:
-        """Take or renew the lease (every third of its time to live)."""
+        """Take or renew the lease (every third of its time to live); promote
+        or demote this server as the lease says."""
         before = self.lease
-        self.lease = self.leases.acquire()
+        if self.standby:
+            # Give the primary site's own servers the first go at an expired lease.
+            self.lease = self.leases.acquire(expired_for=self.leases.ttl / 3)
+            if self.lease is not None:
+                self.standby = False
+                log.warning("promoted: the primary stopped renewing its lease; this server (site %s) serves now",
+                            self.leases.site)
+        else:
+            self.lease = self.leases.acquire()
+        self.seen = self.lease or self.leases.current()
+        if not self.standby and self.lease is None and self.seen is not None \
+                and self.seen.site != self.leases.site and self.seen.expires_at >= self.services.ctx.clock():
+            self.standby = True
+            log.warning("demoted: site %s holds the lease now (token %d); this server stands by",
+                        self.seen.site, self.seen.token)
+        self._changed(before)
+
+    def _changed(self, before: Lease | None) -> None:
         if self.lease is not None and (before is None or before.token != self.lease.token):
             self.led_since = self.services.ctx.clock()
             log.info("this server holds the scheduler lease (token %d): it runs the background loops",
@@ -50,6 +90,37 @@ class Scheduler:
         elif self.lease is None and before is not None:
             log.warning("this server lost the scheduler lease (token %d): background loops stop", before.token)
             self.on_change(None)
+
+    def promote(self) -> Lease | None:
+        """Serve and lead now, whoever leads (planned failover; safe twice)."""
+        before = self.lease
+        self.lease = self.leases.seize()
+        if self.lease is not None:
+            self.standby = False
+            self.seen = self.lease
+        self._changed(before)
+        return self.lease
+
+    def demote(self) -> None:
+        """Stand by now: give the lease up and answer nothing (safe twice)."""
+        self.standby = True
+        if self.lease is not None:
+            self.leases.release(self.lease)
+        before, self.lease = self.lease, None
+        self.seen = self.leases.current()
+        self._changed(before)
+
+    def check_serving(self, repo: Repository) -> None:
+        """Inside a claim's transaction: refuse unless this server's site
+        holds the lease (a demoted primary never assigns a run)."""
+        if self.standby:
+            raise Standby(self.primary_address())
+        held = repo.lease(SCHEDULER)
+        if held is not None and held.site != self.leases.site and held.expires_at >= self.services.ctx.clock():
+            raise Standby(held.address)
+
+    def primary_address(self) -> str:
+        return self.seen.address if self.seen is not None else ""
 
     def release(self) -> None:
         if self.lease is not None:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
-from runyard.core.errors import InvalidInput, NotFound
+from runyard.core.errors import InvalidInput, NotFound, RunyardError
 
 
 class BlobStore(Protocol):
@@ -73,3 +73,38 @@ class LocalBlobStore:
         for path in folder.rglob("*"):
             if path.is_file() and not path.name.startswith(".tmp-"):
                 yield path.relative_to(self.root).as_posix()
+
+
+class FallbackBlobStore:
+    """This site's store, reading from the other site's while an object has not
+    been replicated yet (S3 replication lags). Writes go to this site's only."""
+
+    def __init__(self, own: BlobStore, peer: BlobStore) -> None:
+        self.own = own
+        self.peer = peer
+
+    def put(self, key: str, data: bytes) -> None:
+        self.own.put(key, data)
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self.own.get(key)
+        except NotFound:
+            try:
+                return self.peer.get(key)
+            except RunyardError as exc:  # the peer is gone or does not have it either
+                raise NotFound(f"no blob {key} here or in the peer's store ({exc.message})") from exc
+
+    def exists(self, key: str) -> bool:
+        if self.own.exists(key):
+            return True
+        try:
+            return self.peer.exists(key)
+        except RunyardError:
+            return False
+
+    def delete(self, key: str) -> None:
+        self.own.delete(key)
+
+    def keys(self, prefix: str) -> Iterator[str]:
+        return self.own.keys(prefix)

@@ -60,7 +60,7 @@ class Repository:
         """Insert ``lease`` unless one of that name exists; True if inserted."""
         stmt = insert_ignoring_duplicates(self.conn.dialect.name, t.leases).values(
             name=lease.name, holder=lease.holder, token=lease.token, expires_at=lease.expires_at,
-            address=lease.address)
+            address=lease.address, site=lease.site)
         self.conn.execute(stmt)  # rowcount of ON CONFLICT DO NOTHING differs by driver: read it back
         return self.lease(lease.name) == lease
 

@@ -99,7 +99,7 @@ def run(row: Any, transitions: Sequence[Transition] = ()) -> Run:
 
 def lease(row: Any) -> Lease:
     return Lease(name=row.name, holder=row.holder, token=int(row.token), expires_at=float(row.expires_at),
-                 address=row.address or "")
+                 address=row.address or "", site=row.site or "")
 
 
 def api_key(row: Any) -> ApiKey:

@@ -35,6 +35,7 @@ leases = Table(
     Column("token", Integer, nullable=False),
     Column("expires_at", Float, nullable=False),
     Column("address", String(500), nullable=False, server_default=""),
+    Column("site", String(100), nullable=False, server_default=""),  # the holder's site (region)
 )
 
 api_keys = Table(

@@ -32,7 +32,7 @@ class Services:
     leases: LeaseService
 
     @classmethod
-    def build(cls, ctx: Context, identity: str = "server", lease_ttl: float = 10.0) -> Services:
+    def build(cls, ctx: Context, identity: str = "server", lease_ttl: float = 10.0, site: str = "primary") -> Services:
         logs = LogService(ctx)
         pools = PoolService(ctx)
         metrics = ServerMetrics(ctx)
@@ -48,7 +48,7 @@ class Services:
             state=StateService(ctx),
             drift=DriftScheduler(ctx, runs),
             metrics=metrics,
-            leases=LeaseService(ctx, identity, lease_ttl, ctx.endpoints[0] if ctx.endpoints else ""),
+            leases=LeaseService(ctx, identity, lease_ttl, ctx.endpoints[0] if ctx.endpoints else "", site),
         )
 
     def close(self) -> None:

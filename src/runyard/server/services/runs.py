@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import builtins
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from runyard.core.errors import Conflict, InvalidInput, NotFound, StaleLease
@@ -41,6 +41,9 @@ class RunService:
         self.ctx = ctx
         self.logs = logs
         self.metrics: RunMetrics = metrics or _NoMetrics()
+        # Checked in every claim's transaction: raises when this server must
+        # not assign runs (it stands by). Set by the app; none in tests.
+        self.gate: Callable[[Repository], None] = lambda repo: None
 
     # people ---------------------------------------------------------------
 
@@ -149,6 +152,7 @@ class RunService:
         """Give the worker the oldest run it may take, or None."""
         with self.ctx.tx() as repo:
             now = self.ctx.clock()  # inside the transaction: after any run we can see was queued
+            self.gate(repo)
             worker = repo.worker(worker_id)
             if worker is None:
                 return None

@@ -20,6 +20,7 @@ def upgrade() -> None:
     sa.Column('token', sa.Integer(), nullable=False),
     sa.Column('expires_at', sa.Float(), nullable=False),
     sa.Column('address', sa.String(length=500), server_default='', nullable=False),
+    sa.Column('site', sa.String(length=100), server_default='', nullable=False),
     sa.PrimaryKeyConstraint('name')
     )
 

@@ -1,0 +1,36 @@
+"""A standby answers health checks and the cluster status only: every other
+request gets 503, a Retry-After and the primary's address, so clients (and
+launchers, which move to the next endpoint of their token) go there."""
+
+from __future__ import annotations
+
+import json
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from runyard.server.scheduler import Scheduler
+
+# What a standby still answers: its health, its role, and the commands that
+# change its role (dr promote / demote).
+ALWAYS = ("/healthz", "/readyz", "/metrics", "/api/v1/cluster")
+
+
+class StandbyGate:
+    def __init__(self, app: ASGIApp, scheduler: Scheduler, retry_after: int) -> None:
+        self.app = app
+        self.scheduler = scheduler
+        self.retry_after = retry_after
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self.scheduler.serving or scope["path"].startswith(ALWAYS) \
+                or not scope["path"].startswith(("/api/", "/ui")):
+            await self.app(scope, receive, send)
+            return
+        primary = self.scheduler.primary_address()
+        where = f" at {primary}" if primary else ""
+        message = f"this runyard server is a standby; the primary serves{where}"
+        body = json.dumps({"error": "standby", "message": message, "primary": primary}).encode()
+        await send({"type": "http.response.start", "status": 503, "headers": [
+            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+            (b"retry-after", str(self.retry_after).encode()), (b"x-runyard-primary", primary.encode())]})
+        await send({"type": "http.response.body", "body": body})

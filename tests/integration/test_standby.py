@@ -1,0 +1,77 @@
+"""A standby over real HTTP: it answers health checks and the cluster status
+only, points clients at the primary, and serves once promoted."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import uvicorn
+
+from runyard.client import Client
+from runyard.config import ServerSettings
+from runyard.server.app import build_services, create_app
+from tests.conftest import free_port
+from tests.harness import wait_for
+
+ADMIN = "ryk_standby_test_admin"
+KEY = "one-secret-key-for-both-sites"
+
+
+@contextlib.contextmanager
+def serve(tmp_path: Path, name: str, database_url: str, **settings: object) -> Iterator[str]:
+    port = free_port()
+    resolved, _ = ServerSettings.resolve(
+        {"data_dir": tmp_path / name, "database_url": database_url, "admin_api_key": ADMIN, "secret_key": KEY,
+         "port": port, "scheduler_lease_ttl": "1s", **settings}, env={})
+    svc = build_services(resolved)
+    svc.auth.bootstrap_admin_key(ADMIN)
+    server = uvicorn.Server(uvicorn.Config(create_app(resolved, svc), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_for(lambda: server.started, 30, "the server to start")
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+def role(url: str) -> str:
+    return str(httpx.get(f"{url}/healthz").json()["role"])
+
+
+def test_a_standby_refuses_the_api_names_the_primary_and_serves_once_promoted(tmp_path: Path,
+                                                                              database_url: str) -> None:
+    with serve(tmp_path, "a", database_url, site="eu-west") as primary, \
+            serve(tmp_path, "b", database_url, standby=True, site="eu-central") as standby:
+        wait_for(lambda: role(primary) == "primary", 10, "the primary to take the lease")
+        assert role(standby) == "standby"
+        auth = {"Authorization": f"Bearer {ADMIN}"}
+        refused = httpx.get(f"{standby}/api/v1/pools", headers=auth)
+        assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+        assert refused.json()["error"] == "standby" and refused.json()["primary"] == primary
+        assert httpx.get(f"{standby}/readyz").status_code == 503
+        assert httpx.get(f"{primary}/readyz").status_code == 200
+        # A client with both endpoints goes on to the one that serves.
+        with Client([standby, primary], ADMIN) as client:
+            assert client.pools() == []
+            assert client.endpoint == primary
+            status = client.cluster()
+        assert status.lease is not None and status.lease.site == "eu-west"
+        # Planned failover: promote the standby (twice: the same outcome).
+        with Client([standby], ADMIN) as client:
+            first = client.promote()
+            again = client.promote()
+        assert first.role == again.role == "primary" and again.lease is not None and again.lease.site == "eu-central"
+        wait_for(lambda: role(primary) == "standby", 10, "the old primary to stand by")
+        assert httpx.get(f"{standby}/api/v1/pools", headers=auth).status_code == 200
+        assert httpx.get(f"{primary}/api/v1/pools", headers=auth).status_code == 503
+        # Failback.
+        with Client([primary], ADMIN) as client:
+            assert client.promote().role == "primary"
+        wait_for(lambda: role(standby) == "standby", 10, "the standby to stand by again")
