@@ -159,3 +159,15 @@ def test_log_line_numbers_of_a_resumed_run_follow_on_from_its_plan(world: World)
     lines: tuple[LogLine, ...] = world.svc.logs.page(run_id).lines
     assert [ln.seq for ln in lines] == list(range(1, len(lines) + 1))
     assert "planned" in [ln.msg for ln in lines] and "applied" in [ln.msg for ln in lines]
+
+
+def test_a_report_whose_answer_was_lost_is_sent_again_and_the_run_goes_on(world: World) -> None:
+    world.pool()
+    world.stack(autodeploy=True)
+    run_id = world.trigger()
+    api = Flaky(InProcessWorkerApi(world.svc), lose_answers={"report": 3})
+    launcher = world.launcher(FakeExecutor(), api=api, disconnect_after_job=True)
+    launcher.run()
+    run = world.svc.runs.get(run_id)
+    assert run.state == RunState.FINISHED
+    assert [t.state for t in run.transitions].count(RunState.PREPARING) == 1

@@ -47,7 +47,7 @@ def test_a_standby_serves_nothing_while_the_primary_renews(pair) -> None:
 def test_the_standby_promotes_itself_when_the_primary_stops_renewing(pair) -> None:
     primary, standby, clock = pair
     primary.keep_lease()
-    clock.advance(10.5)  # expired, but a same-site server would get the first go
+    clock.advance(10.5)  # expired, but a same-site server gets the first go (two intervals)
     standby.keep_lease()
     assert standby.role == "standby"
     clock.advance(3.4)

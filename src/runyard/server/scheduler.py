@@ -45,6 +45,12 @@ class Scheduler:
         self.on_change: Callable[[Lease | None], None] = lambda _: None
 
     @property
+    def interval(self) -> float:
+        """How often the lease is renewed or looked at: often enough that a
+        lapse is noticed within a second."""
+        return max(min(self.leases.ttl / 3, 1.0), 0.05)
+
+    @property
     def leading(self) -> bool:
         return self.lease is not None
 
@@ -65,8 +71,8 @@ class Scheduler:
         or demote this server as the lease says."""
         before = self.lease
         if self.standby:
-            # Give the primary site's own servers the first go at an expired lease.
-            self.lease = self.leases.acquire(expired_for=self.leases.ttl / 3)
+            # Give the primary site's own servers (which look every interval) the first go.
+            self.lease = self.leases.acquire(expired_for=2 * self.interval)
             if self.lease is not None:
                 self.standby = False
                 log.warning("promoted: the primary stopped renewing its lease; this server (site %s) serves now",
@@ -161,7 +167,7 @@ class Scheduler:
     def loops(self) -> list[Loop]:
         s = self.settings
         return [
-            Loop("scheduler lease", self.keep_lease, max(s.scheduler_lease_ttl / 3, 0.05)),
+            Loop("scheduler lease", self.keep_lease, self.interval),
             Loop("reaper", self._as_leader("reaper", self._reap), s.reaper_interval),
             Loop("drift scheduler", self._as_leader("drift scheduler", self._drift), s.drift_interval),
             Loop("sweeper", self._as_leader("sweeper", self._sweep), s.sweep_interval),

@@ -256,14 +256,22 @@ class RunService:
         changes: dict[str, int] | None = None,
     ) -> Run:
         """A worker proposes a transition for a run it holds (with the plan's
-        change counts, when it has them)."""
+        change counts, when it has them). The same report sent again (its
+        answer was lost: the server died, the network dropped it) changes
+        nothing and answers as the first did."""
         with self.ctx.tx() as repo:
-            run = self._held(repo, worker, run_id, lease)
-            if target == RunState.UNCONFIRMED and not run.has_workspace:
-                raise Conflict("upload the run's encrypted workspace before asking for confirmation")
-            self._move(repo, run, target, Actor.WORKER, note)
-            if changes is not None:
-                repo.set_run_flags(run_id, changes={k: int(v) for k, v in changes.items()})
+            current = repo.run(run_id, with_transitions=False)
+            repeated = current is not None and current.state == target and current.worker_id == worker.id \
+                and current.lease == lease
+            if not repeated:
+                run = self._held(repo, worker, run_id, lease)
+                if target == RunState.UNCONFIRMED and not run.has_workspace:
+                    raise Conflict("upload the run's encrypted workspace before asking for confirmation")
+                self._move(repo, run, target, Actor.WORKER, note)
+                if changes is not None:
+                    repo.set_run_flags(run_id, changes={k: int(v) for k, v in changes.items()})
+        if repeated:
+            return self.get(run_id)
         self.finish([run] if target.terminal else [])
         topics = [run_topic(run_id)]
         if not target.on_worker:
