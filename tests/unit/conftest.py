@@ -73,7 +73,8 @@ class World:
 
     def launcher(self, executor: FakeExecutor | None = None, api: Any = None, **overrides: Any) -> Launcher:
         launcher = Launcher(self.settings(**overrides), executor or FakeExecutor(), env={},
-                            clock=self.clock, client=api or InProcessWorkerApi(self.svc))
+                            clock=self.clock, client=api or InProcessWorkerApi(self.svc),
+                            sleep=lambda _: None)  # retries go at once: the fake server answers at once
         self.launchers.append(launcher)
         return launcher
 

@@ -65,7 +65,7 @@ def leftover(masked: str) -> str:
     return "".join(ch for ch in rest if ch not in " \r\n")
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(
     secret=st.one_of(SINGLE, MULTI),
     encoding=st.sampled_from(sorted(ENCODINGS)),

@@ -87,11 +87,13 @@ class Launcher:
         env: Mapping[str, str] | None = None,
         clock: Callable[[], float] = time.monotonic,
         client: WorkerApi | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.settings = settings
         self.executor = executor
         self.env = dict(os.environ if env is None else env)
         self.clock = clock
+        self.sleep = sleep  # between retries of a run's calls to the server
         token = settings.token.get_secret_value()
         if not token and settings.token_ssm_parameter:
             from runyard.aws import read_secure_parameter
@@ -319,6 +321,7 @@ class Launcher:
                     "metadata": self.settings.metadata(self.env), "executor": self.executor.name},
             policy=self.policy,
             clock=self.clock,
+            sleep=self.sleep,
             tick=self.watchdog_tick,
         )
         execution = RunExecution(ctx, assignment)

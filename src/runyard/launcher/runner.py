@@ -93,6 +93,7 @@ class RunExecution:
         self.shipper = LogShipper(
             ctx.client, self.run.id, self.stack.id, self.lease, self.request_stop,
             stdout_json=ctx.settings.run_logs_on_standard_output_enabled, start_seq=assignment.log_seq,
+            sleep=ctx.sleep,
         )
         self._ws: Path | None = None
         self._session: Session | None = None
