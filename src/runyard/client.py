@@ -8,7 +8,9 @@ reached is :class:`Unavailable`.
 from __future__ import annotations
 
 import re
+import ssl
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import httpx
@@ -104,6 +106,8 @@ class WorkerApi(Protocol):
 
     def deregister(self, reason: str) -> None: ...
 
+    def drain_self(self) -> None: ...
+
     def poll(self, wait: float) -> PollOut: ...
 
     def report(self, run_id: str, lease: int, state: RunState, note: str = "",
@@ -134,6 +138,18 @@ class FleetApi(Protocol):
     def remove_worker(self, worker_id: str, reason: str) -> None: ...
 
 
+def _trust(extra_ca: Path | None) -> ssl.SSLContext | bool:
+    """The system's root CAs, plus ``extra_ca`` (a PEM file) when given."""
+    if extra_ca is None:
+        return True
+    context = ssl.create_default_context()
+    try:
+        context.load_verify_locations(cafile=str(extra_ca))
+    except (OSError, ssl.SSLError) as exc:
+        raise InvalidInput(f"cannot load the CA certificates {extra_ca}: {exc}") from exc
+    return context
+
+
 def _is_standby(response: httpx.Response) -> bool:
     try:
         return bool(response.json().get("error") == "standby")
@@ -162,13 +178,15 @@ class Client:
         timeout: float = 30.0,
         transport: httpx.BaseTransport | None = None,
         http: httpx.Client | None = None,
+        extra_ca: Path | None = None,
     ) -> None:
         if not endpoints:
             raise InvalidInput("no server endpoint: pass --endpoint or set RUNYARD_ENDPOINT")
         self.endpoints = [e.rstrip("/") for e in endpoints]
         self._current = 0
         self.credential = credential
-        self._http = http or httpx.Client(timeout=timeout, transport=transport)
+        # HTTP(S)_PROXY and NO_PROXY are honoured from the environment (trust_env).
+        self._http = http or httpx.Client(timeout=timeout, transport=transport, verify=_trust(extra_ca))
 
     def close(self) -> None:
         self._http.close()
@@ -344,6 +362,9 @@ class Client:
 
     def deregister(self, reason: str) -> None:
         self.request("POST", f"{API}/worker/deregister", params={"reason": reason})
+
+    def drain_self(self) -> None:
+        self.request("POST", f"{API}/worker/drain")
 
     def poll(self, wait: float) -> PollOut:
         return self._post(f"{API}/worker/poll", PollOut, params={"wait": wait}, timeout=wait + 30)

@@ -225,6 +225,14 @@ class LauncherSettings(Settings):
     shutdown_hook_path: Path | None = Field(
         None, description="executable run at exit with RUNYARD_SHUTDOWN_REASON set"
     )
+    spot_interruption_watch: bool = Field(
+        False, description="on EC2: watch the metadata service for a spot interruption notice, act as on SIGTERM"
+    )
+    imds_endpoint: str = Field("http://169.254.169.254", description="the EC2 instance metadata service")
+    ca_certificates: Path | None = Field(
+        None, description="PEM file of extra root CAs: trusted by the launcher's HTTPS and by runs"
+    )
+    worker_user: str = Field("", description="uid[:gid] run containers run as (empty: the image's user)")
     interruption_grace_period: Duration = Field(
         120.0, description="on SIGTERM, how long the current run may take to finish before it is stopped"
     )

@@ -147,6 +147,9 @@ class InProcessWorkerApi:
     def deregister(self, reason: str) -> None:
         self.svc.workers.deregister(self._worker(), reason)
 
+    def drain_self(self) -> None:
+        self.svc.workers.drain(self._worker().id, True)
+
     def poll(self, wait: float) -> PollOut:
         return PollOut.model_validate(asyncio.run(self.svc.workers.poll(self._worker(), wait)))
 

@@ -410,3 +410,19 @@ def test_exit_codes_and_hook_reasons_match_the_docs(server, pool, tmp_path, sync
     for proc in (wrong_key, gone, removed):
         proc.stop()
     assert (sync_dir / "reasons").read_text().split() == ["error", "error", "removed"]
+
+
+def test_worker_user_and_extra_root_cas_reach_the_run_container(server, launcher, tmp_path, sync_dir):
+    from runyard.crypto import CertificateAuthority
+
+    ca = tmp_path / "acme-root.pem"
+    ca.write_text(CertificateAuthority.create("Acme Internal Root").cert_pem())
+    marker = ca.read_text().splitlines()[1]
+    launcher(extra_env={"RUNYARD_WORKER_USER": "4321:4321", "RUNYARD_CA_CERTIFICATES": str(ca)})
+    make_stack(server, tmp_path)
+    run = task(server, 'id -u; id -g; touch written-by-run && echo wrote; '
+                       f'grep -q "{marker}" "$SSL_CERT_FILE" && echo "ca at $SSL_CERT_FILE"')
+    assert run["state"] == "FINISHED", run
+    lines = log_text(server, run["id"]).splitlines()
+    assert "4321" in lines and "wrote" in lines
+    assert "ca at /etc/ssl/runyard/ca-bundle.pem" in lines

@@ -7,6 +7,7 @@ import os
 import platform
 import queue
 import shutil
+import ssl
 import subprocess
 import threading
 import time
@@ -25,6 +26,8 @@ from runyard.launcher.executors import Executor
 from runyard.launcher.metrics import LauncherMetrics
 from runyard.launcher.policy import InitializationPolicy
 from runyard.launcher.runner import RunAbandoned, RunContext, RunExecution
+from runyard.launcher.spot import MARGIN as SPOT_MARGIN
+from runyard.launcher.spot import Notice, SpotWatcher
 from runyard.wire import PollOut, RegisterIn
 
 log = logging.getLogger("runyard.launcher")
@@ -41,6 +44,24 @@ class LauncherExit(Exception):
     def __init__(self, reason: str, message: str = "") -> None:
         super().__init__(message or reason)
         self.reason = reason
+
+
+def ca_bundle(extra: Path, work_dir: Path) -> Path:
+    """The system's root CAs and ``extra`` in one PEM file, for runs: tools
+    that take one bundle (SSL_CERT_FILE, REQUESTS_CA_BUNDLE) trust both."""
+    try:
+        extra_pem = extra.read_text()
+    except OSError as exc:
+        raise InvalidInput(f"cannot read RUNYARD_CA_CERTIFICATES {extra}: {exc.strerror}") from exc
+    if "BEGIN CERTIFICATE" not in extra_pem:
+        raise InvalidInput(f"RUNYARD_CA_CERTIFICATES {extra} holds no PEM certificate")
+    system = ssl.get_default_verify_paths().cafile or "/etc/ssl/certs/ca-certificates.crt"
+    system_pem = Path(system).read_text() if Path(system).is_file() else ""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    bundle = work_dir / "ca-bundle.pem"
+    bundle.write_text(system_pem.rstrip("\n") + "\n" + extra_pem)
+    bundle.chmod(0o644)
+    return bundle
 
 
 def run_shutdown_hook(hook: Path | None, env: Mapping[str, str], reason: str, worker_id: str = "") -> None:
@@ -119,15 +140,20 @@ class Launcher:
         )
         if settings.shutdown_hook_path and not os.access(settings.shutdown_hook_path, os.X_OK):
             raise InvalidInput(f"shutdown hook {settings.shutdown_hook_path} is not an executable file")
-        self.client: WorkerApi = client or Client(settings.endpoints or self.token.endpoints, timeout=30)
+        self.client: WorkerApi = client or Client(settings.endpoints or self.token.endpoints, timeout=30,
+                                                  extra_ca=settings.ca_certificates)
+        self.ca_bundle = ca_bundle(settings.ca_certificates, settings.work_dir) if settings.ca_certificates else None
         self.worker_id = ""
         self._gone = False  # the server removed this worker for good
+        self._spot: SpotWatcher | None = None
+        self.spot_interval = 5.0  # how often the metadata service is asked
         self._stopping = threading.Event()  # take no new work
         self._done = threading.Event()  # the loop has ended: heartbeats end too
         self._current: RunExecution | None = None
         self._exit_reason = ""
         self._interrupts = 0
         self._grace_timer: threading.Timer | None = None
+        self._grace = settings.interruption_grace_period
         self._idle_since = clock()
         self._registered_at = 0.0
         self._rejoin = Backoff(REJOIN_INITIAL, REJOIN_MAX)
@@ -144,9 +170,21 @@ class Launcher:
         self._exit_reason = self._exit_reason or reason
         self._stopping.set()
 
-    def interrupt(self) -> None:
+    def spot_notice(self, notice: Notice) -> None:
+        """A spot interruption notice: as SIGTERM, with the notice's deadline.
+        The worker drains itself first, so autoscalers stop counting it."""
+        try:
+            self.client.drain_self()
+        except RunyardError as exc:
+            log.warning("could not mark this worker drained: %s", exc)
+        left = notice.deadline - time.time() - SPOT_MARGIN
+        self.interrupt(grace=max(0.0, min(self.settings.interruption_grace_period, left)))
+
+    def interrupt(self, grace: float | None = None) -> None:
         """SIGTERM: stop taking work at once; the current run gets the grace
         period to finish, then is stopped. A second interrupt stops it now."""
+        if grace is not None:
+            self._grace = grace
         self._interrupts += 1
         self.stop("interrupted")
         current = self._current
@@ -155,7 +193,7 @@ class Launcher:
         if self._interrupts > 1:
             current.request_stop("interrupted")
         elif self._grace_timer is None:
-            grace = self.settings.interruption_grace_period
+            grace = self._grace
             log.warning("interrupted: the current run has %.0fs to finish", grace)
             self._grace_timer = threading.Timer(grace, current.request_stop, ["interrupted"])
             self._grace_timer.daemon = True
@@ -211,6 +249,9 @@ class Launcher:
             self.register()
             beat = threading.Thread(target=self._heartbeats, name="heartbeat", daemon=True)
             beat.start()
+            if self.settings.spot_interruption_watch:
+                self._spot = SpotWatcher(self.settings.imds_endpoint, self.spot_notice, self.spot_interval)
+                self._spot.start()
             self.metrics.state.state("idle")
             self._loop()
         except LauncherExit as exc:
@@ -223,6 +264,8 @@ class Launcher:
             raise LauncherExit("error", str(exc)) from exc
         finally:
             self.metrics.state.state("stopping")
+            if self._spot is not None:
+                self._spot.stop()
             self._stopping.set()
             self._done.set()
             if self._grace_timer is not None:
@@ -320,6 +363,7 @@ class Launcher:
             worker={"id": self.worker_id, "pool_id": self.token.pool_id,
                     "metadata": self.settings.metadata(self.env), "executor": self.executor.name},
             policy=self.policy,
+            ca_bundle=self.ca_bundle,
             clock=self.clock,
             sleep=self.sleep,
             tick=self.watchdog_tick,

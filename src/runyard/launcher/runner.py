@@ -44,6 +44,7 @@ from runyard.launcher.workspace import pack_tree, unpack_tree
 from runyard.wire import OutputIO
 
 log = logging.getLogger("runyard.launcher")
+PROXY_VARIABLES = frozenset({"HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY"})
 BACKOFF_MAX = 5.0
 T = TypeVar("T")
 
@@ -63,6 +64,7 @@ class RunContext:
     key: rsa.RSAPrivateKey  # the pool's private key: opens secrets and saved workspaces
     worker: dict[str, Any] = field(default_factory=dict)  # id, pool, metadata: policy input
     policy: InitializationPolicy | None = None
+    ca_bundle: Path | None = None  # system and extra root CAs, for runs
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
     tick: float = 0.2  # how often the watchdog looks at the timeouts
@@ -223,6 +225,8 @@ class RunExecution:
         if self.stack.tool in TERRAFORM_TOOLS:
             endpoint = self.ctx.executor.reach(self.client.endpoint)
             env.update(state_env(endpoint, self.stack.id, self.run_token))
+        # Proxies the launcher has, the run has (tools read either case).
+        env.update({k: v for k, v in self.ctx.env.items() if k.upper() in PROXY_VARIABLES})
         env.update(
             RUNYARD_RUN_ID=self.run.id,
             RUNYARD_STACK_ID=self.stack.id,
@@ -234,7 +238,8 @@ class RunExecution:
             else self.settings.default_runner_image
         )
         writes = self.run.kind.writes
-        return RunSpec(self.run.id, self.stack.id, ws, image, env, writes, tuple(self.settings.mounts(writes)))
+        return RunSpec(self.run.id, self.stack.id, ws, image, env, writes, tuple(self.settings.mounts(writes)),
+                       ca_bundle=self.ctx.ca_bundle, user=self.settings.worker_user)
 
     def _policy_denials(self) -> list[str]:
         if self.ctx.policy is None:

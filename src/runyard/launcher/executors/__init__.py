@@ -24,6 +24,16 @@ class RunSpec:
     env: dict[str, str] = field(default_factory=dict)
     writes: bool = False  # tracked runs and tasks; read-only runs get other mounts and variables
     mounts: tuple[str, ...] = ()  # "/host:/container[:ro]"
+    ca_bundle: Path | None = None  # root CAs the run trusts (RUNYARD_CA_CERTIFICATES and the system's)
+    user: str = ""  # uid[:gid] a container runs as; empty: the image's user
+
+
+CA_VARIABLES = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "AWS_CA_BUNDLE", "GIT_SSL_CAINFO")
+
+
+def ca_env(path: str) -> dict[str, str]:
+    """Variables that point common tools (OpenSSL, Python, curl, AWS, git) at a CA bundle."""
+    return {**dict.fromkeys(CA_VARIABLES, path), "RUNYARD_CA_CERTIFICATES": path}
 
 
 class StepStopped(Exception):

@@ -24,9 +24,10 @@ import docker.auth
 import docker.errors
 from docker.types import Mount
 
-from runyard.launcher.executors import ExecutorError, Output, RunSpec, StepStopped, parse_mount
+from runyard.launcher.executors import ExecutorError, Output, RunSpec, StepStopped, ca_env, parse_mount
 
 WORKSPACE = "/workspace"
+CA_BUNDLE = "/etc/ssl/runyard/ca-bundle.pem"  # where a run finds its root CAs
 KEEPALIVE = ["sh", "-c", "while read -r _; do :; done"]
 LABEL = "dev.runyard.work-dir"
 HOST_ALIAS = "host.docker.internal"  # the host, seen from a container on a bridge network
@@ -119,6 +120,12 @@ class DockerExecutor:
     def open(self, spec: RunSpec) -> DockerSession:
         self._ensure_image(spec.image)
         mounts = [Mount(WORKSPACE, str(spec.workspace), type="bind")]
+        environment = dict(spec.env)
+        if spec.ca_bundle is not None:
+            mounts.append(Mount(CA_BUNDLE, str(spec.ca_bundle), type="bind", read_only=True))
+            environment.update(ca_env(CA_BUNDLE))
+        if spec.user and os.geteuid() == 0:
+            _hand_over(spec.workspace, spec.user)
         for entry in spec.mounts:
             host, target, read_only = parse_mount(entry)
             mounts.append(Mount(target, host, type="bind", read_only=read_only))
@@ -136,7 +143,8 @@ class DockerExecutor:
                 command=KEEPALIVE,
                 name=f"runyard-{spec.run_id.lower()}-{os.urandom(3).hex()}",
                 labels={LABEL: self.scope, "dev.runyard.run": spec.run_id, "dev.runyard.stack": spec.stack_id},
-                environment=spec.env,
+                environment=environment,
+                user=spec.user or None,
                 working_dir=WORKSPACE,
                 host_config=host_config,
                 stdin_open=True,  # with detach=False the SDK sets StdinOnce as well
@@ -155,6 +163,16 @@ class DockerExecutor:
         return DockerSession(self.client, container, sock, spec)
 
 
+def _hand_over(workspace: Path, user: str) -> None:
+    """Let the run's user write its workspace (the launcher removes it after)."""
+    uid_text, _, gid_text = user.partition(":")
+    if not uid_text.isdigit() or (gid_text and not gid_text.isdigit()):
+        raise ExecutorError(f"RUNYARD_WORKER_USER {user!r} is not uid or uid:gid")
+    uid, gid = int(uid_text), int(gid_text or uid_text)
+    for path in [workspace, *workspace.rglob("*")]:
+        os.chown(path, uid, gid, follow_symlinks=False)
+
+
 class DockerSession:
     def __init__(self, client: docker.DockerClient, container: Any, sock: Any, spec: RunSpec) -> None:
         self.client = client
@@ -170,7 +188,8 @@ class DockerSession:
         api = self.client.api
         try:
             exec_id = api.exec_create(
-                self.container.id, ["sh", "-c", command], workdir=f"{WORKSPACE}/{workdir}".rstrip("/")
+                self.container.id, ["sh", "-c", command], workdir=f"{WORKSPACE}/{workdir}".rstrip("/"),
+                user=self.spec.user or "",
             )["Id"]
         except docker.errors.APIError as exc:
             raise ExecutorError(f"cannot start the command in the run container: {exc.explanation or exc}") from exc

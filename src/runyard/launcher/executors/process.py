@@ -13,7 +13,7 @@ import signal
 import subprocess
 import threading
 
-from runyard.launcher.executors import ExecutorError, Output, RunSpec, StepStopped
+from runyard.launcher.executors import ExecutorError, Output, RunSpec, StepStopped, ca_env
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 KILL_GRACE = 5.0
@@ -49,6 +49,8 @@ class ProcessSession:
     def __init__(self, spec: RunSpec) -> None:
         self.spec = spec
         self.env = {"PATH": DEFAULT_PATH, "HOME": str(spec.workspace), **spec.env}
+        if spec.ca_bundle is not None:
+            self.env.update(ca_env(str(spec.ca_bundle)))
 
     def describe(self, command: str, workdir: str) -> str:
         return f"(cd {shlex.quote(str(self.spec.workspace / workdir))} && /bin/sh -c {shlex.quote(command)})"

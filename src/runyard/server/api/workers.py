@@ -43,6 +43,14 @@ def heartbeat(worker: CurrentWorker, svc: Svc) -> HeartbeatOut:
     return HeartbeatOut.model_validate(svc.workers.heartbeat(worker))
 
 
+@router.post("/drain", status_code=204)
+def drain_self(worker: CurrentWorker, svc: Svc) -> Response:
+    """The worker takes no new run (its instance is going away): autoscalers
+    stop counting it as capacity."""
+    svc.workers.drain(worker.id, True)
+    return Response(status_code=204)
+
+
 @router.post("/deregister", status_code=204)
 def deregister(worker: CurrentWorker, svc: Svc, reason: str = "launcher exited") -> Response:
     svc.workers.deregister(worker, reason)
