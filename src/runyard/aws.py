@@ -245,3 +245,16 @@ def missing_objects(source: S3BlobStore, destination: S3BlobStore) -> list[str]:
     """Keys the source has and the destination lacks (what replication has not copied)."""
     have = set(destination.keys(""))
     return sorted(k for k in source.keys("") if k not in have)
+
+
+def read_secret(store: str, name: str, region: str | None = None, endpoint_url: str | None = None) -> str:
+    """A value from SSM Parameter Store (decrypted) or Secrets Manager."""
+    if store == "ssm":
+        return read_secure_parameter(name, region, endpoint_url)
+    if store != "secretsmanager":
+        raise InvalidInput(f"unknown credentials store {store!r}: use ssm or secretsmanager")
+    session, kwargs = _session(region, endpoint_url)
+    try:
+        return str(session.client("secretsmanager", **kwargs).get_secret_value(SecretId=name)["SecretString"])
+    except (ClientError, BotoCoreError) as exc:
+        raise _translate(exc, f"reading secret {name}") from exc

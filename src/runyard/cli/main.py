@@ -137,6 +137,26 @@ def launcher(config_file: Path | None, explain_config: bool, **flags: Any) -> No
     click.echo(f"launcher exiting: {reason}", err=True)
 
 
+@main.group("worker-host")
+def worker_host() -> None:
+    """Worker hosts: what the AWS template's user data runs."""
+
+
+@worker_host.command("setup")
+def worker_host_setup() -> None:
+    """Read the pool's token and key (SSM or Secrets Manager), make the runyard
+    user, write /etc/runyard/launcher.env and the systemd unit, start it.
+    Reads RUNYARD_POOL, RUNYARD_STORE, RUNYARD_TOKEN_NAME, RUNYARD_KEY_NAME,
+    RUNYARD_INSTANCE_ID, RUNYARD_SERVER_ENDPOINTS, RUNYARD_AS_ROOT,
+    RUNYARD_POWER_OFF, RUNYARD_CUSTOM_USER_DATA, RUNYARD_CA_PARAMETER and the
+    proxy variables."""
+    from runyard.launcher.host import HostSettings, fetch_secret, setup
+
+    host = HostSettings.from_env(os.environ)
+    env_file = setup(host, fetch_secret(host.region), Path(os.environ.get("RUNYARD_ROOT", "/")))
+    click.echo(f"launcher settings in {env_file}; runyard-launcher.service started")
+
+
 @main.group("runner-image")
 def runner_image() -> None:
     """Runner images for the Docker executor."""

@@ -113,6 +113,35 @@ def pool_token(client: Client, name: str) -> None:
     click.echo(client.pool_token(name))
 
 
+@pool.command("deploy-template")
+@click.argument("provider", type=click.Choice(["aws"]))
+@click.argument("name")
+@with_client
+def pool_deploy_template(client: Client, provider: str, name: str) -> None:
+    """Print a CloudFormation template for the pool's workers on an EC2 Auto
+    Scaling group, with the pool's values filled in. Store the token and key
+    where it reads them, then deploy it:
+
+    \b
+      runyard pool token NAME | aws ssm put-parameter --type SecureString \\
+          --name /runyard/NAME/token --value file:///dev/stdin
+      aws ssm put-parameter --type SecureString --name /runyard/NAME/private-key \\
+          --value "$(base64 -w0 pool.key)"
+      runyard pool deploy-template aws NAME > pool.yaml
+      aws cloudformation deploy --template-file pool.yaml --stack-name runyard-NAME \\
+          --capabilities CAPABILITY_NAMED_IAM --parameter-overrides ImageId=ami-... \\
+          SubnetIds=subnet-... SecurityGroupIds=sg-...
+    """
+    from runyard.deploy import aws_pool_template
+
+    found = client.pool(name)
+    token = client.pool_token(name)
+    from runyard.crypto import PoolToken
+
+    endpoints = ",".join(PoolToken.decode(token).endpoints)
+    click.echo(aws_pool_template(found.name, endpoints), nl=False)
+
+
 @pool.command("cycle")
 @click.argument("name")
 @with_client

@@ -1,0 +1,148 @@
+"""Setting up a worker host (what the AWS template's user data runs):
+read the pool's credentials, make the launcher's user, write its settings
+and its systemd unit, and start it. Every path is under ``root`` so tests
+set a host up in a directory."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from runyard.core.errors import InvalidInput
+
+UNIT = "runyard-launcher.service"
+
+
+@dataclass(frozen=True)
+class HostSettings:
+    """What the user data passes, through RUNYARD_* variables."""
+
+    pool: str
+    store: str  # ssm | secretsmanager
+    token_name: str
+    key_name: str
+    instance_id: str
+    endpoints: str = ""
+    as_root: bool = False
+    power_off: bool = True
+    custom_user_data: str = ""  # a Secrets Manager secret holding a script
+    ca_parameter: str = ""  # an SSM parameter holding extra root CAs
+    proxies: tuple[tuple[str, str], ...] = ()
+    region: str = ""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> HostSettings:
+        missing = [n for n in ("RUNYARD_TOKEN_NAME", "RUNYARD_KEY_NAME", "RUNYARD_INSTANCE_ID") if not env.get(n)]
+        if missing:
+            raise InvalidInput(f"worker host setup needs {', '.join(missing)}")
+        proxies = tuple((k, v) for k, v in env.items() if k.upper() in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY") and v)
+        return cls(pool=env.get("RUNYARD_POOL", ""), store=env.get("RUNYARD_STORE", "ssm"),
+                   token_name=env["RUNYARD_TOKEN_NAME"], key_name=env["RUNYARD_KEY_NAME"],
+                   instance_id=env["RUNYARD_INSTANCE_ID"], endpoints=env.get("RUNYARD_SERVER_ENDPOINTS", ""),
+                   as_root=env.get("RUNYARD_AS_ROOT", "false") == "true",
+                   power_off=env.get("RUNYARD_POWER_OFF", "true") == "true",
+                   custom_user_data=env.get("RUNYARD_CUSTOM_USER_DATA", ""),
+                   ca_parameter=env.get("RUNYARD_CA_PARAMETER", ""), proxies=proxies,
+                   region=env.get("AWS_REGION", ""))
+
+
+Fetch = Callable[[str, str], str]  # (store, name) -> value
+
+
+def fetch_secret(region: str) -> Fetch:
+    def fetch(store: str, name: str) -> str:
+        from runyard.aws import read_secret
+
+        return read_secret(store, name, region or None)
+
+    return fetch
+
+
+def launcher_env(host: HostSettings, fetch: Fetch, root: Path) -> dict[str, str]:
+    env = {
+        "RUNYARD_TOKEN": fetch(host.store, host.token_name).strip(),
+        "RUNYARD_POOL_PRIVATE_KEY": fetch(host.store, host.key_name).strip(),
+        "RUNYARD_METADATA_instance_id": host.instance_id,
+        "RUNYARD_SPOT_INTERRUPTION_WATCH": "true",
+        "RUNYARD_WORK_DIR": "/var/lib/runyard/work",
+        "RUNYARD_SHUTDOWN_HOOK_PATH": "/usr/local/bin/runyard-shutdown-hook",
+        "RUNYARD_DISCONNECT_AFTER_IDLE_TIMEOUT": "10m",
+        **dict(host.proxies),
+    }
+    if host.endpoints:
+        env["RUNYARD_ENDPOINTS"] = host.endpoints
+    if host.ca_parameter:
+        ca = root / "etc/runyard/ca-certificates.pem"
+        ca.parent.mkdir(parents=True, exist_ok=True)
+        ca.write_text(fetch("ssm", host.ca_parameter))
+        env["RUNYARD_CA_CERTIFICATES"] = "/etc/runyard/ca-certificates.pem"
+    return env
+
+
+def unit_text(user: str, power_off: bool, launcher: str = "/opt/runyard/bin/runyard") -> str:
+    after_exit = "ExecStopPost=/usr/bin/systemctl poweroff --no-block\n" if power_off else ""
+    return (
+        "[Unit]\nDescription=runyard launcher\nWants=network-online.target docker.service\n"
+        "After=network-online.target docker.service\n\n"
+        f"[Service]\nUser={user}\nEnvironmentFile=/etc/runyard/launcher.env\n"
+        f"ExecStart={launcher} launcher\n{after_exit}"
+        "Restart=no\nKillSignal=SIGTERM\nTimeoutStopSec=150\n\n[Install]\nWantedBy=multi-user.target\n"
+    )
+
+
+def setup(host: HostSettings, fetch: Fetch, root: Path = Path("/"),
+          run: Callable[[list[str]], object] | None = None) -> Path:
+    """Set the host up; returns the env file. ``run`` runs system commands
+    (useradd, systemctl); tests pass one that records them."""
+    run = run or (lambda cmd: subprocess.run(cmd, check=True, timeout=600))
+    if host.custom_user_data:
+        script = root / "var/lib/runyard/custom-user-data.sh"
+        script.parent.mkdir(parents=True, exist_ok=True)
+        script.write_text(fetch("secretsmanager", host.custom_user_data))
+        script.chmod(0o700)
+        run(["/bin/bash", str(script)])
+    user = "root" if host.as_root else "runyard"
+    if not host.as_root and not _user_exists(user, root):
+        run(["useradd", "--system", "--create-home", "--home-dir", "/var/lib/runyard", "--shell", "/usr/sbin/nologin",
+             user])
+        run(["usermod", "-aG", "docker", user])
+    env = launcher_env(host, fetch, root)
+    env_file = root / "etc/runyard/launcher.env"
+    env_file.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(env_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.writelines(f"{k}={_quote(v)}\n" for k, v in sorted(env.items()))
+    if not host.as_root and root == Path("/"):
+        shutil.chown(env_file, user, user)
+    hook = root / "usr/local/bin/runyard-shutdown-hook"
+    hook.parent.mkdir(parents=True, exist_ok=True)
+    hook.write_text("#!/bin/sh\n[ \"${RUNYARD_SHUTDOWN_REASON:-}\" = idle ] || exit 0\n"
+                    "exec /opt/runyard/bin/runyard autoscaler terminate-self\n")
+    hook.chmod(0o755)
+    unit = root / "etc/systemd/system" / UNIT
+    unit.parent.mkdir(parents=True, exist_ok=True)
+    unit.write_text(unit_text(user, host.power_off))
+    run(["systemctl", "daemon-reload"])
+    run(["systemctl", "enable", "--now", UNIT])
+    return env_file
+
+
+def _user_exists(name: str, root: Path) -> bool:
+    if root == Path("/"):
+        try:
+            pwd.getpwnam(name)
+            return True
+        except KeyError:
+            return False
+    passwd = root / "etc/passwd"
+    return passwd.is_file() and any(line.startswith(f"{name}:") for line in passwd.read_text().splitlines())
+
+
+def _quote(value: str) -> str:
+    """A value for systemd's EnvironmentFile: double-quoted, escapes doubled."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
