@@ -40,6 +40,21 @@ build_runner_image() {
   "$VENV/bin/runyard" runner-image build "${tf[@]}"
 }
 
+# A plain Debian host image (minbase, python3), built offline from Debian's
+# packages: the AWS user data runs in it in the tests, as on a fresh instance.
+TEST_HOST_IMAGE=runyard/test-host:bookworm
+build_test_host_image() {
+  if docker image inspect "$TEST_HOST_IMAGE" >/dev/null 2>&1; then return 0; fi
+  log "building $TEST_HOST_IMAGE with debootstrap"
+  local rootfs
+  rootfs=$(mktemp -d /tmp/runyard-rootfs-XXXXXX)
+  as_root debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates,passwd,libatomic1 \
+    bookworm "$rootfs" http://deb.debian.org/debian >/tmp/runyard-debootstrap.log 2>&1 \
+    || { log "debootstrap failed; see /tmp/runyard-debootstrap.log"; return 1; }
+  as_root tar -C "$rootfs" -c . | docker import - "$TEST_HOST_IMAGE" >/dev/null
+  as_root rm -rf "$rootfs"
+}
+
 ensure_venv() {
   local extras=${1:-}
   if [ ! -x "$VENV/bin/python" ]; then

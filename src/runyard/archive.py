@@ -41,6 +41,25 @@ def unpack(data: bytes, dest: Path, modes: Literal["data", "tar"] = "data") -> N
     drops the unsafe ones, for sources from people."""
     try:
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
-            tar.extractall(dest, filter=modes)
+            if hasattr(tarfile, "data_filter"):
+                tar.extractall(dest, filter=modes)
+            else:  # Python before 3.11.4 (Debian bookworm's 3.11.2) has no extraction filters
+                tar.extractall(dest, members=_checked(tar, modes))
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise InvalidInput(f"cannot unpack the archive: {exc}") from exc
+
+
+def _checked(tar: tarfile.TarFile, modes: str) -> list[tarfile.TarInfo]:
+    """What the ``data``/``tar`` filters refuse, refused by hand: members or
+    links that leave ``dest``, devices; ``data`` also drops set-id bits."""
+    members = []
+    for member in tar.getmembers():
+        for path in (member.name, member.linkname if member.issym() or member.islnk() else ""):
+            if path.startswith("/") or ".." in Path(path).parts:
+                raise InvalidInput(f"archive member {member.name!r} points outside the directory")
+        if member.isdev():
+            raise InvalidInput(f"archive member {member.name!r} is a device")
+        if modes == "data":
+            member.mode &= 0o755
+        members.append(member)
+    return members

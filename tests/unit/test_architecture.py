@@ -68,3 +68,4 @@ def test_each_third_party_boundary_has_its_one_adapter(library: str, adapter: st
         assert users == {adapter}
     else:
         assert all("metrics" in u for u in users), users
+

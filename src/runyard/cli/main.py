@@ -150,10 +150,14 @@ def worker_host_setup() -> None:
     RUNYARD_INSTANCE_ID, RUNYARD_SERVER_ENDPOINTS, RUNYARD_AS_ROOT,
     RUNYARD_POWER_OFF, RUNYARD_CUSTOM_USER_DATA, RUNYARD_CA_PARAMETER and the
     proxy variables."""
-    from runyard.launcher.host import HostSettings, fetch_secret, setup
+    from runyard.launcher.host import HostSettings, exec_launcher, fetch_secret, setup
 
     host = HostSettings.from_env(os.environ)
-    env_file = setup(host, fetch_secret(host.region), Path(os.environ.get("RUNYARD_ROOT", "/")))
+    root = Path(os.environ.get("RUNYARD_ROOT", "/"))
+    env_file = setup(host, fetch_secret(host.region), root)
+    if root == Path("/") and not Path("/run/systemd/system").is_dir():
+        click.echo(f"launcher settings in {env_file}; no systemd here: running the launcher now", err=True)
+        exec_launcher(env_file, "root" if host.as_root else "runyard")
     click.echo(f"launcher settings in {env_file}; runyard-launcher.service started")
 
 

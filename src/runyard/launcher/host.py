@@ -110,7 +110,8 @@ def setup(host: HostSettings, fetch: Fetch, root: Path = Path("/"),
     if not host.as_root and not _user_exists(user, root):
         run(["useradd", "--system", "--create-home", "--home-dir", "/var/lib/runyard", "--shell", "/usr/sbin/nologin",
              user])
-        run(["usermod", "-aG", "docker", user])
+        if _group_exists("docker", root):  # Docker's socket: the launcher's runs go into containers
+            run(["usermod", "-aG", "docker", user])
     env = launcher_env(host, fetch, root)
     env_file = root / "etc/runyard/launcher.env"
     env_file.parent.mkdir(parents=True, exist_ok=True)
@@ -127,9 +128,26 @@ def setup(host: HostSettings, fetch: Fetch, root: Path = Path("/"),
     unit = root / "etc/systemd/system" / UNIT
     unit.parent.mkdir(parents=True, exist_ok=True)
     unit.write_text(unit_text(user, host.power_off))
+    if root == Path("/") and not Path("/run/systemd/system").is_dir():
+        return env_file  # no systemd here (a container): the caller starts the launcher itself
     run(["systemctl", "daemon-reload"])
     run(["systemctl", "enable", "--now", UNIT])
     return env_file
+
+
+def exec_launcher(env_file: Path, user: str, launcher: str = "/opt/runyard/bin/runyard") -> None:
+    """Without systemd: become the launcher, as ``user``, with its settings."""
+    env = {**os.environ}
+    for line in env_file.read_text().splitlines():
+        key, _, value = line.partition("=")
+        env[key] = value[1:-1].replace('\\"', '"').replace("\\n", "\n").replace("\\\\", "\\")
+    command = [launcher, "launcher"] if user == "root" else ["runuser", "-u", user, "--", launcher, "launcher"]
+    os.execvpe(command[0], command, env)
+
+
+def _group_exists(name: str, root: Path) -> bool:
+    group = root / "etc/group"
+    return group.is_file() and any(line.startswith(f"{name}:") for line in group.read_text().splitlines())
 
 
 def _user_exists(name: str, root: Path) -> bool:

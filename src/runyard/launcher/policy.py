@@ -10,8 +10,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-from regopy import Interpreter  # type: ignore[import-untyped]  # regopy ships no type hints
-
 from runyard.core.errors import InvalidInput
 
 _ERROR = re.compile(r"\(error \d+:[^|]*\|(\d+)\|\d+\s+\(errormsg \d+:([^)]*)\)")
@@ -51,6 +49,8 @@ class InitializationPolicy:
     def _check_functions(self) -> None:
         code = _STRING_OR_COMMENT.sub(lambda m: " " * len(m.group(0)), self.source)
         defined = set(_FUNCTION_HEAD.findall(code))
+        from regopy import Interpreter  # type: ignore[import-untyped]  # regopy ships no type hints
+
         checker = Interpreter()
         for match in _CALL.finditer(code):
             name = match.group(1)
@@ -67,6 +67,10 @@ class InitializationPolicy:
 
     def evaluate(self, data: dict[str, Any]) -> list[str]:
         """The deny messages for ``data`` (run, stack, worker); empty: allowed."""
+        # Imported here, not at start: a launcher without a policy never loads
+        # the Rego engine (nor needs its shared library's system dependencies).
+        from regopy import Interpreter
+
         rego = Interpreter()
         try:
             rego.add_module(self.path.name, self.source)
