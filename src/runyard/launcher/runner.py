@@ -395,8 +395,13 @@ class RunExecution:
                 raise RunAbandoned(str(exc)) from exc
 
 
+_RUN_ADAPTER: TypeAdapter[Run] = TypeAdapter(Run)
+_STACK_ADAPTER: TypeAdapter[Stack] = TypeAdapter(Stack)
+
+
 def _as_json(record: Run | Stack) -> dict[str, Any]:
-    doc: dict[str, Any] = TypeAdapter(type(record)).dump_python(record, mode="json")
+    adapter: TypeAdapter[Any] = _RUN_ADAPTER if isinstance(record, Run) else _STACK_ADAPTER
+    doc: dict[str, Any] = adapter.dump_python(record, mode="json")
     return doc
 
 
