@@ -234,7 +234,11 @@ class RunService:
     # workers' reports -------------------------------------------------------
 
     def _held(self, repo: Repository, worker: Worker, run_id: str, lease: int) -> Run:
-        run = repo.run(run_id, with_transitions=False)
+        return self._holding(worker, repo.run(run_id, with_transitions=False), run_id, lease)
+
+    @staticmethod
+    def _holding(worker: Worker, run: Run | None, run_id: str, lease: int) -> Run:
+        """``run`` (as read) if ``worker`` holds it under ``lease``; else StaleLease or NotFound."""
         if run is None:
             raise NotFound(f"no run {run_id!r}")
         if run.worker_id != worker.id or run.lease != lease:
@@ -264,7 +268,7 @@ class RunService:
             repeated = current is not None and current.state == target and current.worker_id == worker.id \
                 and current.lease == lease
             if not repeated:
-                run = self._held(repo, worker, run_id, lease)
+                run = self._holding(worker, current, run_id, lease)
                 if target == RunState.UNCONFIRMED and not run.has_workspace:
                     raise Conflict("upload the run's encrypted workspace before asking for confirmation")
                 self._move(repo, run, target, Actor.WORKER, note)
@@ -349,7 +353,9 @@ class RunService:
 
     def finish(self, ended: Sequence[Run]) -> None:
         """After the transaction that ended these runs committed: seal each log
-        into the object store and drop the workspace an apply no longer needs."""
+        into the object store and drop the workspace an apply no longer needs.
+        Each run is as read in that transaction, so ``has_workspace`` is current."""
         for run in ended:
             self.logs.seal(run.id)
-            self.ctx.blobs.delete(workspace_key(run.id))
+            if run.has_workspace:
+                self.ctx.blobs.delete(workspace_key(run.id))
