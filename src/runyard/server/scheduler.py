@@ -42,7 +42,6 @@ class Scheduler:
         self.lease: Lease | None = None  # held by this server
         self.seen: Lease | None = None  # the lease as last read, whoever holds it
         self.led_since = 0.0
-        self.on_change: Callable[[Lease | None], None] = lambda _: None
 
     @property
     def interval(self) -> float:
@@ -57,17 +56,14 @@ class Scheduler:
     @property
     def serving(self) -> bool:
         """Whether this server answers the API (its site is the primary one)."""
-        if self.standby:
-            return False
-        return self.seen is None or self.seen.expires_at < self.services.ctx.clock() \
-            or self.seen.site == self.leases.site
+        return not self.standby and not self.leases.other_site_holds(self.seen)
 
     @property
     def role(self) -> str:
         return "standby" if not self.serving else ("primary" if self.leading else "active")
 
     def keep_lease(self) -> None:
-        """Take or renew the lease (every third of its time to live); promote
+        """Take or renew the lease (every ``interval``); promote
         or demote this server as the lease says."""
         before = self.lease
         if self.standby:
@@ -80,8 +76,8 @@ class Scheduler:
         else:
             self.lease = self.leases.acquire()
         self.seen = self.lease or self.leases.current()
-        if not self.standby and self.lease is None and self.seen is not None \
-                and self.seen.site != self.leases.site and self.seen.expires_at >= self.services.ctx.clock():
+        if not self.standby and self.lease is None and self.leases.other_site_holds(self.seen):
+            assert self.seen is not None
             self.standby = True
             log.warning("demoted: site %s holds the lease now (token %d); this server stands by",
                         self.seen.site, self.seen.token)
@@ -92,10 +88,8 @@ class Scheduler:
             self.led_since = self.services.ctx.clock()
             log.info("this server holds the scheduler lease (token %d): it runs the background loops",
                      self.lease.token)
-            self.on_change(self.lease)
         elif self.lease is None and before is not None:
             log.warning("this server lost the scheduler lease (token %d): background loops stop", before.token)
-            self.on_change(None)
 
     def promote(self) -> Lease | None:
         """Serve and lead now, whoever leads (planned failover; safe twice)."""
@@ -122,8 +116,8 @@ class Scheduler:
         if self.standby:
             raise Standby(self.primary_address())
         held = repo.lease(SCHEDULER)
-        if held is not None and held.site != self.leases.site and held.expires_at >= self.services.ctx.clock():
-            raise Standby(held.address)
+        if self.leases.other_site_holds(held):
+            raise Standby(held.address if held else "")
 
     def primary_address(self) -> str:
         return self.seen.address if self.seen is not None else ""

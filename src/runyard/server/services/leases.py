@@ -75,9 +75,10 @@ class LeaseService:
         """Whether ``lease`` (as read now) is this server's and unexpired."""
         return lease is not None and lease.holder == self.holder and lease.expires_at >= self.ctx.clock()
 
-    def site_holds(self, lease: Lease | None) -> bool:
-        """Whether ``lease`` (as read now) belongs to this server's site and is unexpired."""
-        return lease is not None and lease.site == self.site and lease.expires_at >= self.ctx.clock()
+    def other_site_holds(self, lease: Lease | None) -> bool:
+        """Whether ``lease`` (as read now) is unexpired and another site's:
+        then this server's site stands by."""
+        return lease is not None and lease.site != self.site and lease.expires_at >= self.ctx.clock()
 
     def release(self, lease: Lease) -> None:
         """Give the lease up at once (a clean shutdown): another takes it without waiting."""
