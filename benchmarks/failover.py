@@ -17,7 +17,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
 from _stack import percentile
 
 from runyard.client import Client
@@ -35,13 +34,6 @@ from runyard.devstack import (
 )
 
 
-def role(server: ServerProcess) -> str:
-    try:
-        return str(httpx.get(f"{server.endpoint}/healthz", timeout=1).json()["role"])
-    except httpx.HTTPError:
-        return "down"
-
-
 def drill(postgres: PostgresCluster, lease: str) -> tuple[float, float]:
     tmp = Path(tempfile.mkdtemp(prefix="runyard-failover-"))
     url = postgres.new_database()
@@ -51,7 +43,7 @@ def drill(postgres: PostgresCluster, lease: str) -> tuple[float, float]:
               "RUNYARD_PUBLIC_ENDPOINTS": ",".join(f"http://127.0.0.1:{p}" for p in ports)}
     primary = ServerProcess(tmp / "a" / "data", ports[0], database_url=url,
                             extra_env={**common, "RUNYARD_SITE": "one"}).start()
-    wait_for(lambda: role(primary) == "primary", 30, "the primary to lead")
+    wait_for(lambda: primary.role() == "primary", 30, "the primary to lead")
     standby = ServerProcess(tmp / "b" / "data", ports[1], admin_key=primary.admin_key, database_url=url,
                             extra_env={**common, "RUNYARD_SITE": "two", "RUNYARD_STANDBY": "true"}).start()
     client = Client([primary.endpoint, standby.endpoint], primary.admin_key)
@@ -71,7 +63,7 @@ def drill(postgres: PostgresCluster, lease: str) -> tuple[float, float]:
         run_id = ""
         took_lease = 0.0
         while not run_id or not took_lease:
-            if not took_lease and role(standby) == "primary":
+            if not took_lease and standby.role() == "primary":
                 took_lease = time.monotonic() - killed
             if not run_id:
                 with contextlib.suppress(Unavailable):  # nobody serves for a while: that is the point

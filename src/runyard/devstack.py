@@ -42,7 +42,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_for(check: Callable[[], T], timeout: float = 30, what: str = "condition") -> T:
+def wait_for(check: Callable[[], T], timeout: float = 30, what: str = "condition", interval: float = 0.05) -> T:
     """Poll ``check`` until it returns something truthy (for conditions that
     have no event to wait on, such as a process appearing)."""
     deadline = time.monotonic() + timeout
@@ -52,7 +52,7 @@ def wait_for(check: Callable[[], T], timeout: float = 30, what: str = "condition
             return value
         if time.monotonic() > deadline:
             raise DevStackError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
+        time.sleep(interval)
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -122,6 +122,14 @@ class ServerProcess:
 
     def client(self) -> Client:
         return Client([self.endpoint], self.admin_key)
+
+    def role(self) -> str:
+        """What /healthz says this server is (primary, active, standby), or "down"."""
+        with self.client() as client:
+            try:
+                return str(client.request("GET", "/healthz", timeout=2).json()["role"])
+            except Unavailable:
+                return "down"
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         stop_process(self.proc, sig)

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from runyard.core.errors import NotFound, Unavailable
 from runyard.core.models import LogLine, Worker
@@ -41,8 +41,6 @@ from runyard.wire import (
     RunOut,
     WorkerOut,
 )
-
-T = TypeVar("T")
 
 
 class FakeClock:
@@ -320,19 +318,3 @@ class FakeProvider:
         self.instances.pop(instance_id)
         self.terminated.append(instance_id)
 
-
-def wait_until(check: Callable[[], T], timeout: float = 5.0, interval: float = 0.002) -> T:
-    """Poll ``check`` until truthy, for the threads of the launcher under test."""
-    done = threading.Event()
-    deadline = threading.Event()
-    timer = threading.Timer(timeout, deadline.set)
-    timer.start()
-    try:
-        while not deadline.is_set():
-            value = check()
-            if value:
-                return value
-            done.wait(interval)
-        raise AssertionError(f"condition not met within {timeout}s")
-    finally:
-        timer.cancel()

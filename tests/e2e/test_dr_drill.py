@@ -36,13 +36,6 @@ class Sites:
     creds: PoolCreds
 
 
-def role(server: ServerProcess) -> str:
-    try:
-        return str(httpx.get(f"{server.endpoint}/healthz", timeout=2).json()["role"])
-    except httpx.HTTPError:
-        return "down"
-
-
 @pytest.fixture
 def sites(tmp_path: Path, postgres: PostgresCluster, aws_env: str) -> Iterator[Sites]:
     s3 = boto3.client("s3", endpoint_url=aws_env)
@@ -57,7 +50,7 @@ def sites(tmp_path: Path, postgres: PostgresCluster, aws_env: str) -> Iterator[S
               "RUNYARD_WORKER_LOST_AFTER": "60s"}
     primary = ServerProcess(tmp_path / "primary" / "data", ports[0], database_url=url, extra_env={
         **common, "RUNYARD_SITE": "eu-west", "RUNYARD_BLOB_URL": blob[0], "RUNYARD_PEER_BLOB_URL": blob[1]}).start()
-    wait_for(lambda: role(primary) == "primary", 15, "the primary to take the lease")
+    wait_for(lambda: primary.role() == "primary", 15, "the primary to take the lease")
     standby = ServerProcess(tmp_path / "standby" / "data", ports[1], admin_key=primary.admin_key, database_url=url,
                             extra_env={**common, "RUNYARD_STANDBY": "true", "RUNYARD_SITE": "eu-central",
                                        "RUNYARD_BLOB_URL": blob[1], "RUNYARD_PEER_BLOB_URL": blob[0]}).start()
@@ -115,7 +108,7 @@ def test_the_standby_takes_over_by_itself_and_nothing_is_lost_or_run_twice(sites
         sites.primary.proc.send_signal(signal.SIGKILL)
         killed = time.monotonic()
         sites.primary.proc.wait(10)
-        wait_for(lambda: role(sites.standby) == "primary", 20, "the standby to take over")
+        wait_for(lambda: sites.standby.role() == "primary", 20, "the standby to take over")
         took = time.monotonic() - killed
         assert took < 15, f"the standby took {took:.1f}s to hold the lease"
         # After the failure: confirm the waiting plan through the new primary.
@@ -141,14 +134,14 @@ def test_the_standby_takes_over_by_itself_and_nothing_is_lost_or_run_twice(sites
         # The old primary comes back: it finds the lease with the other site and stands by.
         sites.primary.log.close() if sites.primary.log else None
         sites.primary.start()
-        wait_for(lambda: role(sites.primary) == "standby", 15, "the old primary to come back as a standby")
+        wait_for(lambda: sites.primary.role() == "standby", 15, "the old primary to come back as a standby")
         # Fail back under load.
         with ThreadPoolExecutor(4) as pool:
             during = list(pool.map(lambda _: client.trigger("s1", RunKind.PROPOSED).id, range(6)))
             promoted = cli(sites.primary, "dr", "promote", "--endpoint", sites.primary.endpoint, check=True)
             after = list(pool.map(lambda _: client.trigger("s1", RunKind.PROPOSED).id, range(6)))
         assert "role primary" in promoted.stdout
-        wait_for(lambda: role(sites.standby) == "standby", 15, "the standby to stand by again")
+        wait_for(lambda: sites.standby.role() == "standby", 15, "the standby to stand by again")
         wait_for(lambda: all(client.run(r).state.terminal for r in during + after), 90, "the failback runs to end")
         for run_id in during + after:
             shown = client.run(run_id)

@@ -11,9 +11,10 @@ from runyard.core.errors import StaleLease
 from runyard.core.models import LogLine
 from runyard.core.states import RunKind, RunState
 from runyard.crypto import make_csr
+from runyard.devstack import wait_for
 from runyard.launcher.launcher import LauncherExit
 from runyard.launcher.logship import LogShipper
-from runyard.testing import FakeExecutor, Flaky, InProcessWorkerApi, Step, wait_until
+from runyard.testing import FakeExecutor, Flaky, InProcessWorkerApi, Step
 from tests.unit.conftest import World, pool_key
 
 
@@ -108,7 +109,7 @@ def test_a_cycled_pool_ends_an_idle_launcher_with_reason_cycled(world: World) ->
     reasons: list[str] = []
     thread = threading.Thread(target=lambda: reasons.append(launcher.run()), daemon=True)
     thread.start()
-    wait_until(lambda: world.svc.workers.list(world.pool_id))
+    wait_for(lambda: world.svc.workers.list(world.pool_id), 5, "the launcher", interval=0.002)
     assert world.svc.pools.cycle("p1") == 1
     thread.join(5)
     assert reasons == ["cycled"]
@@ -127,7 +128,7 @@ def test_a_reset_pool_ends_its_launchers_with_an_error(world: World) -> None:
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
-    wait_until(lambda: world.svc.workers.list(world.pool_id))
+    wait_for(lambda: world.svc.workers.list(world.pool_id), 5, "the launcher", interval=0.002)
     world.svc.workers.reset_pool("p1", make_csr(pool_key()).decode())
     thread.join(5)
     assert len(failures) == 1 and "reset" in str(failures[0])
@@ -140,9 +141,10 @@ def test_a_lost_worker_registers_again_and_a_scaled_in_one_leaves(world: World) 
     reasons: list[str] = []
     thread = threading.Thread(target=lambda: reasons.append(launcher.run()), daemon=True)
     thread.start()
-    first = wait_until(lambda: world.svc.workers.list(world.pool_id))[0]
+    first = wait_for(lambda: world.svc.workers.list(world.pool_id), 5, "the launcher", interval=0.002)[0]
     world.svc.workers.remove(first.id, "worker lost")
-    second = wait_until(lambda: [w for w in world.svc.workers.list(world.pool_id) if w.id != first.id])[0]
+    second = wait_for(lambda: [w for w in world.svc.workers.list(world.pool_id) if w.id != first.id], 5,
+                      "the launcher to join again", interval=0.002)[0]
     world.svc.workers.remove(second.id, "scaled in")
     thread.join(5)
     assert reasons == ["scaled-in"] and launcher.registrations == 2
