@@ -104,6 +104,11 @@ def read_secure_parameter(name: str, region: str | None = None, endpoint_url: st
         raise _translate(exc, f"reading SSM parameter {name}") from exc
 
 
+def _missing(exc: ClientError) -> bool:
+    """S3's "no such object" (get_object says NoSuchKey, head_object 404)."""
+    return exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound")
+
+
 class S3BlobStore:
     """The object store in an S3 bucket (or an S3-compatible store), under a
     prefix. Keys are the store's keys; a missing object is :class:`NotFound`."""
@@ -131,7 +136,7 @@ class S3BlobStore:
             body = self.s3.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
             return bytes(body.read())
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            if _missing(exc):
                 raise NotFound(f"no blob {key} in s3://{self.bucket}/{self.prefix}") from exc
             raise _translate(exc, f"reading s3://{self.bucket}/{self._key(key)}") from exc
         except BotoCoreError as exc:
@@ -142,7 +147,7 @@ class S3BlobStore:
             self.s3.head_object(Bucket=self.bucket, Key=self._key(key))
             return True
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+            if _missing(exc):
                 return False
             raise _translate(exc, f"looking for s3://{self.bucket}/{self._key(key)}") from exc
         except BotoCoreError as exc:

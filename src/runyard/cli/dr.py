@@ -4,13 +4,17 @@ bucket and copy what replication has not."""
 
 from __future__ import annotations
 
-from urllib.parse import parse_qs, urlsplit
+from typing import TYPE_CHECKING
 
 import click
 
 from runyard.cli.output import OUTPUT_OPTION, emit_json, table
 from runyard.client import Client
 from runyard.core.errors import InvalidInput
+from runyard.server.blobs.url import parse_s3_url
+
+if TYPE_CHECKING:
+    from runyard.aws import S3BlobStore
 
 ENDPOINTS = click.option("--endpoint", "endpoints", multiple=True, envvar="RUNYARD_ENDPOINTS",
                          help="a server to ask (repeatable) [env RUNYARD_ENDPOINTS, comma-separated]")
@@ -24,13 +28,12 @@ def _endpoints(given: tuple[str, ...]) -> list[str]:
     return found
 
 
-def _bucket(url: str) -> tuple[str, str, str | None]:
-    """``s3://BUCKET/PREFIX?endpoint_url=...`` -> (bucket, prefix, endpoint_url)."""
-    parts = urlsplit(url)
-    if parts.scheme != "s3" or not parts.netloc:
-        raise InvalidInput(f"{url!r} is not an S3 bucket URL: use s3://BUCKET/PREFIX")
-    endpoints = parse_qs(parts.query).get("endpoint_url", [])
-    return parts.netloc, parts.path.strip("/"), endpoints[-1] if endpoints else None
+def _store(url: str, endpoint_url: str | None = None) -> S3BlobStore:
+    """The S3 store an ``s3://BUCKET/PREFIX[?endpoint_url=...]`` URL names."""
+    from runyard.aws import S3BlobStore
+
+    where = parse_s3_url(url)
+    return S3BlobStore(where.bucket, where.prefix, where.region, where.endpoint_url or endpoint_url)
 
 
 @click.group()
@@ -65,10 +68,9 @@ def dr_status(endpoints: tuple[str, ...], api_key: str, bucket: str, replica: st
         docs.append({"endpoint": endpoint, **status.model_dump(mode="json")})
     lag = None
     if bucket and replica:
-        from runyard.aws import S3BlobStore, missing_objects
+        from runyard.aws import missing_objects
 
-        src, dst = _bucket(bucket), _bucket(replica)
-        lag = len(missing_objects(S3BlobStore(src[0], src[1], None, src[2]), S3BlobStore(dst[0], dst[1], None, dst[2])))
+        lag = len(missing_objects(_store(bucket), _store(replica)))
     if output == "json":
         emit_json({"servers": docs, "replica_missing_objects": lag})
         return
@@ -120,9 +122,9 @@ def replication_apply(source: str, destination: str, role_name: str) -> None:
     replication rule. Applying it again changes nothing."""
     from runyard.aws import apply_replication
 
-    src, dst = _bucket(source), _bucket(destination)
-    arn = apply_replication(src[0], dst[0], role_name, endpoint_url=src[2])
-    click.echo(f"replicating s3://{src[0]} to s3://{dst[0]} as {arn}")
+    src, dst = parse_s3_url(source), parse_s3_url(destination)
+    arn = apply_replication(src.bucket, dst.bucket, role_name, src.region, src.endpoint_url)
+    click.echo(f"replicating s3://{src.bucket} to s3://{dst.bucket} as {arn}")
 
 
 @dr.command("backfill")
@@ -131,11 +133,10 @@ def replication_apply(source: str, destination: str, role_name: str) -> None:
 def backfill(source: str, destination: str) -> None:
     """Copy the objects replication has not (those from before it was on).
     Resumable: run it again after an interruption and it copies what is left."""
-    from runyard.aws import S3BlobStore, missing_objects
+    from runyard.aws import missing_objects
 
-    src, dst = _bucket(source), _bucket(destination)
-    source_store = S3BlobStore(src[0], src[1], None, src[2])
-    destination_store = S3BlobStore(dst[0], dst[1], None, dst[2] or src[2])
+    source_store = _store(source)
+    destination_store = _store(destination, parse_s3_url(source).endpoint_url)
     missing = missing_objects(source_store, destination_store)
     if not missing:
         click.echo("nothing to copy: the replica has every object")
