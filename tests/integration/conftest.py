@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import uvicorn
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+from fastapi import FastAPI
 
 from runyard.client import Client
 from runyard.config import ServerSettings
@@ -79,6 +82,20 @@ class Api:
         self.client.create_stack(StackCreate.model_validate(body))
 
 
+@contextlib.contextmanager
+def running(app: FastAPI, port: int, **config: Any) -> Iterator[None]:
+    """``app`` served by uvicorn on 127.0.0.1:``port``, in a thread, for the block."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **config))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_for(lambda: server.started, 30, "the test server to start")
+    try:
+        yield
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
 @pytest.fixture
 def api(database_url: str, tmp_path: Path) -> Iterator[Api]:
     settings, _ = ServerSettings.resolve(
@@ -87,22 +104,16 @@ def api(database_url: str, tmp_path: Path) -> Iterator[Api]:
     )
     svc = build_services(settings)
     svc.auth.bootstrap_admin_key(ADMIN)
-    app = create_app(settings, svc)
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_for(lambda: server.started, 30, "the test server to start")
     url = f"http://127.0.0.1:{port}"
-    api = Api(svc, url, Client([url], ADMIN), tmp_path)
-    api.opened.append(api.client)
-    try:
-        yield api
-    finally:
-        for client in api.opened:
-            client.close()
-        server.should_exit = True
-        thread.join(30)
+    with running(create_app(settings, svc), port):
+        api = Api(svc, url, Client([url], ADMIN), tmp_path)
+        api.opened.append(api.client)
+        try:
+            yield api
+        finally:
+            for client in api.opened:
+                client.close()
 
 
 def walk(worker: Client, run_id: str, lease: int, *states: RunState) -> None:

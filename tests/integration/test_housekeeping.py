@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
 from runyard.archive import pack_directory
 from runyard.config import ServerSettings
@@ -19,8 +17,7 @@ from runyard.server.app import build_services, create_app
 from runyard.server.services.stacks import source_key
 from runyard.wire import SourceIO, StackCreate
 from tests.conftest import free_port
-from tests.harness import wait_for
-from tests.integration.conftest import Api
+from tests.integration.conftest import Api, running
 
 
 def upload(api: Api, tmp_path: Path) -> str:
@@ -51,17 +48,9 @@ def app_with(tmp_path: Path, **settings: str) -> Iterator[httpx.Client]:
     """A server with these settings, on real HTTP."""
     resolved, _ = ServerSettings.resolve({"data_dir": tmp_path / "data", **settings}, env={})
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(resolved, build_services(resolved)), host="127.0.0.1",
-                                           port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_for(lambda: server.started, 30, "the server to start")
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
-            yield http
-    finally:
-        server.should_exit = True
-        thread.join(30)
+    with running(create_app(resolved, build_services(resolved)), port), \
+            httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+        yield http
 
 
 def test_metrics_need_the_metrics_token_when_one_is_set(tmp_path: Path):

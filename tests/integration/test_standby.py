@@ -4,18 +4,17 @@ only, points clients at the primary, and serves once promoted."""
 from __future__ import annotations
 
 import contextlib
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import uvicorn
 
 from runyard.client import Client
 from runyard.config import ServerSettings
 from runyard.server.app import build_services, create_app
 from tests.conftest import free_port
 from tests.harness import wait_for
+from tests.integration.conftest import running
 
 ADMIN = "ryk_standby_test_admin"
 KEY = "one-secret-key-for-both-sites"
@@ -29,16 +28,8 @@ def serve(tmp_path: Path, name: str, database_url: str, **settings: object) -> I
          "port": port, "scheduler_lease_ttl": "1s", **settings}, env={})
     svc = build_services(resolved)
     svc.auth.bootstrap_admin_key(ADMIN)
-    server = uvicorn.Server(uvicorn.Config(create_app(resolved, svc), host="127.0.0.1", port=port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_for(lambda: server.started, 30, "the server to start")
-    try:
+    with running(create_app(resolved, svc), port):
         yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(30)
 
 
 def role(url: str) -> str:

@@ -9,7 +9,6 @@ import os
 import threading
 from pathlib import Path
 
-import uvicorn
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -23,10 +22,11 @@ from runyard.crypto import generate_key, make_csr
 from runyard.launcher.executors.process import ProcessExecutor
 from runyard.launcher.launcher import Launcher
 from runyard.server.app import build_services, create_app
+from runyard.server.services.registry import Services
 from runyard.wire import SourceIO, StackCreate
 from tests.conftest import free_port
 from tests.harness import wait_for
-from tests.integration.conftest import ADMIN, b64key
+from tests.integration.conftest import ADMIN, b64key, running
 
 
 def private_ca(tmp_path: Path) -> tuple[Path, Path, Path]:
@@ -63,41 +63,40 @@ def test_a_launcher_reaches_an_https_server_signed_by_a_private_ca_and_runs_trus
                                           "public_endpoints": f"https://127.0.0.1:{port}"}, env={})
     svc = build_services(settings)
     svc.auth.bootstrap_admin_key(ADMIN)
-    server = uvicorn.Server(uvicorn.Config(create_app(settings, svc), host="127.0.0.1", port=port,
-                                           log_level="warning", ssl_certfile=str(cert), ssl_keyfile=str(key)))
-    threading.Thread(target=server.run, daemon=True).start()
-    wait_for(lambda: server.started, 30, "the HTTPS server to start")
-    try:
-        pool_key = generate_key(2048)
-        _, token = svc.pools.create("p1", make_csr(pool_key).decode())
-        src = tmp_path / "src"
-        src.mkdir()
-        (src / "x").write_text("x\n")
-        with Client([f"https://127.0.0.1:{port}"], ADMIN, extra_ca=ca) as client:
-            upload = client.upload_source(pack_directory(src))
-            client.create_stack(StackCreate(name="s1", pool="p1", source=SourceIO(kind="upload", upload_id=upload),
-                                            commands={"plan": "true"}))
-        launcher_settings, _ = LauncherSettings.resolve(
-            {"token": token, "pool_private_key": b64key(pool_key), "work_dir": tmp_path / "w",
-             "executor": "process", "long_poll": "5s", "ca_certificates": ca}, env={})
-        env = {"PATH": os.environ["PATH"], "HTTPS_PROXY": "http://proxy.acme.internal:3128",
-               "no_proxy": "localhost,.acme.internal"}
-        launcher = Launcher(launcher_settings, ProcessExecutor(), env=env)
-        thread = threading.Thread(target=launcher.run, daemon=True)
-        thread.start()
-        marker = ca.read_text().splitlines()[1]
-        run = svc.runs.trigger("s1", RunKind.TASK,
-                               f'grep -q "{marker}" "$SSL_CERT_FILE" && echo extra-ca-trusted; '
-                               'grep -c "BEGIN CERTIFICATE" "$REQUESTS_CA_BUNDLE"; '
-                               'echo "proxy=$HTTPS_PROXY no_proxy=$no_proxy"')
-        wait_for(lambda: svc.runs.get(run.id).state.terminal, 30, "the run to end")
-        assert svc.runs.get(run.id).state == RunState.FINISHED
-        lines = [ln.msg for ln in svc.logs.page(run.id).lines]
-        assert "extra-ca-trusted" in lines
-        assert int(next(ln for ln in lines if ln.isdigit())) > 1  # the system's roots too, not only ours
-        assert "proxy=http://proxy.acme.internal:3128 no_proxy=localhost,.acme.internal" in lines
-        launcher.interrupt()
-        thread.join(30)
-    finally:
-        server.should_exit = True
-        svc.close()
+    with running(create_app(settings, svc), port, ssl_certfile=str(cert), ssl_keyfile=str(key)):
+        serve_and_run(tmp_path, svc, port, ca)
+    svc.close()
+
+
+def serve_and_run(tmp_path: Path, svc: Services, port: int, ca: Path) -> None:
+    """Through the HTTPS server: a pool, a stack, a launcher, a run."""
+    pool_key = generate_key(2048)
+    _, token = svc.pools.create("p1", make_csr(pool_key).decode())
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "x").write_text("x\n")
+    with Client([f"https://127.0.0.1:{port}"], ADMIN, extra_ca=ca) as client:
+        upload = client.upload_source(pack_directory(src))
+        client.create_stack(StackCreate(name="s1", pool="p1", source=SourceIO(kind="upload", upload_id=upload),
+                                        commands={"plan": "true"}))
+    launcher_settings, _ = LauncherSettings.resolve(
+        {"token": token, "pool_private_key": b64key(pool_key), "work_dir": tmp_path / "w",
+         "executor": "process", "long_poll": "5s", "ca_certificates": ca}, env={})
+    env = {"PATH": os.environ["PATH"], "HTTPS_PROXY": "http://proxy.acme.internal:3128",
+           "no_proxy": "localhost,.acme.internal"}
+    launcher = Launcher(launcher_settings, ProcessExecutor(), env=env)
+    thread = threading.Thread(target=launcher.run, daemon=True)
+    thread.start()
+    marker = ca.read_text().splitlines()[1]
+    run = svc.runs.trigger("s1", RunKind.TASK,
+                           f'grep -q "{marker}" "$SSL_CERT_FILE" && echo extra-ca-trusted; '
+                           'grep -c "BEGIN CERTIFICATE" "$REQUESTS_CA_BUNDLE"; '
+                           'echo "proxy=$HTTPS_PROXY no_proxy=$no_proxy"')
+    wait_for(lambda: svc.runs.get(run.id).state.terminal, 30, "the run to end")
+    assert svc.runs.get(run.id).state == RunState.FINISHED
+    lines = [ln.msg for ln in svc.logs.page(run.id).lines]
+    assert "extra-ca-trusted" in lines
+    assert int(next(ln for ln in lines if ln.isdigit())) > 1  # the system's roots too, not only ours
+    assert "proxy=http://proxy.acme.internal:3128 no_proxy=localhost,.acme.internal" in lines
+    launcher.interrupt()
+    thread.join(30)
