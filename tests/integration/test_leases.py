@@ -9,6 +9,7 @@ import pytest
 
 from runyard.config import ServerSettings
 from runyard.core.errors import StaleLease
+from runyard.core.models import Lease
 from runyard.core.states import RunKind, RunState
 from runyard.server.app import build_services
 from runyard.server.services.leases import LeaseService
@@ -89,3 +90,17 @@ def test_a_reaper_pass_under_a_lost_lease_removes_no_worker(api: Api) -> None:
         api.svc.workers.reap(0.0, 0.0, lambda repo: old_leader.fence(repo, mine))
     assert [w.id for w in api.client.workers("p1")] != []
     assert api.client.run(run.id).state == RunState.READY
+
+
+
+def test_insert_if_absent_says_who_inserted_on_every_database(api: Api) -> None:
+    api.pool()
+    api.stack()
+    stack_id = api.client.stack("s1").id
+    with api.svc.ctx.tx() as repo:
+        assert repo.take_state_lock(stack_id, "first", {"ID": "first"}, 1.0) is True
+        assert repo.take_state_lock(stack_id, "second", {"ID": "second"}, 2.0) is False
+        lease = Lease("test-lease", "a", 1, 10.0)
+        assert repo.create_lease(lease) is True
+        assert repo.create_lease(Lease("test-lease", "b", 1, 10.0)) is False
+        assert repo.lease("test-lease") == lease

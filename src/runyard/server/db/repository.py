@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, func, insert, select, update
+from sqlalchemy import Connection, Table, and_, delete, func, insert, select, update
 
 from runyard.core.models import (
     ApiKey,
@@ -42,6 +42,13 @@ class Repository:
     def set_setting(self, key: str, value: str) -> None:
         self.conn.execute(update(t.settings).where(t.settings.c.key == key).values(value=value))
 
+    def _insert_if_absent(self, table: Table, **values: Any) -> bool:
+        """Insert a row unless its key exists; True if this call inserted it.
+        (The row count of ON CONFLICT DO NOTHING is -1 on psycopg: RETURNING
+        tells on both databases.)"""
+        stmt = insert_ignoring_duplicates(self.conn.dialect.name, table).values(**values)
+        return self.conn.execute(stmt.returning(*table.primary_key.columns)).first() is not None
+
     def put_setting_if_absent(self, key: str, value: str) -> str:
         """Store ``value`` unless another process stored one first; return the winner."""
         stmt = insert_ignoring_duplicates(self.conn.dialect.name, t.settings).values(key=key, value=value)
@@ -58,11 +65,8 @@ class Repository:
 
     def create_lease(self, lease: Lease) -> bool:
         """Insert ``lease`` unless one of that name exists; True if inserted."""
-        stmt = insert_ignoring_duplicates(self.conn.dialect.name, t.leases).values(
-            name=lease.name, holder=lease.holder, token=lease.token, expires_at=lease.expires_at,
-            address=lease.address, site=lease.site)
-        self.conn.execute(stmt)  # rowcount of ON CONFLICT DO NOTHING differs by driver: read it back
-        return self.lease(lease.name) == lease
+        return self._insert_if_absent(t.leases, name=lease.name, holder=lease.holder, token=lease.token,
+                                      expires_at=lease.expires_at, address=lease.address, site=lease.site)
 
     def swap_lease(self, name: str, expect_token: int, expect_holder: str | None, **values: Any) -> bool:
         """Compare-and-set on the lease's token (and holder, when given)."""
@@ -459,9 +463,7 @@ class Repository:
         return rows.state_lock(row) if row else None
 
     def take_state_lock(self, stack_id: str, lock_id: str, info: dict[str, Any], now: float) -> bool:
-        stmt = insert_ignoring_duplicates(self.conn.dialect.name, t.state_locks).values(
-            stack_id=stack_id, lock_id=lock_id, info=info, created_at=now)
-        return self.conn.execute(stmt).rowcount == 1
+        return self._insert_if_absent(t.state_locks, stack_id=stack_id, lock_id=lock_id, info=info, created_at=now)
 
     def drop_state_lock(self, stack_id: str) -> None:
         self.conn.execute(delete(t.state_locks).where(t.state_locks.c.stack_id == stack_id))
