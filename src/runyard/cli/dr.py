@@ -10,7 +10,7 @@ import click
 
 from runyard.cli.output import OUTPUT_OPTION, emit_json, table
 from runyard.client import Client
-from runyard.core.errors import InvalidInput
+from runyard.core.errors import InvalidInput, Unavailable
 from runyard.server.blobs.url import parse_s3_url
 
 if TYPE_CHECKING:
@@ -55,9 +55,7 @@ def dr_status(endpoints: tuple[str, ...], api_key: str, bucket: str, replica: st
         with Client([endpoint], api_key) as client:
             try:
                 status = client.cluster()
-            except InvalidInput:
-                raise
-            except Exception as exc:  # noqa: BLE001 - a server that does not answer is part of the status
+            except Unavailable as exc:  # a server that does not answer is part of the status
                 rows.append((endpoint, "-", "unreachable", "-", "-", str(exc)[:60]))
                 docs.append({"endpoint": endpoint, "role": "unreachable", "error": str(exc)})
                 continue
