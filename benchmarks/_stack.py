@@ -34,6 +34,8 @@ class Bench:
     pool: str
     creds: PoolCreds
     launchers: list[LauncherProcess]
+    server: ServerProcess
+    postgres: PostgresCluster | None = None
 
     def add_launchers(self, count: int, **env: str) -> None:
         known = {w.id for w in self.client.workers(self.pool)}
@@ -48,9 +50,16 @@ class Bench:
 
 
 @contextlib.contextmanager
-def bench_stack(stack_name: str = "bench") -> Iterator[Bench]:
+def bench_stack(stack_name: str = "bench", db: str = "sqlite", **env: str) -> Iterator[Bench]:
+    """One server (on SQLite, or on a throwaway PostgreSQL with ``db="postgres"``),
+    a pool "bench" and a shell stack whose plan is ``true``."""
     tmp = Path(tempfile.mkdtemp(prefix="runyard-bench-"))
-    server = ServerProcess(tmp / "data", free_port()).start()
+    postgres = PostgresCluster() if db == "postgres" else None
+    url = ""
+    if postgres is not None:
+        postgres.start()
+        url = postgres.new_database()
+    server = ServerProcess(tmp / "data", free_port(), database_url=url, extra_env=env).start()
     client = server.client()
     launchers: list[LauncherProcess] = []
     try:
@@ -59,12 +68,14 @@ def bench_stack(stack_name: str = "bench") -> Iterator[Bench]:
         src.mkdir()
         (src / "README").write_text("benchmark stack\n")
         make_shell_stack(client, stack_name, "bench", src, {"plan": "true"})
-        yield Bench(client, tmp, "bench", creds, launchers)
+        yield Bench(client, tmp, "bench", creds, launchers, server, postgres)
     finally:
         for launcher in launchers:
             launcher.stop()
         server.stop()
         client.close()
+        if postgres is not None:
+            postgres.stop()
 
 
 @dataclass

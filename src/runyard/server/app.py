@@ -124,6 +124,7 @@ def create_app(settings: ServerSettings, svc: Services | None = None) -> FastAPI
             for loop in loops:
                 loop.stop()
             await asyncio.gather(*tasks)
+            services.workers.flush_seen()
             scheduler.release()  # another server takes over at once, not after the lease expires
             services.ctx.notifier.close()
             services.ctx.engine.dispose()

@@ -1,16 +1,21 @@
 """Wakes long polls the moment something they wait for changes.
 
-Each topic (``pool:<id>``, ``run:<id>``) has a generation counter. A waiter
-reads the generation, checks the database, and if there is nothing for it,
-waits for the generation to move: a change between the check and the wait is
-never missed. ``notify`` may be called from any thread.
+Each topic (``pool:<id>``, ``run:<id>``, ...) has a generation counter. A
+waiter reads the generation, checks the database, and if there is nothing for
+it, waits for the generation to move: a change between the check and the wait
+is never missed. ``notify`` may be called from any thread.
+
+Most waiters wake together. Workers' polls wait *their turn* on their pool's
+topic: a queued run wakes one idle poll, not every poll of the pool; the poll
+that claims a run passes the turn on, so a burst of runs wakes as many polls
+as it has runs, and an idle pool's cost does not grow with its size.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 
@@ -23,12 +28,29 @@ class Bus(Protocol):
     def stop(self) -> None: ...
 
 
+class _Waiter:
+    """One parked wait: woken by any of its topics; ``exclusive`` names the
+    topic on which it waits its turn instead of waking with everyone."""
+
+    __slots__ = ("by_turn", "exclusive", "fut", "loop", "topics")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, topics: tuple[str, ...], exclusive: str | None) -> None:
+        self.loop = loop
+        self.fut: asyncio.Future[None] = loop.create_future()
+        self.topics = topics
+        self.exclusive = exclusive
+        self.by_turn = False  # woken as the one waiter of its exclusive topic
+
+    def resolve(self) -> None:
+        self.loop.call_soon_threadsafe(_resolve, self.fut)
+
+
 class Notifier:
     def __init__(self) -> None:
         self.bus: Bus | None = None
         self._lock = threading.Lock()
         self._generations: dict[str, int] = {}
-        self._waiters: dict[str, list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]] = {}
+        self._waiters: dict[str, list[_Waiter]] = {}
         self._closed = False
 
     @property
@@ -42,14 +64,18 @@ class Notifier:
             self.bus.stop()
         with self._lock:
             self._closed = True
-            waiters = [w for ws in self._waiters.values() for w in ws]
+            waiters = {id(w): w for ws in self._waiters.values() for w in ws}
             self._waiters.clear()
-        for loop, fut in waiters:
-            loop.call_soon_threadsafe(_resolve, fut)
+        for waiter in waiters.values():
+            waiter.resolve()
 
     def generation(self, topic: str) -> int:
         with self._lock:
             return self._generations.get(topic, 0)
+
+    def generations(self, *topics: str) -> dict[str, int]:
+        with self._lock:
+            return {topic: self._generations.get(topic, 0) for topic in topics}
 
     def notify(self, *topics: str) -> None:
         """Wake the waiters of ``topics`` here and, through the bus, on every other server."""
@@ -60,17 +86,50 @@ class Notifier:
     def wake_all(self) -> None:
         """Every waiter looks again (after wake-ups may have been missed)."""
         with self._lock:
-            topics = list(self._waiters)
-        self.wake(*topics)
+            topics = list(self._generations) + list(self._waiters)
+            for topic in topics:
+                self._generations[topic] = self._generations.get(topic, 0) + 1
+            waiters = {id(w): w for ws in self._waiters.values() for w in ws}
+            self._waiters.clear()
+        for waiter in waiters.values():
+            waiter.resolve()
 
     def wake(self, *topics: str) -> None:
-        """Wake the waiters of ``topics`` on this server only."""
+        """Move ``topics`` on, on this server only: every ordinary waiter of a
+        topic wakes, and of those waiting their turn on it, the first."""
         for topic in topics:
             with self._lock:
                 self._generations[topic] = self._generations.get(topic, 0) + 1
-                waiters = self._waiters.pop(topic, [])
-            for loop, fut in waiters:
-                loop.call_soon_threadsafe(_resolve, fut)
+                woken = self._take(topic, everyone=True)
+            for waiter in woken:
+                waiter.resolve()
+
+    def pass_on(self, topic: str) -> bool:
+        """Wake the next waiter whose turn it is on ``topic`` (this server only),
+        without moving the topic on: the one woken before found something and
+        more may be there. False if nobody waits their turn."""
+        with self._lock:
+            woken = self._take(topic, everyone=False)
+        for waiter in woken:
+            waiter.resolve()
+        return bool(woken)
+
+    def _take(self, topic: str, everyone: bool) -> list[_Waiter]:
+        """Unpark the waiters a change of ``topic`` wakes (lock held)."""
+        parked = self._waiters.get(topic, [])
+        woken = [w for w in parked if w.exclusive != topic] if everyone else []
+        turn = next((w for w in parked if w.exclusive == topic), None)
+        if turn is not None:
+            turn.by_turn = True
+            woken.append(turn)
+        for waiter in woken:
+            for other in waiter.topics:
+                rest = self._waiters.get(other)
+                if rest is not None and waiter in rest:
+                    rest.remove(waiter)
+                    if not rest:
+                        del self._waiters[other]
+        return woken
 
     def waiting(self, topic: str) -> int:
         """How many waiters are parked on ``topic`` now (for tests and metrics)."""
@@ -79,24 +138,37 @@ class Notifier:
 
     async def wait(self, topic: str, seen: int, timeout: float) -> bool:
         """Wait until ``topic`` moves past generation ``seen``; False on timeout."""
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[None] = loop.create_future()
+        return await self.wait_any({topic: seen}, timeout)
+
+    async def wait_any(self, seen: Mapping[str, int], timeout: float, turn_on: str | None = None) -> bool:
+        """Wait until any topic of ``seen`` moves past its generation there;
+        False on timeout. On ``turn_on`` (one of them) the waiter waits its
+        turn: a change wakes only the first such waiter, which, if it is
+        cancelled before it could act, hands its turn to the next."""
+        topics = tuple(seen)
+        waiter = _Waiter(asyncio.get_running_loop(), topics, turn_on)
         with self._lock:
             if self._closed:
                 return False
-            if self._generations.get(topic, 0) != seen:
+            if any(self._generations.get(t, 0) != g for t, g in seen.items()):
                 return True
-            self._waiters.setdefault(topic, []).append((loop, fut))
+            for topic in topics:
+                self._waiters.setdefault(topic, []).append(waiter)
+        acted = False
         try:
-            await asyncio.wait_for(fut, timeout)
-            return True
-        except TimeoutError:
-            return False
+            await asyncio.wait({waiter.fut}, timeout=timeout)
+            acted = True
+            return waiter.fut.done()
         finally:
             with self._lock:
-                waiters = self._waiters.get(topic, [])
-                if (loop, fut) in waiters:
-                    waiters.remove((loop, fut))
+                for topic in topics:
+                    rest = self._waiters.get(topic)
+                    if rest is not None and waiter in rest:
+                        rest.remove(waiter)
+                        if not rest:
+                            del self._waiters[topic]
+            if waiter.by_turn and not acted and turn_on is not None:
+                self.pass_on(turn_on)  # cancelled after its turn came: the next waiter takes it
 
 
 def _resolve(fut: asyncio.Future[None]) -> None:
@@ -110,3 +182,13 @@ def pool_topic(pool_id: str) -> str:
 
 def run_topic(run_id: str) -> str:
     return f"run:{run_id}"
+
+
+def fleet_topic(pool_id: str) -> str:
+    """Every worker of the pool looks at itself (the pool is cycled)."""
+    return f"fleet:{pool_id}"
+
+
+def worker_topic(worker_id: str) -> str:
+    """One worker looks at itself (drained, removed)."""
+    return f"worker:{worker_id}"

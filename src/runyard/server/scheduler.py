@@ -162,6 +162,8 @@ class Scheduler:
         s = self.settings
         return [
             Loop("scheduler lease", self.keep_lease, self.interval),
+            # On every server: the heartbeats it took, in one write.
+            Loop("heartbeats", self.services.workers.flush_seen, min(1.0, s.worker_lost_after / 10)),
             Loop("reaper", self._as_leader("reaper", self._reap), s.reaper_interval),
             Loop("drift scheduler", self._as_leader("drift scheduler", self._drift), s.drift_interval),
             Loop("sweeper", self._as_leader("sweeper", self._sweep), s.sweep_interval),

@@ -29,6 +29,8 @@ def _serialize_sqlite_writes(engine: Engine) -> None:
     # pysqlite's lazy BEGIN lets two writers read the same snapshot and then
     # fail to upgrade their locks. BEGIN IMMEDIATE takes the write lock up
     # front so concurrent transactions queue behind busy_timeout instead.
+    # Read-only transactions (Context.read) begin deferred: in WAL mode they
+    # read a snapshot without taking the write lock.
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None
@@ -40,7 +42,7 @@ def _serialize_sqlite_writes(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get("runyard_read_only") else "BEGIN IMMEDIATE")
 
 
 def insert_ignoring_duplicates(engine_dialect: str, table: Table) -> Insert:

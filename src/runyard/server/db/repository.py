@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Table, and_, delete, func, insert, select, update
+from sqlalchemy import Connection, Table, and_, bindparam, delete, func, insert, select, update
 
 from runyard.core.models import (
     ApiKey,
@@ -22,7 +22,7 @@ from runyard.core.models import (
     Transition,
     Worker,
 )
-from runyard.core.states import RunKind, RunState
+from runyard.core.states import SCHEDULABLE, RunKind, RunState
 from runyard.server.db import rows
 from runyard.server.db import tables as t
 from runyard.server.db.dialects import insert_ignoring_duplicates
@@ -201,8 +201,13 @@ class Repository:
         last = self.conn.execute(select(func.max(t.runs.c.updated_at)).where(t.runs.c.worker_id == worker.id)).scalar()
         return max(worker.created_at.timestamp(), float(last or 0))
 
-    def touch_worker(self, worker_id: str, now: float) -> None:
-        self.conn.execute(update(t.workers).where(t.workers.c.id == worker_id).values(last_seen_at=now))
+    def touch_workers(self, seen: dict[str, float]) -> None:
+        """Store when each worker was last seen (never moving a time back:
+        another server may have stored a later one)."""
+        stmt = (update(t.workers)
+                .where(t.workers.c.id == bindparam("wid"), t.workers.c.last_seen_at < bindparam("seen"))
+                .values(last_seen_at=bindparam("seen")))
+        self.conn.execute(stmt, [{"wid": wid, "seen": at} for wid, at in seen.items()])
 
     def stale_workers(self, cutoff: float) -> list[Worker]:
         found = self.conn.execute(
@@ -293,6 +298,12 @@ class Repository:
         if row is None:
             return None
         return rows.run(row, self.transitions(run_id) if with_transitions else ())
+
+    def has_waiting_runs(self, pool_id: str) -> bool:
+        """Whether any run of the pool waits for a worker (queued or confirmed)."""
+        stmt = select(t.runs.c.id).where(t.runs.c.pool_id == pool_id,
+                                         t.runs.c.state.in_([s.value for s in SCHEDULABLE])).limit(1)
+        return self.conn.execute(stmt).first() is not None
 
     def unsealed_ended_runs(self, limit: int) -> list[str]:
         ended = [s.value for s in RunState if s.terminal]

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
@@ -29,6 +30,12 @@ class Context:
     endpoints: tuple[str, ...] = ()
     long_poll: float = 25.0  # the longest a long poll is held open
     secrets: SecretBox = field(default_factory=lambda: SecretBox(os.urandom(32)))  # see app.secret_box
+    # SQLite has one writer at a time: writers of this process queue here, in
+    # order, instead of sleeping in SQLite's busy handler (PostgreSQL: no lock).
+    _writes: AbstractContextManager[object] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._writes = threading.RLock() if self.engine.dialect.name == "sqlite" else nullcontext()
 
     def secret_setting(self, name: str, make: Callable[[], str]) -> str:
         """A secret the servers share (a signing key), made once, stored
@@ -46,5 +53,12 @@ class Context:
     @contextmanager
     def tx(self) -> Iterator[Repository]:
         """One transaction; committed when the block ends without an error."""
-        with self.engine.begin() as conn:
+        with self._writes, self.engine.begin() as conn:
+            yield Repository(conn)
+
+    @contextmanager
+    def read(self) -> Iterator[Repository]:
+        """One transaction that only reads: one consistent snapshot, and on
+        SQLite no write lock, so reads neither wait for writes nor hold them up."""
+        with self.engine.connect().execution_options(runyard_read_only=True) as conn, conn.begin():
             yield Repository(conn)

@@ -47,14 +47,14 @@ class AuthService:
 
     def key_hash_known(self, key_hash: str) -> bool:
         """Whether an API key with this hash still exists (a UI session's key)."""
-        with self.ctx.tx() as repo:
+        with self.ctx.read() as repo:
             return repo.api_key_by_hash(key_hash) is not None
 
     def check_api_key(self, key: str | None) -> str:
         """The key's name, or :class:`Unauthorized`."""
         if not key:
             raise Unauthorized(f"no API key: {API_KEY_HINT}")
-        with self.ctx.tx() as repo:
+        with self.ctx.read() as repo:
             row = repo.api_key_by_hash(hash_secret(key))
         if row is None:
             raise Unauthorized(f"that API key is not valid: {API_KEY_HINT}")
@@ -65,7 +65,7 @@ class AuthService:
         of a run of this stack that a worker holds right now (returns its id)."""
         if not credential:
             raise Unauthorized(f"no credentials for the state backend: {API_KEY_HINT}")
-        with self.ctx.tx() as repo:
+        with self.ctx.read() as repo:
             if repo.api_key_by_hash(hash_secret(credential)) is not None:
                 return None
             run = repo.run_by_token(hash_secret(credential))
@@ -77,7 +77,7 @@ class AuthService:
         """The live worker behind a bearer token."""
         if not token:
             raise Unauthorized("worker requests need the token given at registration")
-        with self.ctx.tx() as repo:
+        with self.ctx.read() as repo:
             worker, why = repo.worker_by_token(hash_secret(token))
             if worker is None:
                 if why == "unknown worker token":

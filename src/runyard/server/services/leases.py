@@ -30,7 +30,7 @@ class LeaseService:
         self.site = site
 
     def current(self, name: str = SCHEDULER) -> Lease | None:
-        with self.ctx.tx() as repo:
+        with self.ctx.read() as repo:
             return repo.lease(name)
 
     def acquire(self, name: str = SCHEDULER, expired_for: float = 0.0) -> Lease | None:

@@ -55,7 +55,7 @@ class LogService:
 
     def seal_pending(self) -> list[str]:
         """Seal the logs of ended runs a crash left unsealed."""
-        with self.ctx.tx() as repo:
+        with self.ctx.read() as repo:
             pending = repo.unsealed_ended_runs(limit=100)
         for run_id in pending:
             self.seal(run_id)
@@ -77,7 +77,7 @@ class LogService:
     def page(self, run_id: str, after: int = 0, limit: int = 5000) -> LogPage:
         """The run's lines after sequence number ``after``, with its state."""
         after = min(max(after, 0), MAX_SEQ)  # "after everything" must not overflow the column
-        with self.ctx.tx() as repo:
+        with self.ctx.read() as repo:
             run = repo.run(run_id, with_transitions=False)
             if run is None:
                 raise NotFound(f"no run {run_id!r}: `runyard run list` shows the runs")

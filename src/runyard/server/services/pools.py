@@ -19,7 +19,7 @@ from runyard.crypto import (
     serial_of,
 )
 from runyard.server.db.repository import Repository
-from runyard.server.notifier import pool_topic
+from runyard.server.notifier import fleet_topic, pool_topic
 from runyard.server.services import Context
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -127,7 +127,7 @@ class PoolService:
         pool = self.get(ref)
         with self.ctx.tx() as repo:
             count = repo.request_pool_exit(pool.id)
-        self.ctx.notifier.notify(pool_topic(pool.id))
+        self.ctx.notifier.notify(pool_topic(pool.id), fleet_topic(pool.id))
         return count
 
     def new_certificate(self, pool: Pool, csr_pem: str) -> tuple[str, str]:
@@ -139,24 +139,24 @@ class PoolService:
         return pem, serial
 
     def get(self, ref: str) -> Pool:
-        with self.ctx.tx() as repo:
+        with self.ctx.read() as repo:
             pool = repo.pool(ref)
         if pool is None:
             raise NotFound(f"no pool {ref!r}: `runyard pool list` shows the pools")
         return pool
 
     def list(self) -> list[Pool]:
-        with self.ctx.tx() as repo:
+        with self.ctx.read() as repo:
             return repo.pools()
 
     def stats(self, pool: Pool) -> PoolStats:
         """Worker counts by status and queue length: what operators look at first."""
-        with self.ctx.tx() as repo:
+        with self.ctx.read() as repo:
             return pool_stats(repo, pool.id)
 
     def summaries(self) -> builtins.list[tuple[Pool, PoolStats]]:
         """Every pool with its stats, read in one transaction."""
-        with self.ctx.tx() as repo:
+        with self.ctx.read() as repo:
             return [(pool, pool_stats(repo, pool.id)) for pool in repo.pools()]
 
 

@@ -80,14 +80,14 @@ class RunService:
         return self.get(run.id)
 
     def get(self, run_id: str) -> Run:
-        with self.ctx.tx() as repo:
+        with self.ctx.read() as repo:
             run = repo.run(run_id)
         if run is None:
             raise NotFound(f"no run {run_id!r}: `runyard run list` shows the runs")
         return run
 
     def list(self, stack_ref: str | None = None, limit: int = 100) -> list[Run]:
-        with self.ctx.tx() as repo:
+        with self.ctx.read() as repo:
             stack_id = None
             if stack_ref:
                 stack = repo.stack(stack_ref)
@@ -117,7 +117,7 @@ class RunService:
         """Why a queued write run has not started: the run of its stack it waits for."""
         if run.state != RunState.QUEUED or not run.kind.writes:
             return ""
-        with self.ctx.tx() as repo:
+        with self.ctx.read() as repo:
             blocker = repo.blocking_write_run(run.stack_id, run.id)
         return f"run {blocker[0]} ({blocker[1]}) of this stack must end first" if blocker else ""
 
@@ -141,7 +141,7 @@ class RunService:
 
     def queue(self, pool_id: str) -> builtins.list[tuple[Run, str]]:
         """Runs on a worker, then runs waiting (each with what it waits for), oldest first."""
-        with self.ctx.tx() as repo:
+        with self.ctx.read() as repo:
             running = repo.runs(pool_id=pool_id, states=ON_WORKER, oldest_first=True, limit=500)
             waiting = repo.runs(pool_id=pool_id, states=SCHEDULABLE, oldest_first=True, limit=500)
         return [(r, "") for r in running] + [(r, self.waiting_for(r)) for r in waiting]
@@ -216,7 +216,7 @@ class RunService:
         return out
 
     def schedulable_count(self, pool_id: str) -> int:
-        with self.ctx.tx() as repo:
+        with self.ctx.read() as repo:
             return len(self._schedulable(repo, pool_id))
 
     @staticmethod
@@ -308,7 +308,7 @@ class RunService:
             raise
 
     def get_workspace(self, worker: Worker, run_id: str, lease: int) -> bytes:
-        with self.ctx.tx() as repo:
+        with self.ctx.read() as repo:
             run = self._held(repo, worker, run_id, lease)
         if not run.has_workspace:
             raise NotFound(f"run {run_id} has no saved workspace")
@@ -320,7 +320,7 @@ class RunService:
             repo.replace_outputs(run.stack_id, run_id, outputs, self.ctx.clock())
 
     def outputs(self, stack_id: str) -> builtins.list[Output]:
-        with self.ctx.tx() as repo:
+        with self.ctx.read() as repo:
             return repo.outputs(stack_id)
 
     def release_from_worker(self, repo: Repository, run: Run, reason: str) -> bool:

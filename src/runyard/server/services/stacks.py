@@ -189,19 +189,19 @@ class StackService:
         return removed
 
     def get(self, ref: str) -> Stack:
-        with self.ctx.tx() as repo:
+        with self.ctx.read() as repo:
             stack = repo.stack(ref)
         if stack is None:
             raise NotFound(f"no stack {ref!r}: `runyard stack list` shows the stacks")
         return stack
 
     def list(self, pool_id: str | None = None) -> list[Stack]:
-        with self.ctx.tx() as repo:
+        with self.ctx.read() as repo:
             return repo.stacks(pool_id)
 
     def source_for_worker(self, worker: Worker, upload_id: str) -> bytes:
         """A source snapshot, for a worker of a pool one of whose stacks uses it."""
-        with self.ctx.tx() as repo:
+        with self.ctx.read() as repo:
             allowed = any(s.source.upload_id == upload_id for s in repo.stacks(worker.pool_id))
         if not allowed:
             raise NotFound(f"no source {upload_id} for this worker's pool")

@@ -26,7 +26,7 @@ class StateService:
         self.ctx = ctx
 
     def _stack_id(self, ref: str) -> str:
-        with self.ctx.tx() as repo:
+        with self.ctx.read() as repo:
             stack = repo.stack(ref)
         if stack is None:
             raise NotFound(f"no stack {ref!r}")
@@ -40,18 +40,18 @@ class StateService:
 
     def current(self, ref: str) -> bytes | None:
         stack_id = self._stack_id(ref)
-        with self.ctx.tx() as repo:
+        with self.ctx.read() as repo:
             latest = repo.latest_state(stack_id)
         return None if latest is None else self._body(latest)
 
     def versions(self, ref: str) -> list[StateVersion]:
         stack_id = self._stack_id(ref)
-        with self.ctx.tx() as repo:
+        with self.ctx.read() as repo:
             return repo.state_versions(stack_id)
 
     def pull(self, ref: str, version: int | None = None) -> bytes:
         stack_id = self._stack_id(ref)
-        with self.ctx.tx() as repo:
+        with self.ctx.read() as repo:
             stored = repo.state_versions(stack_id)
         if not stored:
             raise NotFound(f"stack {ref!r} has no state yet")
@@ -99,7 +99,7 @@ class StateService:
 
     def lock_info(self, ref: str) -> dict[str, Any] | None:
         stack_id = self._stack_id(ref)
-        with self.ctx.tx() as repo:
+        with self.ctx.read() as repo:
             lock = repo.state_lock(stack_id)
         return None if lock is None else dict(lock.info)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import datetime as dt
+import threading
 import time
 from collections.abc import Callable
 
@@ -35,7 +36,7 @@ from runyard.crypto import (
     verify_challenge_signature,
 )
 from runyard.server.db.repository import Repository
-from runyard.server.notifier import pool_topic, run_topic
+from runyard.server.notifier import fleet_topic, pool_topic, run_topic, worker_topic
 from runyard.server.services import Context
 from runyard.server.services.pools import PoolService
 from runyard.server.services.runs import RunService
@@ -50,6 +51,11 @@ class WorkerService:
         self.ctx = ctx
         self.pools = pools
         self.runs = runs
+        # Heartbeats land here and are written in one batch by flush_seen
+        # (every second or so, and before each reaper pass): a heartbeat costs
+        # no write transaction of its own.
+        self._seen: dict[str, float] = {}
+        self._seen_lock = threading.Lock()
 
     def challenge(self, pool_id: str) -> str:
         pool = self.pools.get(pool_id)
@@ -102,13 +108,28 @@ class WorkerService:
         return worker, token
 
     def heartbeat(self, worker: Worker) -> HeartbeatAnswer:
-        with self.ctx.tx() as repo:
-            repo.touch_worker(worker.id, self.ctx.clock())
-            stop = False
-            if worker.current_run_id:
+        self.saw(worker.id)
+        stop = False
+        if worker.current_run_id:
+            with self.ctx.read() as repo:
                 run = repo.run(worker.current_run_id, with_transitions=False)
-                stop = bool(run and run.stop_requested)
+            stop = bool(run and run.stop_requested)
         return HeartbeatAnswer(stop, "cycled" if worker.exit_requested else "")
+
+    def saw(self, worker_id: str) -> None:
+        """The worker is alive now (stored by the next :meth:`flush_seen`)."""
+        now = self.ctx.clock()
+        with self._seen_lock:
+            self._seen[worker_id] = now
+
+    def flush_seen(self) -> int:
+        """Store when workers were last seen, all in one transaction."""
+        with self._seen_lock:
+            seen, self._seen = self._seen, {}
+        if seen:
+            with self.ctx.tx() as repo:
+                repo.touch_workers(seen)
+        return len(seen)
 
     def reset_pool(self, ref: str, csr_pem: str) -> tuple[str, int]:
         """A new certificate (and token) for the pool. Every worker holding the
@@ -137,12 +158,12 @@ class WorkerService:
             if worker is None:
                 raise NotFound(f"no worker {worker_id!r}: `runyard pool show POOL` lists the workers")
             repo.update_worker(worker_id, drained=drained)
-        self.ctx.notifier.notify(pool_topic(worker.pool_id))
+        self.ctx.notifier.notify(pool_topic(worker.pool_id), worker_topic(worker_id))
         return self.refresh(worker_id)
 
     def refresh(self, worker_id: str) -> Worker:
         """The worker as stored now; :class:`WorkerGone` if it was removed."""
-        with self.ctx.tx() as repo:
+        with self.ctx.read() as repo:
             worker = repo.worker(worker_id)
             why = repo.gone_reason(worker_id) if worker is None else ""
         if worker is None:
@@ -150,12 +171,8 @@ class WorkerService:
             raise WorkerGone(f"this worker was removed ({why or 'unknown'}): {hint}", reason=why)
         return worker
 
-    def touch(self, worker: Worker) -> None:
-        with self.ctx.tx() as repo:
-            repo.touch_worker(worker.id, self.ctx.clock())
-
     def list(self, pool_id: str) -> builtins.list[Worker]:
-        with self.ctx.tx() as repo:
+        with self.ctx.read() as repo:
             return repo.workers(pool_id)
 
     async def poll(self, worker: Worker, wait: float) -> PollAnswer:
@@ -164,23 +181,46 @@ class WorkerService:
 
         The scheduler runs the moment a run is queued, so a run starts as
         soon as an idle worker holds a poll: no polling interval sits in
-        between. The pool's generation is read before each claim attempt, so
-        a run queued between the attempt and the wait is never missed."""
+        between. Idle polls wait their turn on the pool: a queued run wakes
+        one of them, which passes the turn on when it got the run (more may
+        be queued). Generations are read before each look, so a run queued
+        between the look and the wait is never missed."""
         deadline = time.monotonic() + min(max(wait, 0.0), self.ctx.long_poll)
-        topic = pool_topic(worker.pool_id)
-        await to_thread.run_sync(self.touch, worker)
+        pool = pool_topic(worker.pool_id)
+        watch = (pool, fleet_topic(worker.pool_id), worker_topic(worker.id))
+        self.saw(worker.id)
         while True:
-            seen = self.ctx.notifier.generation(topic)
-            assignment = await to_thread.run_sync(self.runs.claim, worker.id)
-            if assignment is not None:
-                return PollAnswer(assignment=assignment)
-            current = await to_thread.run_sync(self.refresh, worker.id)
+            seen = self.ctx.notifier.generations(*watch)
+            current, may_claim = await to_thread.run_sync(self._look, worker.id)
+            if may_claim:
+                try:
+                    assignment = await to_thread.run_sync(self.runs.claim, worker.id)
+                except BaseException:
+                    self.ctx.notifier.pass_on(pool)  # this poll may have had the turn: the next one looks
+                    raise
+                if assignment is not None:
+                    self.ctx.notifier.pass_on(pool)  # more may be queued: the next idle poll looks
+                    return PollAnswer(assignment=assignment)
             if current.exit_requested:
                 return PollAnswer(exit_reason="cycled")
             remaining = deadline - time.monotonic()
             if remaining <= 0 or self.ctx.notifier.closed:
                 return PollAnswer()  # the launcher polls again (another server, or this one restarted)
-            await self.ctx.notifier.wait(topic, seen, remaining)
+            idle = current.current_run_id is None and not current.drained
+            await self.ctx.notifier.wait_any(seen, remaining, turn_on=pool if idle else None)
+
+    def _look(self, worker_id: str) -> tuple[Worker, bool]:
+        """The worker as stored, and whether a claim could give it a run: one
+        it was assigned already, or (idle) any run waiting in its pool. A
+        read: an idle pool's polls take no write lock."""
+        with self.ctx.read() as repo:
+            worker = repo.worker(worker_id)
+            if worker is not None:
+                if worker.current_run_id:
+                    return worker, True
+                idle = not worker.drained and not worker.exit_requested
+                return worker, idle and repo.has_waiting_runs(worker.pool_id)
+        return self.refresh(worker_id), False  # raises WorkerGone with the reason
 
     async def demand(self, pool: Pool, since: int = -1, wait: float = 0) -> Demand:
         """The pool's demand and fleet. Given the last ``version`` seen and a
@@ -194,7 +234,7 @@ class WorkerService:
 
     def _demand(self, pool: Pool, version: int) -> Demand:
         queued = self.runs.schedulable_count(pool.id)
-        with self.ctx.tx() as repo:
+        with self.ctx.read() as repo:
             fleet = tuple(FleetMember(w, repo.idle_since(w)) for w in repo.workers(pool.id))
             running = repo.count_runs(pool.id, ON_WORKER)
         return Demand(version, queued, running, fleet)
@@ -213,7 +253,8 @@ class WorkerService:
         now = self.ctx.clock()
         if now - started_at < lost_after:
             return []
-        with self.ctx.tx() as repo:
+        self.flush_seen()
+        with self.ctx.read() as repo:
             stale = [w.id for w in repo.stale_workers(now - lost_after)]
         for worker_id in stale:
             self._remove(worker_id, WORKER_LOST, fence)
@@ -233,7 +274,7 @@ class WorkerService:
             worker = repo.worker(worker_id)
             if worker is None or not repo.remove_worker(worker_id, reason, now):
                 return
-            topics.append(pool_topic(worker.pool_id))
+            topics += [pool_topic(worker.pool_id), worker_topic(worker_id)]
             run = repo.run(worker.current_run_id, False) if worker.current_run_id else None
             if run is not None and run.state.on_worker and run.worker_id == worker_id:
                 if self.runs.release_from_worker(repo, run, reason):

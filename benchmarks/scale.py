@@ -1,0 +1,211 @@
+"""One server and N workers: what idle workers cost, and how fast a run wakes one.
+
+N simulated workers (one asyncio process, one HTTP connection each for the
+poll and for heartbeats, as a launcher has) do what a launcher does: ask for
+a challenge, sign it with the pool's key and register; hold a long poll for
+work (25 s) and send a heartbeat every 5 s. A worker handed a run reports it
+PREPARING, PERFORMING and FINISHED, as a trivial task run would.
+
+For each N it prints:
+
+- idle: the server's CPU (% of one core) and RSS while the N workers only
+  poll and heartbeat, and heartbeat latency p50/p99 over that window;
+- wake: --wakes task runs triggered one after another: time from the
+  trigger request being sent to a worker holding the run (its poll answered),
+  p50/p99, and the server CPU each run cost beyond the idle load.
+
+With --db postgres the server uses a throwaway PostgreSQL cluster, whose
+processes' CPU is shown on its own.
+
+Usage: python benchmarks/scale.py [--workers 100,500,1000] [--db sqlite|postgres] [--idle 20] [--wakes 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from _stack import Bench, bench_stack, percentile
+
+from runyard.core.states import RunKind
+from runyard.crypto import PoolToken, load_private_key_b64, sign_challenge
+from runyard.wire import API
+
+TICKS = os.sysconf("SC_CLK_TCK")
+HEARTBEAT = 5.0
+LONG_POLL = 25.0
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU of these processes so far (threads included)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / TICKS
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def postgres_pids(data_dir: Path) -> list[int]:
+    """The postmaster of the cluster at ``data_dir`` and its children."""
+    main = int((data_dir / "postmaster.pid").read_text().split()[0])
+    children = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == main:
+                    children.append(int(entry.name))
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+    return [main, *children]
+
+
+@dataclass
+class Fleet:
+    endpoint: str
+    pool_id: str
+    certificate: str
+    key_b64: str
+    beats: list[tuple[float, float]] = field(default_factory=list)  # (when, ms)
+    held: dict[str, float] = field(default_factory=dict)  # run id -> when a worker got it
+    errors: list[str] = field(default_factory=list)
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def worker(self, index: int, registered: asyncio.Queue[int]) -> None:
+        limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+        async with httpx.AsyncClient(base_url=self.endpoint, timeout=LONG_POLL + 30, limits=limits) as polls, \
+                httpx.AsyncClient(base_url=self.endpoint, timeout=60, limits=limits) as beats:
+            key = load_private_key_b64(self.key_b64)
+            challenge = (await polls.post(f"{API}/worker/challenge", json={"pool_id": self.pool_id})).json()
+            reply = await polls.post(f"{API}/worker/register", json={
+                "pool_id": self.pool_id, "certificate": self.certificate, "challenge": challenge["challenge"],
+                "signature": sign_challenge(key, challenge["challenge"]),
+                "metadata": {"sim": str(index)}, "version": "benchmark"})
+            reply.raise_for_status()
+            auth = {"Authorization": f"Bearer {reply.json()['token']}"}
+            await registered.put(index)
+            beating = asyncio.create_task(self.heartbeats(beats, auth))
+            try:
+                await self.polls(polls, auth)
+            finally:
+                beating.cancel()
+
+    async def heartbeats(self, http: httpx.AsyncClient, auth: dict[str, str]) -> None:
+        await asyncio.sleep(random.uniform(0, HEARTBEAT))
+        while not self.stopping.is_set():
+            began = time.perf_counter()
+            try:
+                (await http.post(f"{API}/worker/heartbeat", headers=auth)).raise_for_status()
+                self.beats.append((time.time(), (time.perf_counter() - began) * 1000))
+            except httpx.HTTPError as exc:
+                self.errors.append(f"heartbeat: {exc!r}")
+            await asyncio.sleep(HEARTBEAT)
+
+    async def polls(self, http: httpx.AsyncClient, auth: dict[str, str]) -> None:
+        while not self.stopping.is_set():
+            try:
+                answer = await http.post(f"{API}/worker/poll", params={"wait": LONG_POLL}, headers=auth)
+                answer.raise_for_status()
+            except httpx.HTTPError as exc:
+                self.errors.append(f"poll: {exc!r}")
+                await asyncio.sleep(1)
+                continue
+            assignment = answer.json().get("assignment")
+            if assignment is None:
+                continue
+            run_id, lease = assignment["run"]["id"], assignment["lease"]
+            self.held[run_id] = time.time()
+            for state in ("PREPARING", "PERFORMING", "FINISHED"):
+                (await http.post(f"{API}/worker/runs/{run_id}/transition", headers=auth,
+                                 json={"lease": lease, "state": state})).raise_for_status()
+
+
+async def measure(bench: Bench, n: int, idle: float, wakes: int, pg_dir: Path | None) -> dict[str, float]:
+    assert bench.server.proc is not None
+    server = bench.server.proc.pid
+    certificate = PoolToken.decode(bench.creds.token).certificate_pem
+    fleet = Fleet(bench.server.endpoint, bench.creds.pool_id, certificate, bench.creds.key_b64)
+    registered: asyncio.Queue[int] = asyncio.Queue()
+    began = time.monotonic()
+    tasks = [asyncio.create_task(fleet.worker(i, registered)) for i in range(n)]
+    for _ in range(n):
+        await registered.get()
+    took = time.monotonic() - began
+    await asyncio.sleep(HEARTBEAT + 2)  # every worker holds a poll and has sent a heartbeat
+    pg = postgres_pids(pg_dir) if pg_dir else []
+    cpu0, pg0, t0 = cpu_seconds([server]), cpu_seconds(pg), time.monotonic()
+    window_start = time.time()
+    await asyncio.sleep(idle)
+    cpu1, pg1, t1 = cpu_seconds([server]), cpu_seconds(pg), time.monotonic()
+    idle_rate = (cpu1 - cpu0) / (t1 - t0)
+    window = [ms for when, ms in fleet.beats if when >= window_start]
+    rss = rss_mb(server)
+
+    picks: list[float] = []
+    w0, wt0 = cpu_seconds([server]), time.monotonic()
+    for _ in range(wakes):
+        sent = time.time()
+        run = await asyncio.to_thread(bench.client.trigger, "bench", RunKind.TASK, "true")
+        while run.id not in fleet.held:
+            await asyncio.sleep(0.001)
+        picks.append((fleet.held[run.id] - sent) * 1000)
+        await asyncio.to_thread(bench.wait_finished, run.id)
+    w1, wt1 = cpu_seconds([server]), time.monotonic()
+    per_run = ((w1 - w0) - idle_rate * (wt1 - wt0)) / wakes * 1000
+
+    fleet.stopping.set()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    if fleet.errors:
+        print(f"  ({len(fleet.errors)} request errors, first: {fleet.errors[0]})")
+    return {"n": n, "register_s": took, "cpu": idle_rate * 100, "pg_cpu": (pg1 - pg0) / (t1 - t0) * 100,
+            "rss": rss, "beats": len(window), "hb50": percentile(window, 50), "hb99": percentile(window, 99),
+            "wake50": percentile(picks, 50), "wake99": percentile(picks, 99), "cpu_run": per_run}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workers", default="100,500,1000", help="comma-separated N")
+    parser.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite")
+    parser.add_argument("--idle", type=float, default=20.0, help="seconds of the idle window")
+    parser.add_argument("--wakes", type=int, default=30, help="runs triggered one after another")
+    args = parser.parse_args()
+    rows = []
+    for n in (int(x) for x in args.workers.split(",")):
+        with bench_stack(db=args.db, RUNYARD_WORKER_LOST_AFTER="60s") as bench:
+            pg_dir = bench.postgres.dir / "data" if bench.postgres is not None else None
+            rows.append(asyncio.run(measure(bench, n, args.idle, args.wakes, pg_dir)))
+    print(f"one server ({args.db}), N simulated workers: long polls of {LONG_POLL:.0f} s, "
+          f"a heartbeat every {HEARTBEAT:.0f} s")
+    head = (f"  {'N':>5}{'register s':>11}{'CPU %':>8}{'RSS MB':>8}{'hb p50':>8}{'hb p99':>8}"
+            f"{'wake p50':>10}{'wake p99':>10}{'CPU ms/run':>11}")
+    if args.db == "postgres":
+        head += f"{'PG CPU %':>10}"
+    print(head)
+    for r in rows:
+        line = (f"  {r['n']:>5}{r['register_s']:>11.1f}{r['cpu']:>8.1f}{r['rss']:>8.0f}{r['hb50']:>8.1f}"
+                f"{r['hb99']:>8.1f}{r['wake50']:>10.1f}{r['wake99']:>10.1f}{r['cpu_run']:>11.1f}")
+        if args.db == "postgres":
+            line += f"{r['pg_cpu']:>10.1f}"
+        print(line)
+    print("  (latencies in ms; CPU % of one core, idle window; CPU ms/run beyond the idle load)")
+
+
+if __name__ == "__main__":
+    main()
