@@ -18,7 +18,8 @@ Launchers use the process executor, so the figures are runyard's own cost
    (SIGKILL) --drills times: time until the other server holds the lease,
    and until a run triggered then has started.
 
-Usage: python benchmarks/dispatch.py [--runs 200] [--launchers 8] [--burst 400] [--servers 2 --drills 3]
+Usage: python benchmarks/dispatch.py [--db sqlite|postgres] [--runs 200] [--launchers 8] [--burst 400]
+       python benchmarks/dispatch.py --servers 2 [--runs 200] [--drills 3]
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ from runyard.client import Client
 from runyard.core.states import RunKind, RunState
 
 
-def latency(runs: int) -> None:
-    with bench_stack() as bench:
+def latency(runs: int, db: str) -> None:
+    with bench_stack(db=db) as bench:
         bench.add_launchers(1, RUNYARD_EXECUTOR="process")
         to_start, to_assign = [], []
         for _ in range(runs):
@@ -45,14 +46,14 @@ def latency(runs: int) -> None:
             done = {t.state: t.at.timestamp() for t in bench.client.run(run.id).transitions}
             to_start.append((done[RunState.PREPARING] - returned) * 1000)
             to_assign.append((done[RunState.READY] - done[RunState.QUEUED]) * 1000)
-        print(f"dispatch latency, 1 idle launcher, {runs} trivial task runs (ms)")
+        print(f"dispatch latency ({db}), 1 idle launcher, {runs} trivial task runs (ms)")
         print(f"  {'measure':<34}{'p50':>8}{'p90':>8}{'p99':>8}")
         for name, values in (("trigger returned -> run started", to_start), ("queued -> assigned (server)", to_assign)):
             print(f"  {name:<34}" + "".join(f"{percentile(values, p):>8.1f}" for p in (50, 90, 99)))
 
 
-def throughput(launchers: int, burst: int) -> None:
-    with bench_stack() as bench:
+def throughput(launchers: int, burst: int, db: str) -> None:
+    with bench_stack(db=db) as bench:
         bench.add_launchers(launchers, RUNYARD_EXECUTOR="process")
         start = time.monotonic()
         with ThreadPoolExecutor(8) as pool:
@@ -61,7 +62,7 @@ def throughput(launchers: int, burst: int) -> None:
             bench.wait_finished(run_id)
         elapsed = time.monotonic() - start
         states = {bench.client.run(i).state for i in ids}
-        print(f"throughput, {launchers} launchers, {burst} trivial proposed runs queued at once")
+        print(f"throughput ({db}), {launchers} launchers, {burst} trivial proposed runs queued at once")
         print(f"  {burst / elapsed:.1f} runs/s ({elapsed:.1f} s in all; end states: {sorted(s.value for s in states)})")
 
 
@@ -115,12 +116,14 @@ def main() -> None:
     parser.add_argument("--burst", type=int, default=400)
     parser.add_argument("--servers", type=int, default=1, choices=(1, 2))
     parser.add_argument("--drills", type=int, default=3)
+    parser.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite",
+                        help="the single server's database (postgres: a throwaway cluster)")
     args = parser.parse_args()
     if args.servers == 2:
         cross_server(args.runs, args.drills)
         return
-    latency(args.runs)
-    throughput(args.launchers, args.burst)
+    latency(args.runs, args.db)
+    throughput(args.launchers, args.burst, args.db)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """One server and N workers: what idle workers cost, and how fast a run wakes one.
 
-N simulated workers (one asyncio process, one HTTP connection each for the
-poll and for heartbeats, as a launcher has) do what a launcher does: ask for
+N simulated workers (one asyncio process with a minimal HTTP/1.1 client;
+one connection each for the poll and for heartbeats, as a launcher has) do what a launcher does: ask for
 a challenge, sign it with the pool's key and register; hold a long poll for
 work (25 s) and send a heartbeat every 5 s. A worker handed a run reports it
 PREPARING, PERFORMING and FINISHED, as a trivial task run would.
@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-import httpx
 from _stack import Bench, bench_stack, percentile
 
 from runyard.core.states import RunKind
@@ -75,9 +76,45 @@ def postgres_pids(data_dir: Path) -> list[int]:
     return [main, *children]
 
 
+class Connection:
+    """One keep-alive HTTP/1.1 connection speaking just what the worker API
+    needs: a light client, so a thousand workers fit in one process and its
+    own cost does not show in the latencies measured."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def post(self, path: str, body: object = None, token: str = "") -> tuple[int, Any]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        assert self.reader is not None
+        payload = json.dumps(body).encode() if body is not None else b""
+        head = f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Length: {len(payload)}\r\n"
+        if body is not None:
+            head += "Content-Type: application/json\r\n"
+        if token:
+            head += f"Authorization: Bearer {token}\r\n"
+        self.writer.write(head.encode() + b"\r\n" + payload)
+        status = int((await self.reader.readline()).split()[1])
+        length = 0
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode().partition(":")
+            if name.lower() == "content-length":
+                length = int(value)
+        data = await self.reader.readexactly(length) if length else b""
+        return status, json.loads(data) if data else None
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
 @dataclass
 class Fleet:
-    endpoint: str
+    host: str
+    port: int
     pool_id: str
     certificate: str
     key_b64: str
@@ -86,65 +123,70 @@ class Fleet:
     errors: list[str] = field(default_factory=list)
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
-    async def worker(self, index: int, registered: asyncio.Queue[int]) -> None:
-        limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
-        async with httpx.AsyncClient(base_url=self.endpoint, timeout=LONG_POLL + 30, limits=limits) as polls, \
-                httpx.AsyncClient(base_url=self.endpoint, timeout=60, limits=limits) as beats:
-            key = load_private_key_b64(self.key_b64)
-            challenge = (await polls.post(f"{API}/worker/challenge", json={"pool_id": self.pool_id})).json()
-            reply = await polls.post(f"{API}/worker/register", json={
+    async def worker(self, index: int, key: Any, registered: asyncio.Queue[int]) -> None:
+        polls, beats = Connection(self.host, self.port), Connection(self.host, self.port)
+        try:
+            _, challenge = await polls.post(f"{API}/worker/challenge", {"pool_id": self.pool_id})
+            status, reply = await polls.post(f"{API}/worker/register", {
                 "pool_id": self.pool_id, "certificate": self.certificate, "challenge": challenge["challenge"],
                 "signature": sign_challenge(key, challenge["challenge"]),
                 "metadata": {"sim": str(index)}, "version": "benchmark"})
-            reply.raise_for_status()
-            auth = {"Authorization": f"Bearer {reply.json()['token']}"}
+            if status != 201:
+                self.errors.append(f"registration refused ({status}): {reply}")
+                await registered.put(-1)
+                return
             await registered.put(index)
-            beating = asyncio.create_task(self.heartbeats(beats, auth))
+            beating = asyncio.create_task(self.heartbeats(beats, reply["token"]))
             try:
-                await self.polls(polls, auth)
+                await self.polls(polls, reply["token"])
             finally:
                 beating.cancel()
+        finally:
+            polls.close()
+            beats.close()
 
-    async def heartbeats(self, http: httpx.AsyncClient, auth: dict[str, str]) -> None:
+    async def heartbeats(self, http: Connection, token: str) -> None:
         await asyncio.sleep(random.uniform(0, HEARTBEAT))
         while not self.stopping.is_set():
             began = time.perf_counter()
-            try:
-                (await http.post(f"{API}/worker/heartbeat", headers=auth)).raise_for_status()
+            status, _ = await http.post(f"{API}/worker/heartbeat", token=token)
+            if status == 200:
                 self.beats.append((time.time(), (time.perf_counter() - began) * 1000))
-            except httpx.HTTPError as exc:
-                self.errors.append(f"heartbeat: {exc!r}")
+            else:
+                self.errors.append(f"heartbeat: {status}")
             await asyncio.sleep(HEARTBEAT)
 
-    async def polls(self, http: httpx.AsyncClient, auth: dict[str, str]) -> None:
+    async def polls(self, http: Connection, token: str) -> None:
         while not self.stopping.is_set():
-            try:
-                answer = await http.post(f"{API}/worker/poll", params={"wait": LONG_POLL}, headers=auth)
-                answer.raise_for_status()
-            except httpx.HTTPError as exc:
-                self.errors.append(f"poll: {exc!r}")
+            status, answer = await http.post(f"{API}/worker/poll?wait={LONG_POLL}", token=token)
+            if status != 200:
+                self.errors.append(f"poll: {status} {answer}")
                 await asyncio.sleep(1)
                 continue
-            assignment = answer.json().get("assignment")
+            assignment = answer.get("assignment")
             if assignment is None:
                 continue
             run_id, lease = assignment["run"]["id"], assignment["lease"]
             self.held[run_id] = time.time()
             for state in ("PREPARING", "PERFORMING", "FINISHED"):
-                (await http.post(f"{API}/worker/runs/{run_id}/transition", headers=auth,
-                                 json={"lease": lease, "state": state})).raise_for_status()
+                status, _ = await http.post(f"{API}/worker/runs/{run_id}/transition",
+                                            {"lease": lease, "state": state}, token)
+                if status != 200:
+                    self.errors.append(f"report {state}: {status}")
 
 
 async def measure(bench: Bench, n: int, idle: float, wakes: int, pg_dir: Path | None) -> dict[str, float]:
     assert bench.server.proc is not None
     server = bench.server.proc.pid
     certificate = PoolToken.decode(bench.creds.token).certificate_pem
-    fleet = Fleet(bench.server.endpoint, bench.creds.pool_id, certificate, bench.creds.key_b64)
+    fleet = Fleet("127.0.0.1", bench.server.port, bench.creds.pool_id, certificate, bench.creds.key_b64)
+    key = load_private_key_b64(bench.creds.key_b64)
     registered: asyncio.Queue[int] = asyncio.Queue()
     began = time.monotonic()
-    tasks = [asyncio.create_task(fleet.worker(i, registered)) for i in range(n)]
+    tasks = [asyncio.create_task(fleet.worker(i, key, registered)) for i in range(n)]
     for _ in range(n):
-        await registered.get()
+        if await registered.get() < 0:
+            raise SystemExit(f"a worker could not register: {fleet.errors[0]}")
     took = time.monotonic() - began
     await asyncio.sleep(HEARTBEAT + 2)  # every worker holds a poll and has sent a heartbeat
     pg = postgres_pids(pg_dir) if pg_dir else []
@@ -166,6 +208,7 @@ async def measure(bench: Bench, n: int, idle: float, wakes: int, pg_dir: Path | 
         picks.append((fleet.held[run.id] - sent) * 1000)
         await asyncio.to_thread(bench.wait_finished, run.id)
     w1, wt1 = cpu_seconds([server]), time.monotonic()
+    print("PICKS", [round(p) for p in picks])
     per_run = ((w1 - w0) - idle_rate * (wt1 - wt0)) / wakes * 1000
 
     fleet.stopping.set()

@@ -140,7 +140,7 @@ class InProcessWorkerApi:
         return RegisterOut(worker_id=worker.id, token=token)
 
     def heartbeat(self) -> HeartbeatOut:
-        return HeartbeatOut.model_validate(self.svc.workers.heartbeat(self._worker()))
+        return HeartbeatOut.model_validate(asyncio.run(self.svc.workers.heartbeat(self._worker())))
 
     def deregister(self, reason: str) -> None:
         self.svc.workers.deregister(self._worker(), reason)

@@ -113,7 +113,10 @@ def test_a_run_goes_from_queued_to_finished_with_its_logs(api: Api):
     assert [(ln.seq, ln.msg) for ln in logs.lines] == [(1, "one"), (2, "two"), (3, "three")]
     assert logs.done is False  # lines were returned; the next page says done
     assert api.client.logs(run.id, after=3).done is True
-    assert api.svc.ctx.blobs.exists(f"logs/{run.id}.jsonl")  # sealed into the object store
+    # Sealed into the object store by the log sealer, off the request that ended the run:
+    wait_for(lambda: list(api.svc.ctx.blobs.keys(f"logs/{run.id}/")), 5, "the log to be sealed")
+    sealed = api.client.logs(run.id)
+    assert [(ln.seq, ln.msg) for ln in sealed.lines] == [(1, "one"), (2, "two"), (3, "three")]
     assert api.client.workers("p1")[0].status == "IDLE"
 
 

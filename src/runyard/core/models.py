@@ -144,6 +144,7 @@ class Run:
     transitions: tuple[Transition, ...] = field(default=())
     changes: dict[str, int] | None = None  # the plan's add / change / destroy counts
     has_workspace: bool = False  # an encrypted workspace waits for the apply
+    log_seq: int = 0  # the last log line stored
 
 
 @dataclass(frozen=True)

@@ -41,8 +41,8 @@ def require_user(request: Request, svc: Annotated[Services, Depends(services)]) 
     return svc.auth.check_api_key(_bearer(request))
 
 
-def require_worker(request: Request, svc: Annotated[Services, Depends(services)]) -> Worker:
-    return svc.auth.check_worker_token(_bearer(request))
+async def require_worker(request: Request, svc: Annotated[Services, Depends(services)]) -> Worker:
+    return await svc.auth.worker(_bearer(request))
 
 
 Svc = Annotated[Services, Depends(services)]

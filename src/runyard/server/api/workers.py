@@ -39,8 +39,8 @@ def register(body: RegisterIn, svc: Svc) -> RegisterOut:
 
 
 @router.post("/heartbeat", response_model=HeartbeatOut)
-def heartbeat(worker: CurrentWorker, svc: Svc) -> HeartbeatOut:
-    return HeartbeatOut.model_validate(svc.workers.heartbeat(worker))
+async def heartbeat(worker: CurrentWorker, svc: Svc) -> HeartbeatOut:
+    return HeartbeatOut.model_validate(await svc.workers.heartbeat(worker))
 
 
 @router.post("/drain", status_code=204)

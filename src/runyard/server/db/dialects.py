@@ -14,15 +14,19 @@ def make_engine(url: str) -> Engine:
     if url.startswith("postgresql://") or url.startswith("postgres://"):
         url = "postgresql+psycopg://" + url.split("://", 1)[1]
     if url.startswith("sqlite"):
+        # Enough pooled connections for every thread of the server (anyio's
+        # 40 and the loops): a connection opened beyond the pool is closed on
+        # return, and a new one pays for its schema parse and cold cache.
         engine = create_engine(
             url,
             connect_args={"check_same_thread": False, "timeout": 30},
-            pool_size=20,
-            max_overflow=20,
+            pool_size=48,
+            max_overflow=16,
         )
         _serialize_sqlite_writes(engine)
         return engine
-    return create_engine(url, pool_size=20, max_overflow=20, pool_pre_ping=True)
+    # Two servers' pools (and their LISTEN connections) fit PostgreSQL's default 100 connections.
+    return create_engine(url, pool_size=32, max_overflow=8, pool_pre_ping=True)
 
 
 def _serialize_sqlite_writes(engine: Engine) -> None:

@@ -12,7 +12,6 @@ from runyard.core.models import (
     ApiKey,
     DriftSchedule,
     Lease,
-    LogLine,
     Output,
     Pool,
     Run,
@@ -26,9 +25,10 @@ from runyard.core.states import SCHEDULABLE, RunKind, RunState
 from runyard.server.db import rows
 from runyard.server.db import tables as t
 from runyard.server.db.dialects import insert_ignoring_duplicates
+from runyard.server.db.logqueries import LogQueries
 
 
-class Repository:
+class Repository(LogQueries):
     """Queries over one connection (and the transaction its caller opened)."""
 
     def __init__(self, conn: Connection) -> None:
@@ -310,9 +310,6 @@ class Repository:
         stmt = select(t.runs.c.id).where(t.runs.c.state.in_(ended), t.runs.c.log_sealed.is_(False)).limit(limit)
         return [r.id for r in self.conn.execute(stmt)]
 
-    def run_log_sealed(self, run_id: str) -> bool:
-        return bool(self.conn.execute(select(t.runs.c.log_sealed).where(t.runs.c.id == run_id)).scalar())
-
     def runs(
         self,
         stack_id: str | None = None,
@@ -320,8 +317,12 @@ class Repository:
         states: Iterable[RunState] | None = None,
         limit: int = 100,
         oldest_first: bool = False,
+        after: str = "",
     ) -> list[Run]:
+        """Runs newest first (or oldest first, from after the id ``after``)."""
         stmt = select(t.runs)
+        if after:
+            stmt = stmt.where(t.runs.c.id > after)
         if stack_id:
             stmt = stmt.where(t.runs.c.stack_id == stack_id)
         if pool_id:
@@ -408,32 +409,6 @@ class Repository:
         stmt = (select(t.runs.c.pool_id, t.runs.c.state, func.count()).where(t.runs.c.state.in_(ended))
                 .group_by(t.runs.c.pool_id, t.runs.c.state))
         return {(r[0], RunState(r[1])): int(r[2]) for r in self.conn.execute(stmt)}
-
-    # logs -----------------------------------------------------------------
-
-    def add_log_lines(self, run_id: str, lines: Sequence[LogLine]) -> None:
-        if not lines:
-            return
-        stmt = insert_ignoring_duplicates(self.conn.dialect.name, t.log_lines)
-        self.conn.execute(stmt, [{"run_id": run_id, "seq": ln.seq, "ts": ln.ts, "msg": ln.msg} for ln in lines])
-
-    def log_lines(self, run_id: str, after: int = 0, limit: int = 5000) -> list[LogLine]:
-        found = self.conn.execute(
-            select(t.log_lines)
-            .where(t.log_lines.c.run_id == run_id, t.log_lines.c.seq > after)
-            .order_by(t.log_lines.c.seq)
-            .limit(limit)
-        )
-        return [LogLine(r.seq, r.ts, r.msg) for r in found]
-
-    def last_log_seq(self, run_id: str) -> int:
-        value = self.conn.execute(
-            select(func.max(t.log_lines.c.seq)).where(t.log_lines.c.run_id == run_id)
-        ).scalar()
-        return int(value or 0)
-
-    def drop_log_lines(self, run_id: str) -> None:
-        self.conn.execute(delete(t.log_lines).where(t.log_lines.c.run_id == run_id))
 
     def run_by_token(self, token_hash: str) -> Run | None:
         row = self.conn.execute(select(t.runs).where(t.runs.c.run_token_hash == token_hash)).first()

@@ -94,6 +94,7 @@ def run(row: Any, transitions: Sequence[Transition] = ()) -> Run:
         transitions=tuple(transitions),
         changes=row.changes,
         has_workspace=bool(row.has_workspace),
+        log_seq=int(row.log_seq or 0),
     )
 
 

@@ -120,6 +120,8 @@ runs = Table(
     Column("run_token_hash", String(64), nullable=True),  # state access for the run's worker
     Column("changes", JSON, nullable=True),  # {"add": n, "change": n, "destroy": n}
     Column("has_workspace", Boolean, nullable=False, server_default="0"),
+    Column("log_seq", Integer, nullable=False, server_default="0"),  # the last log line stored
+    Column("log_index", JSON, nullable=True),  # first line of each sealed log blob
 )
 Index("ix_runs_pool_state", runs.c.pool_id, runs.c.state)
 Index("ix_runs_stack", runs.c.stack_id, runs.c.created_at)
@@ -134,13 +136,15 @@ run_transitions = Table(
     Column("note", Text, nullable=False, default=""),
 )
 
-log_lines = Table(
-    "log_lines",
+# A live run's log: a row per batch of lines a worker sent (JSON lines, in
+# order), until the run ends and the log is sealed into the object store.
+log_chunks = Table(
+    "log_chunks",
     metadata,
     Column("run_id", String(26), primary_key=True),
-    Column("seq", Integer, primary_key=True, autoincrement=False),
-    Column("ts", Float, nullable=False),
-    Column("msg", Text, nullable=False),
+    Column("first_seq", Integer, primary_key=True, autoincrement=False),
+    Column("last_seq", Integer, nullable=False),
+    Column("body", Text, nullable=False),
 )
 
 state_versions = Table(

@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import os
+import time
+
+from anyio import to_thread
 
 from runyard.core.errors import Unauthorized, WorkerGone
 from runyard.core.ids import new_ulid
 from runyard.core.models import Worker, may_register_again
 from runyard.crypto import hash_secret, new_secret
+from runyard.server.notifier import fleet_topic, worker_topic
 from runyard.server.services import Context
+
+# A worker's token is checked against the database at most once a second:
+# heartbeats and polls of a thousand workers then cost the database nothing.
+# Drains, removals and pool cycles (on any server) end a cached answer at
+# once: they move the worker's topics.
+WORKER_CACHE_TTL = 1.0
+WORKER_CACHE_MAX = 50_000
 
 API_KEY_HINT = (
     "send an API key as 'Authorization: Bearer KEY' (CLI: --api-key or RUNYARD_API_KEY); "
@@ -20,6 +31,7 @@ class AuthService:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self._session_key: bytes | None = None
+        self._workers: dict[str, tuple[Worker, float, dict[str, int]]] = {}
 
     def bootstrap_admin_key(self, given: str | None) -> str | None:
         """Make sure an admin key exists. Returns a newly made key (to show
@@ -72,6 +84,24 @@ class AuthService:
         if run is None or run.stack_id != stack_id or not run.state.on_worker:
             raise Unauthorized("these credentials do not give access to this stack's state")
         return run.id
+
+    async def worker(self, token: str | None) -> Worker:
+        """:meth:`check_worker_token`, answered from memory for up to
+        WORKER_CACHE_TTL seconds unless the worker was drained, removed or
+        cycled since (the worker's stored run and leases are always read
+        from the database by what the worker asks for)."""
+        key = hash_secret(token) if token else ""
+        hit = self._workers.get(key)
+        if hit is not None:
+            worker, expires, seen = hit
+            if time.monotonic() < expires and self.ctx.notifier.generations(*seen) == seen:
+                return worker
+        worker = await to_thread.run_sync(self.check_worker_token, token)
+        if len(self._workers) >= WORKER_CACHE_MAX:
+            self._workers.clear()
+        seen = self.ctx.notifier.generations(worker_topic(worker.id), fleet_topic(worker.pool_id))
+        self._workers[key] = (worker, time.monotonic() + WORKER_CACHE_TTL, seen)
+        return worker
 
     def check_worker_token(self, token: str | None) -> Worker:
         """The live worker behind a bearer token."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import builtins
 import datetime as dt
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol
 
 from runyard.core.errors import Conflict, InvalidInput, NotFound, StaleLease
@@ -13,7 +13,7 @@ from runyard.core.models import Assignment, LogLine, Output, Run, Worker
 from runyard.core.states import ON_WORKER, SCHEDULABLE, Actor, RunKind, RunState, check_transition
 from runyard.crypto import hash_secret, new_secret
 from runyard.server.db.repository import Repository
-from runyard.server.notifier import pool_topic, run_topic
+from runyard.server.notifier import pool_topic, run_topic, worker_topic
 from runyard.server.services import Context
 from runyard.server.services.logs import LogService
 
@@ -85,6 +85,11 @@ class RunService:
         if run is None:
             raise NotFound(f"no run {run_id!r}: `runyard run list` shows the runs")
         return run
+
+    def stop_requested(self, run_id: str) -> bool:
+        with self.ctx.read() as repo:
+            run = repo.run(run_id, with_transitions=False)
+        return bool(run and run.stop_requested)
 
     def list(self, stack_ref: str | None = None, limit: int = 100) -> list[Run]:
         with self.ctx.read() as repo:
@@ -174,11 +179,13 @@ class RunService:
                 assert stack is not None
                 claimed = repo.run(run.id)
                 assert claimed is not None
-                log_seq = repo.last_log_seq(run.id)
+                log_seq = claimed.log_seq
                 break
             else:
                 return None
-        self.ctx.notifier.notify(run_topic(claimed.id))
+        # The worker's topic too: what servers remember of the worker (its
+        # current run, for heartbeats) is out of date.
+        self.ctx.notifier.notify(run_topic(claimed.id), worker_topic(worker.id))
         if claimed.state == RunState.READY and lease == 1:
             self.metrics.assigned(claimed.pool_id, now - claimed.created_at.timestamp())
         return Assignment(claimed, stack, lease, run_token, log_seq)
@@ -195,29 +202,36 @@ class RunService:
         repo.set_run_flags(run.id, run_token_hash=hash_secret(run_token))
         stack = repo.stack(run.stack_id)
         assert stack is not None
-        return Assignment(run, stack, run.lease, run_token, repo.last_log_seq(run.id))
+        return Assignment(run, stack, run.lease, run_token, run.log_seq)
 
-    def _schedulable(self, repo: Repository, pool_id: str) -> builtins.list[Run]:
+    def _schedulable(self, repo: Repository, pool_id: str, limit: int = 1000) -> Iterator[Run]:
         """Waiting runs a worker of the pool could take now, oldest first: not
-        behind another write run of their stack, nor over the drift limit."""
+        behind another write run of their stack, nor over the drift limit.
+        Read a page at a time: a claim takes the first, however long the queue."""
         busy_stacks = repo.stacks_with_active_write_run(pool_id)
         pool = repo.pool(pool_id)
         drift_room = (pool.drift_detection_limit or 0) if pool else 0
         drift_room -= repo.count_active_drift_runs(pool_id)
-        out: builtins.list[Run] = []
-        for run in repo.runs(pool_id=pool_id, states=SCHEDULABLE, limit=1000, oldest_first=True):
-            if self._blocked(run, busy_stacks):
-                continue
-            if run.kind == RunKind.DRIFT_DETECTION:
-                if drift_room <= 0:
-                    continue  # the pool's drift-detection limit is reached (or drift is disabled)
-                drift_room -= 1
-            out.append(run)
-        return out
+        after, page_size = "", 16
+        while limit > 0:
+            page = repo.runs(pool_id=pool_id, states=SCHEDULABLE, limit=min(page_size, limit), oldest_first=True,
+                             after=after)
+            for run in page:
+                if self._blocked(run, busy_stacks):
+                    continue
+                if run.kind == RunKind.DRIFT_DETECTION:
+                    if drift_room <= 0:
+                        continue  # the pool's drift-detection limit is reached (or drift is disabled)
+                    drift_room -= 1
+                yield run
+            if len(page) < min(page_size, limit):
+                return
+            limit -= len(page)
+            after, page_size = page[-1].id, min(page_size * 4, 500)
 
     def schedulable_count(self, pool_id: str) -> int:
         with self.ctx.read() as repo:
-            return len(self._schedulable(repo, pool_id))
+            return sum(1 for _ in self._schedulable(repo, pool_id))
 
     @staticmethod
     def _blocked(run: Run, busy_stacks: set[str]) -> bool:
@@ -274,21 +288,23 @@ class RunService:
                 self._move(repo, run, target, Actor.WORKER, note)
                 if changes is not None:
                     repo.set_run_flags(run_id, changes={k: int(v) for k, v in changes.items()})
+            after = repo.run(run_id)
+        assert after is not None
         if repeated:
-            return self.get(run_id)
+            return after
         self.finish([run] if target.terminal else [])
         topics = [run_topic(run_id)]
         if not target.on_worker:
             # A worker and maybe a stack's write lane are free: wake the pool.
             topics.append(pool_topic(run.pool_id))
         self.ctx.notifier.notify(*topics)
-        return self.get(run_id)
+        return after
 
     def append_logs(self, worker: Worker, run_id: str, lease: int, lines: Sequence[LogLine]) -> bool:
         """Store log lines; returns whether the run was asked to stop."""
         with self.ctx.tx() as repo:
             run = self._held(repo, worker, run_id, lease)
-            self.logs.append(repo, run_id, lines)
+            self.logs.append(repo, run, lines)
         self.ctx.notifier.notify(run_topic(run_id))
         return run.stop_requested
 
@@ -352,10 +368,11 @@ class RunService:
             self.metrics.ended_run(run.pool_id, target, now - run.created_at.timestamp())
 
     def finish(self, ended: Sequence[Run]) -> None:
-        """After the transaction that ended these runs committed: seal each log
-        into the object store and drop the workspace an apply no longer needs.
+        """After the transaction that ended these runs committed: have each log
+        sealed into the object store (by the log sealer, off this request) and
+        drop the workspace an apply no longer needs.
         Each run is as read in that transaction, so ``has_workspace`` is current."""
         for run in ended:
-            self.logs.seal(run.id)
+            self.logs.seal_soon(run.id)
             if run.has_workspace:
                 self.ctx.blobs.delete(workspace_key(run.id))

@@ -107,13 +107,13 @@ class WorkerService:
         self.ctx.notifier.notify(pool_topic(pool.id))
         return worker, token
 
-    def heartbeat(self, worker: Worker) -> HeartbeatAnswer:
+    async def heartbeat(self, worker: Worker) -> HeartbeatAnswer:
+        """The worker is alive; tells it whether to stop its run or exit. An
+        idle worker's heartbeat touches no database."""
         self.saw(worker.id)
         stop = False
         if worker.current_run_id:
-            with self.ctx.read() as repo:
-                run = repo.run(worker.current_run_id, with_transitions=False)
-            stop = bool(run and run.stop_requested)
+            stop = await to_thread.run_sync(self.runs.stop_requested, worker.current_run_id)
         return HeartbeatAnswer(stop, "cycled" if worker.exit_requested else "")
 
     def saw(self, worker_id: str) -> None:
