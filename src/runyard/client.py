@@ -7,6 +7,7 @@ reached is :class:`Unavailable`.
 
 from __future__ import annotations
 
+import json
 import re
 import ssl
 from collections.abc import Sequence
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import httpx
+import orjson
 from pydantic import BaseModel
 
 from runyard.core.errors import (
@@ -28,7 +30,7 @@ from runyard.core.errors import (
     Unavailable,
     WorkerGone,
 )
-from runyard.core.models import LogLine
+from runyard.core.models import LogBlock
 from runyard.core.states import RunKind, RunState
 from runyard.wire import (
     API,
@@ -38,9 +40,7 @@ from runyard.wire import (
     CycleOut,
     DemandOut,
     HeartbeatOut,
-    LogLineIO,
     LogsAck,
-    LogsIn,
     LogsOut,
     OutputIO,
     OutputsIn,
@@ -119,7 +119,7 @@ class WorkerApi(Protocol):
 
     def put_outputs(self, run_id: str, lease: int, outputs: Sequence[OutputIO]) -> None: ...
 
-    def send_logs(self, run_id: str, lease: int, lines: Sequence[LogLine]) -> LogsAck: ...
+    def send_logs(self, run_id: str, lease: int, blocks: Sequence[LogBlock]) -> LogsAck: ...
 
     def source_archive(self, upload_id: str) -> bytes: ...
 
@@ -387,9 +387,16 @@ class Client:
         body = OutputsIn(lease=lease, outputs=list(outputs))
         self.request("POST", f"{API}/worker/runs/{_seg(run_id)}/outputs", json=body.model_dump(mode="json"))
 
-    def send_logs(self, run_id: str, lease: int, lines: Sequence[LogLine]) -> LogsAck:
-        body = LogsIn(lease=lease, lines=[LogLineIO.model_validate(ln) for ln in lines])
-        return self._post(f"{API}/worker/runs/{_seg(run_id)}/logs", LogsAck, body)
+    def send_logs(self, run_id: str, lease: int, blocks: Sequence[LogBlock]) -> LogsAck:
+        # The LogsIn document, encoded directly: a batch may hold megabytes.
+        doc = {"lease": lease, "blocks": [{"seq": b.seq, "ts": b.ts, "text": b.text} for b in blocks]}
+        try:
+            body = orjson.dumps(doc)
+        except orjson.JSONEncodeError:  # a lone surrogate: the standard encoder escapes it
+            body = json.dumps(doc).encode()
+        response = self.request("POST", f"{API}/worker/runs/{_seg(run_id)}/logs", content=body,
+                                headers={"Content-Type": "application/json"})
+        return LogsAck.model_validate_json(response.content)
 
     def source_archive(self, upload_id: str) -> bytes:
         return self.request("GET", f"{API}/worker/sources/{_seg(upload_id)}", timeout=300).content

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from runyard.core.errors import NotFound, Unavailable
-from runyard.core.models import LogLine, Worker
+from runyard.core.models import LogBlock, Worker
 from runyard.core.scaling import GroupState, Instance
 from runyard.core.states import RunState
 from runyard.crypto import CertificateAuthority
@@ -165,8 +165,8 @@ class InProcessWorkerApi:
     def put_outputs(self, run_id: str, lease: int, outputs: Sequence[OutputIO]) -> None:
         self.svc.runs.put_outputs(self._worker(), run_id, lease, [o.to_domain() for o in outputs])
 
-    def send_logs(self, run_id: str, lease: int, lines: Sequence[LogLine]) -> LogsAck:
-        return LogsAck(stop_run=self.svc.runs.append_logs(self._worker(), run_id, lease, list(lines)))
+    def send_logs(self, run_id: str, lease: int, blocks: Sequence[LogBlock]) -> LogsAck:
+        return LogsAck(stop_run=self.svc.runs.append_logs(self._worker(), run_id, lease, list(blocks)))
 
     def source_archive(self, upload_id: str) -> bytes:
         return self.svc.stacks.source_for_worker(self._worker(), upload_id)

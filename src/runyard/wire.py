@@ -11,6 +11,7 @@ from runyard.core import limits as lim
 from runyard.core.models import (
     Assignment,
     EnvVar,
+    LogBlock,
     LogLine,
     Output,
     Run,
@@ -256,6 +257,13 @@ class LogLineIO(Out):
         return LogLine(self.seq, self.ts, self.msg)
 
 
+class LogBlockIO(BaseModel):
+    seq: int = Field(ge=1, description="the number of the block's first line")
+    ts: float
+    text: Annotated[str, StringConstraints(max_length=lim.MAX_LOG_BATCH_CHARS + lim.MAX_LOG_BATCH_LINES)] = Field(
+        description="the lines, joined by newlines")
+
+
 class LogsOut(Out):
     lines: list[LogLineIO]
     state: RunState
@@ -323,7 +331,15 @@ class ReportIn(BaseModel):
 
 class LogsIn(BaseModel):
     lease: int
-    lines: Annotated[list[LogLineIO], Field(max_length=lim.MAX_LOG_BATCH_LINES)]
+    blocks: Annotated[list[LogBlockIO], Field(max_length=lim.MAX_LOG_BATCH_LINES)] = []
+    lines: Annotated[list[LogLineIO], Field(max_length=lim.MAX_LOG_BATCH_LINES,
+                                            description="a line at a time (launchers before 0.2)")] = []
+
+    def to_domain(self) -> list[LogBlock]:
+        """The blocks, and each single line as a block of its own."""
+        out = [LogBlock(b.seq, b.ts, b.text) for b in self.blocks]
+        out += [LogBlock(ln.seq, ln.ts, ln.msg.replace("\n", " ")) for ln in self.lines]
+        return out
 
 
 class LogsAck(Out):

@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from runyard.core.errors import Conflict, InvalidInput, NotFound, StaleLease, Unauthorized
-from runyard.core.models import LogLine
+from runyard.core.models import LogBlock
 from runyard.core.states import RunKind, RunState
 from runyard.crypto import generate_key, make_csr, sign_challenge
 from runyard.server.notifier import pool_topic
@@ -101,9 +101,9 @@ def test_a_run_goes_from_queued_to_finished_with_its_logs(api: Api):
     lease = poll.assignment.lease
     assert api.client.workers("p1")[0].status == "BUSY"
     walk(worker, run.id, lease, S.PREPARING, S.INITIALIZING, S.PLANNING)
-    worker.send_logs(run.id, lease, [LogLine(1, 1.0, "one"), LogLine(2, 2.0, "two")])
+    worker.send_logs(run.id, lease, [LogBlock(1, 1.0, "one\ntwo")])
     # A retried batch (the answer was lost) must not duplicate lines.
-    worker.send_logs(run.id, lease, [LogLine(2, 2.0, "two"), LogLine(3, 3.0, "three")])
+    worker.send_logs(run.id, lease, [LogBlock(2, 2.0, "two\nthree")])
     walk(worker, run.id, lease, S.APPLYING, S.FINISHED)
     done = api.client.run(run.id)
     assert [t.state for t in done.transitions] == [
@@ -129,7 +129,7 @@ def test_a_report_with_a_stale_lease_is_refused_and_changes_nothing(api: Api):
     with pytest.raises(StaleLease):
         worker.report(run.id, lease - 1, S.PREPARING)
     with pytest.raises(StaleLease):
-        worker.send_logs(run.id, lease + 7, [LogLine(1, 1.0, "ghost")])
+        worker.send_logs(run.id, lease + 7, [LogBlock(1, 1.0, "ghost")])
     assert api.client.run(run.id).state == S.READY
     assert api.client.logs(run.id).lines == []
 
@@ -190,7 +190,7 @@ def test_cancel_ends_a_queued_run_and_asks_a_worker_to_stop_a_running_one(api: A
     worker.report(running.id, lease, S.PREPARING)
     assert api.client.cancel(running.id).stop_requested
     assert worker.heartbeat().stop_run
-    assert worker.send_logs(running.id, lease, [LogLine(1, 1.0, "stopping")]).stop_run
+    assert worker.send_logs(running.id, lease, [LogBlock(1, 1.0, "stopping")]).stop_run
     worker.report(running.id, lease, S.STOPPED, "stopped by user")
     assert api.client.run(running.id).state == S.STOPPED
     with pytest.raises(Conflict, match="already STOPPED"):

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from runyard.core.errors import NotFound, Unauthorized, WorkerGone
-from runyard.core.models import LogLine
+from runyard.core.models import LogBlock
 from runyard.core.states import RunKind, RunState
 from runyard.crypto import generate_key, make_csr
 from runyard.server.notifier import pool_topic
@@ -89,7 +89,7 @@ def test_metrics_show_queues_workers_and_run_outcomes(api: Api):
     run = api.client.trigger("s1", RunKind.PROPOSED)
     api.client.trigger("s1", RunKind.PROPOSED)
     lease = worker.poll(2).assignment.lease  # type: ignore[union-attr]
-    worker.send_logs(run.id, lease, [LogLine(1, 1.0, "x")])
+    worker.send_logs(run.id, lease, [LogBlock(1, 1.0, "x")])
     walk(worker, run.id, lease, RunState.PREPARING, RunState.INITIALIZING, RunState.PLANNING, RunState.FINISHED)
     text = httpx.get(f"{api.url}/metrics").text
     assert 'runyard_runs_pending{pool="p1"} 1.0' in text

@@ -36,7 +36,7 @@ MAX_METADATA_VALUE = 256
 
 # Logs: a longer line is split into pieces of this size on the worker.
 MAX_LOG_LINE = 16 * KIB
-MAX_LOG_BATCH_LINES = 500
+MAX_LOG_BATCH_LINES = 5000
 MAX_LOG_BATCH_CHARS = 1 * MIB
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from runyard.core.states import RunKind, RunState
 
@@ -147,11 +147,30 @@ class Run:
     log_seq: int = 0  # the last log line stored
 
 
-@dataclass(frozen=True)
-class LogLine:
+class LogLine(NamedTuple):
+    """One line of a run's log (a named tuple: runs print millions of them)."""
+
     seq: int
     ts: float  # seconds since the epoch, on the worker
     msg: str
+
+
+class LogBlock(NamedTuple):
+    """Lines of a run's log read at one time, numbered on from ``seq``: the
+    unit a worker sends and the server stores (a line at a time would cost a
+    Python object per line at every step)."""
+
+    seq: int  # the first line's number
+    ts: float  # when the lines were read, seconds since the epoch, on the worker
+    text: str  # the lines, joined by newlines
+
+    @property
+    def line_count(self) -> int:
+        return self.text.count("\n") + 1
+
+    @property
+    def last(self) -> int:
+        return self.seq + self.line_count - 1
 
 
 @dataclass(frozen=True)

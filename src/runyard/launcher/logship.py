@@ -1,8 +1,9 @@
 """Ships a run's log lines to the server, in order, exactly once.
 
-Lines get sequence numbers here, on the worker. A batch is resent until the
-server acknowledges it; the server ignores sequence numbers it already has,
-so a retry after a lost answer never duplicates a line.
+Lines get sequence numbers here, on the worker, and travel in blocks (the
+lines read at one time, joined by newlines). A batch of blocks is resent
+until the server acknowledges it; the server ignores sequence numbers it
+already has, so a retry after a lost answer never duplicates a line.
 """
 
 from __future__ import annotations
@@ -12,13 +13,13 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from runyard.client import WorkerApi
 from runyard.core.backoff import Backoff
 from runyard.core.errors import Unavailable
 from runyard.core.limits import MAX_LOG_BATCH_CHARS, MAX_LOG_BATCH_LINES, MAX_LOG_LINE
-from runyard.core.models import LogLine
+from runyard.core.models import LogBlock
 
 log = logging.getLogger("runyard.launcher")
 
@@ -47,7 +48,7 @@ class LogShipper:
         self.stdout_json = stdout_json
         self.clock = clock
         self.sleep = sleep
-        self._pending: list[LogLine] = []
+        self._pending: list[LogBlock] = []
         self._seq = start_seq  # a resumed run (apply after confirm) numbers on
         self._cond = threading.Condition()
         self._closed = False
@@ -57,20 +58,22 @@ class LogShipper:
 
     def write(self, msg: str) -> None:
         """Queue one (already masked) line; a very long one goes as several."""
-        while len(msg) > MAX_LOG_LINE:
-            self._write(msg[:MAX_LOG_LINE])
-            msg = msg[MAX_LOG_LINE:]
-        self._write(msg)
+        self.write_lines([msg])
 
-    def _write(self, msg: str) -> None:
+    def write_lines(self, msgs: list[str]) -> None:
+        """Queue (already masked) lines, in order, as blocks read at this time."""
+        pieces = "\n".join(msgs).split("\n")  # a line is never sent with a newline in it
+        if max(map(len, pieces)) > MAX_LOG_LINE:
+            pieces = [msg[i:i + MAX_LOG_LINE] for msg in pieces for i in range(0, len(msg) or 1, MAX_LOG_LINE)]
+        now = self.clock()
         with self._cond:
-            self._seq += 1
-            line = LogLine(self._seq, self.clock(), msg)
-            self._pending.append(line)
+            for part in _parts(pieces):
+                self._pending.append(LogBlock(self._seq + 1, now, "\n".join(part)))
+                self._seq += len(part)
             self._cond.notify()
         if self.stdout_json:
-            doc = {"run_ulid": self.run_id, "stack_id": self.stack_id, "ts": line.ts, "msg": msg}
-            sys.stdout.write(json.dumps(doc) + "\n")
+            sys.stdout.write("".join(json.dumps({"run_ulid": self.run_id, "stack_id": self.stack_id, "ts": now,
+                                                 "msg": msg}) + "\n" for msg in pieces))
             sys.stdout.flush()
 
     def close(self, timeout: float | None = None) -> None:
@@ -87,14 +90,15 @@ class LogShipper:
     def failure(self) -> BaseException | None:
         return self._failure
 
-    def _batch(self) -> list[LogLine]:
-        """The oldest pending lines that fit one request."""
-        size = 0
-        for count, line in enumerate(self._pending[:BATCH]):
-            size += len(line.msg)
-            if size > MAX_LOG_BATCH_CHARS and count:
+    def _batch(self) -> list[LogBlock]:
+        """The oldest pending blocks that fit one request (at least one)."""
+        lines = chars = 0
+        for count, block in enumerate(self._pending):
+            lines += block.line_count
+            chars += len(block.text)
+            if count and (lines > BATCH or chars > MAX_LOG_BATCH_CHARS):
                 return self._pending[:count]
-        return self._pending[:BATCH]
+        return self._pending[:]
 
     def _loop(self) -> None:
         backoff = Backoff(0.2, BACKOFF_MAX)
@@ -119,3 +123,20 @@ class LogShipper:
                 del self._pending[: len(batch)]
             if ack.stop_run:
                 self.on_stop_requested()
+
+
+def _parts(pieces: list[str]) -> Iterator[list[str]]:
+    """``pieces`` in runs that each fit one request."""
+    if len(pieces) <= BATCH and sum(map(len, pieces)) <= MAX_LOG_BATCH_CHARS:
+        yield pieces
+        return
+    part: list[str] = []
+    chars = 0
+    for msg in pieces:
+        if part and (len(part) >= BATCH or chars + len(msg) > MAX_LOG_BATCH_CHARS):
+            yield part
+            part, chars = [], 0
+        part.append(msg)
+        chars += len(msg)
+    if part:
+        yield part

@@ -129,12 +129,14 @@ class RunExecution:
 
     def output(self, chunk: str) -> None:
         self.last_output = self.ctx.clock()
-        for line in self.masker.feed(chunk):
-            self.shipper.write(line)
+        lines = self.masker.feed(chunk)
+        if lines:
+            self.shipper.write_lines(lines)
 
     def _flush_output(self) -> None:
-        for line in self.masker.flush():
-            self.shipper.write(line)
+        lines = self.masker.flush()
+        if lines:
+            self.shipper.write_lines(lines)
 
     def say(self, text: str) -> None:
         """A line from runyard itself (masked like everything else)."""

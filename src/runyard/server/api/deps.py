@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ValidationError
 
 from runyard.core.models import Worker
 from runyard.server.services.registry import Services
@@ -43,6 +45,26 @@ def require_user(request: Request, svc: Annotated[Services, Depends(services)]) 
 
 async def require_worker(request: Request, svc: Annotated[Services, Depends(services)]) -> Worker:
     return await svc.auth.worker(_bearer(request))
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse_body(model: type[M], raw: bytes) -> M:
+    """A JSON body parsed and validated in one pass (pydantic's own parser),
+    for bodies too large for the usual parse-then-validate; refused in the
+    same shape as any invalid body."""
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        raise RequestValidationError([{**err, "loc": ("body", *err["loc"])} for err in exc.errors()]) from None
+
+
+def body_schema(model: type[BaseModel]) -> dict[str, object]:
+    """The OpenAPI request body of a route that parses ``model`` itself."""
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    schema.pop("$defs", None)
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
 Svc = Annotated[Services, Depends(services)]

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from runyard.server.api.deps import CurrentWorker, Svc
+from runyard.server.api.deps import CurrentWorker, Svc, body_schema, parse_body
 from runyard.wire import (
     API,
     ChallengeIn,
@@ -88,10 +88,12 @@ def put_outputs(run_id: str, body: OutputsIn, worker: CurrentWorker, svc: Svc) -
     return Response(status_code=204)
 
 
-@router.post("/runs/{run_id}/logs", response_model=LogsAck)
-def append_logs(run_id: str, body: LogsIn, worker: CurrentWorker, svc: Svc) -> LogsAck:
-    stop = svc.runs.append_logs(worker, run_id, body.lease, [ln.to_domain() for ln in body.lines])
-    return LogsAck(stop_run=stop)
+@router.post("/runs/{run_id}/logs", response_model=LogsAck, openapi_extra=body_schema(LogsIn))
+async def append_logs(run_id: str, request: Request, worker: CurrentWorker, svc: Svc) -> LogsAck:
+    """A batch of log lines (LogsIn), parsed and validated in one pass: it may hold thousands."""
+    body = parse_body(LogsIn, await request.body())
+    blocks = body.to_domain()
+    return LogsAck(stop_run=await run_in_threadpool(svc.runs.append_logs, worker, run_id, body.lease, blocks))
 
 
 @router.get("/sources/{upload_id}")

@@ -2,33 +2,36 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sqlalchemy import Connection, delete, insert, select, update
 
+from runyard.core.models import LogBlock
 from runyard.server.db import tables as t
 
 
 class LogQueries:
     conn: Connection
 
-    def add_log_chunk(self, run_id: str, expect_seq: int, first: int, last: int, body: str) -> bool:
-        """Store lines ``first``..``last`` (JSON lines) after line ``expect_seq``,
-        the run's last stored line; False (nothing stored) if another request
-        stored lines since: the caller reads the run again."""
-        moved = self.conn.execute(
-            update(t.runs).where(t.runs.c.id == run_id, t.runs.c.log_seq == expect_seq).values(log_seq=last))
+    def add_log_blocks(self, run_id: str, expect_seq: int, blocks: Sequence[LogBlock]) -> bool:
+        """Store ``blocks`` (in order) after line ``expect_seq``, the run's last
+        stored line; False (nothing stored) if another request stored lines
+        since: the caller reads the run again."""
+        moved = self.conn.execute(update(t.runs).where(t.runs.c.id == run_id, t.runs.c.log_seq == expect_seq)
+                                  .values(log_seq=blocks[-1].last))
         if moved.rowcount != 1:
             return False
-        self.conn.execute(insert(t.log_chunks).values(run_id=run_id, first_seq=first, last_seq=last, body=body))
+        self.conn.execute(insert(t.log_chunks), [
+            {"run_id": run_id, "first_seq": b.seq, "last_seq": b.last, "ts": b.ts, "body": b.text} for b in blocks])
         return True
 
-    def log_chunks(self, run_id: str, after: int, limit: int) -> list[tuple[int, int, str]]:
-        """Up to ``limit`` stored batches holding lines after ``after``, in
-        order: (first line, last line, JSON lines)."""
+    def log_blocks(self, run_id: str, after: int, limit: int) -> list[LogBlock]:
+        """Up to ``limit`` stored blocks holding lines after ``after``, in order."""
         found = self.conn.execute(
-            select(t.log_chunks.c.first_seq, t.log_chunks.c.last_seq, t.log_chunks.c.body)
+            select(t.log_chunks.c.first_seq, t.log_chunks.c.ts, t.log_chunks.c.body)
             .where(t.log_chunks.c.run_id == run_id, t.log_chunks.c.last_seq > after)
             .order_by(t.log_chunks.c.first_seq).limit(limit))
-        return [(int(r.first_seq), int(r.last_seq), str(r.body)) for r in found]
+        return [LogBlock(int(r.first_seq), float(r.ts), str(r.body)) for r in found]
 
     def seal_log(self, run_id: str, index: list[int]) -> None:
         """The log is in the object store now (blobs starting at the lines of ``index``)."""

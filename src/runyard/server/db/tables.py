@@ -136,14 +136,16 @@ run_transitions = Table(
     Column("note", Text, nullable=False, default=""),
 )
 
-# A live run's log: a row per batch of lines a worker sent (JSON lines, in
-# order), until the run ends and the log is sealed into the object store.
+# A live run's log: a row per block of lines a worker sent (the lines joined
+# by newlines, read at one time), until the run ends and the log is sealed
+# into the object store.
 log_chunks = Table(
     "log_chunks",
     metadata,
     Column("run_id", String(26), primary_key=True),
     Column("first_seq", Integer, primary_key=True, autoincrement=False),
     Column("last_seq", Integer, nullable=False),
+    Column("ts", Float, nullable=False),
     Column("body", Text, nullable=False),
 )
 

@@ -1,8 +1,12 @@
 """Run logs. While a run is live its lines land in the database, a row per
-batch a worker sent (JSON lines); once it ended, the log is sealed into the
-object store in chunks of a few megabytes and its rows go. A page of lines is
-read from one place or the other, a chunk at a time: reading a log of any
-size holds at most a chunk and a page in memory."""
+block of lines a worker sent; once it ended, the log is sealed into the
+object store in blobs of a few megabytes and its rows go. A page of lines is
+read from one place or the other, a blob at a time: reading a log of any
+size holds at most a blob and a page in memory.
+
+Lines travel and rest in blocks (lines read at one time, joined by
+newlines): per-line work is left to C (splitting, joining), which is what
+lets one run print tens of megabytes a second."""
 
 from __future__ import annotations
 
@@ -11,14 +15,14 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import orjson
 from anyio import to_thread
 
 from runyard.core.errors import Conflict, NotFound
 from runyard.core.limits import MIB
-from runyard.core.models import LogLine, LogPage, Run
+from runyard.core.models import LogBlock, LogLine, LogPage, Run
 from runyard.core.states import RunState
 from runyard.server.db.repository import Repository
 from runyard.server.notifier import run_topic
@@ -43,22 +47,54 @@ def chunk_key(run_id: str, first: int) -> str:
     return f"logs/{run_id}/{first:010d}.jsonl"
 
 
-def encode(lines: Sequence[LogLine]) -> str:
-    """Lines as JSON lines (what a stored batch and a sealed blob hold)."""
-    docs = [{"seq": ln.seq, "ts": ln.ts, "msg": ln.msg} for ln in lines]
+def encode(blocks: Sequence[LogBlock]) -> bytes:
+    """Blocks as JSON lines, one document per block (a sealed blob)."""
+    docs = [{"seq": b.seq, "ts": b.ts, "text": b.text} for b in blocks]
     try:
-        return b"".join(orjson.dumps(d) + b"\n" for d in docs).decode()
+        return b"".join(orjson.dumps(d) + b"\n" for d in docs)
     except orjson.JSONEncodeError:  # a lone surrogate: the standard encoder escapes it
-        return "".join(json.dumps(d) + "\n" for d in docs)
+        return "".join(json.dumps(d) + "\n" for d in docs).encode()
 
 
-def decode(body: str) -> Iterator[LogLine]:
+def decode(body: str) -> Iterator[LogBlock]:
+    """The blocks of a sealed blob (a line per document, as releases before 0.2 wrote them, too)."""
     for raw in body.splitlines():
         try:
             doc = orjson.loads(raw)
         except orjson.JSONDecodeError:
             doc = json.loads(raw)
-        yield LogLine(doc["seq"], doc["ts"], doc["msg"])
+        yield LogBlock(doc["seq"], doc["ts"], doc["text"] if "text" in doc else doc["msg"])
+
+
+def lines_after(blocks: Iterable[LogBlock], after: int, limit: int) -> list[LogLine]:
+    """The lines of ``blocks`` after line ``after``: at most ``limit`` lines and
+    about PAGE_TEXT of text."""
+    out: list[LogLine] = []
+    text = PAGE_TEXT
+    for block in blocks:
+        if block.last <= after:
+            continue
+        msgs = block.text.split("\n")
+        skip = max(after - block.seq + 1, 0)
+        for seq, msg in enumerate(msgs[skip:], block.seq + skip):
+            out.append(LogLine(seq, block.ts, msg))
+            text -= len(msg)
+            if len(out) >= limit or text <= 0:
+                return out
+    return out
+
+
+def _fit(block: LogBlock, after: int) -> LogBlock | None:
+    """``block`` without lines up to ``after`` (stored already) and with
+    over-long lines cut; None if nothing is left."""
+    if block.last <= after:
+        return None
+    msgs = block.text.split("\n") if block.seq <= after or len(block.text) > MAX_LINE else None
+    if msgs is None:
+        return block
+    skip = max(after - block.seq + 1, 0)
+    msgs = [m[:MAX_LINE] for m in msgs[skip:]]
+    return LogBlock(block.seq + skip, block.ts, "\n".join(msgs))
 
 
 class LogService:
@@ -67,20 +103,21 @@ class LogService:
         self._to_seal: set[str] = set()
         self._lock = threading.Lock()
 
-    def append(self, repo: Repository, run: Run, lines: Sequence[LogLine]) -> None:
-        """Store the lines after the last one stored, as one batch. A line
-        stored already is a retry of the same line and is skipped, so retries
-        never duplicate (lines of a run are numbered in order by its worker)."""
-        ordered = sorted((ln for ln in lines if ln.seq > 0), key=lambda ln: ln.seq)
+    def append(self, repo: Repository, run: Run, blocks: Sequence[LogBlock]) -> None:
+        """Store the lines after the last one stored. A line stored already is
+        a retry of the same line and is skipped, so retries never duplicate
+        (lines of a run are numbered in order by its worker)."""
+        ordered = sorted(blocks, key=lambda b: b.seq)
         seq = run.log_seq
         for _ in range(5):
-            fresh: list[LogLine] = []
-            for ln in ordered:
-                if ln.seq > seq and (not fresh or ln.seq > fresh[-1].seq):
-                    fresh.append(ln if len(ln.msg) <= MAX_LINE else LogLine(ln.seq, ln.ts, ln.msg[:MAX_LINE]))
+            fresh: list[LogBlock] = []
+            for block in ordered:
+                fitted = _fit(block, fresh[-1].last if fresh else seq)
+                if fitted is not None:
+                    fresh.append(fitted)
             if not fresh:
                 return
-            if repo.add_log_chunk(run.id, seq, fresh[0].seq, fresh[-1].seq, encode(fresh)):
+            if repo.add_log_blocks(run.id, seq, fresh):
                 return
             current = repo.run(run.id, with_transitions=False)  # another request stored lines meanwhile
             seq = current.log_seq if current is not None else seq
@@ -117,25 +154,24 @@ class LogService:
             if repo.log_seal(run_id)[0]:
                 return
         index: list[int] = []
-        parts: list[str] = []
-        size, after, first = 0, 0, 0
+        held: list[LogBlock] = []
+        size, after = 0, 0
         while True:
             with self.ctx.read() as repo:
-                rows = repo.log_chunks(run_id, after, ROWS_AT_ONCE)
-            for row_first, row_last, body in rows:
-                first = first or row_first
-                parts.append(body)
-                size += len(body)
-                after = row_last
+                blocks = repo.log_blocks(run_id, after, ROWS_AT_ONCE)
+            for block in blocks:
+                held.append(block)
+                size += len(block.text)
+                after = block.last
                 if size >= SEAL_CHUNK:
-                    self.ctx.blobs.put(chunk_key(run_id, first), "".join(parts).encode())
-                    index.append(first)
-                    parts, size, first = [], 0, 0
-            if len(rows) < ROWS_AT_ONCE:
+                    self.ctx.blobs.put(chunk_key(run_id, held[0].seq), encode(held))
+                    index.append(held[0].seq)
+                    held, size = [], 0
+            if len(blocks) < ROWS_AT_ONCE:
                 break
-        if parts:
-            self.ctx.blobs.put(chunk_key(run_id, first), "".join(parts).encode())
-            index.append(first)
+        if held:
+            self.ctx.blobs.put(chunk_key(run_id, held[0].seq), encode(held))
+            index.append(held[0].seq)
         with self.ctx.tx() as repo:
             repo.seal_log(run_id, index)
 
@@ -150,37 +186,24 @@ class LogService:
     # reading ------------------------------------------------------------------
 
     def _stored(self, repo: Repository, run_id: str, after: int, limit: int) -> list[LogLine]:
-        out: list[LogLine] = []
-        text = PAGE_TEXT
-        while True:
-            rows = repo.log_chunks(run_id, after, ROWS_AT_ONCE)
-            for _, last, body in rows:
-                for line in decode(body):
-                    if line.seq > after:
-                        out.append(line)
-                        text -= len(line.msg)
-                        if len(out) >= limit or text <= 0:
-                            return out
-                after = last
-            if len(rows) < ROWS_AT_ONCE:
-                return out
+        def blocks() -> Iterator[LogBlock]:
+            cursor = after
+            while True:
+                found = repo.log_blocks(run_id, cursor, ROWS_AT_ONCE)
+                yield from found
+                if len(found) < ROWS_AT_ONCE:
+                    return
+                cursor = found[-1].last
+
+        return lines_after(blocks(), after, limit)
 
     def _sealed(self, run_id: str, index: list[int] | None, after: int, limit: int) -> list[LogLine]:
         if index is None:
-            bodies: Iterator[str] = iter([self.ctx.blobs.get(log_key(run_id)).decode()])
+            bodies: Iterable[str] = [self.ctx.blobs.get(log_key(run_id)).decode()]
         else:
             start = max(bisect.bisect_right(index, after + 1) - 1, 0)
             bodies = (self.ctx.blobs.get(chunk_key(run_id, first)).decode() for first in index[start:])
-        out: list[LogLine] = []
-        text = PAGE_TEXT
-        for body in bodies:
-            for line in decode(body):
-                if line.seq > after:
-                    out.append(line)
-                    text -= len(line.msg)
-                    if len(out) >= limit or text <= 0:
-                        return out
-        return out
+        return lines_after((block for body in bodies for block in decode(body)), after, limit)
 
     def page(self, run_id: str, after: int = 0, limit: int = 5000) -> LogPage:
         """The run's lines after sequence number ``after``, with its state: at

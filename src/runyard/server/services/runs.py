@@ -9,7 +9,7 @@ from typing import Protocol
 
 from runyard.core.errors import Conflict, InvalidInput, NotFound, StaleLease
 from runyard.core.ids import new_ulid
-from runyard.core.models import Assignment, LogLine, Output, Run, Worker
+from runyard.core.models import Assignment, LogBlock, Output, Run, Worker
 from runyard.core.states import ON_WORKER, SCHEDULABLE, Actor, RunKind, RunState, check_transition
 from runyard.crypto import hash_secret, new_secret
 from runyard.server.db.repository import Repository
@@ -300,11 +300,11 @@ class RunService:
         self.ctx.notifier.notify(*topics)
         return after
 
-    def append_logs(self, worker: Worker, run_id: str, lease: int, lines: Sequence[LogLine]) -> bool:
-        """Store log lines; returns whether the run was asked to stop."""
+    def append_logs(self, worker: Worker, run_id: str, lease: int, blocks: Sequence[LogBlock]) -> bool:
+        """Store blocks of log lines; returns whether the run was asked to stop."""
         with self.ctx.tx() as repo:
             run = self._held(repo, worker, run_id, lease)
-            self.logs.append(repo, run, lines)
+            self.logs.append(repo, run, blocks)
         self.ctx.notifier.notify(run_topic(run_id))
         return run.stop_requested
 

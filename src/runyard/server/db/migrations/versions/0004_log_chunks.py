@@ -4,12 +4,9 @@ Revision ID: 0004
 Revises: 0003
 
 Lines of live runs move from log_lines (a row per line) into log_chunks (a
-row per batch a worker sent, as JSON lines); runs.log_seq keeps the last
-line stored, runs.log_index the first line of each sealed chunk blob.
+row per block of lines a worker sent, joined by newlines); runs.log_seq keeps
+the last line stored, runs.log_index the first line of each sealed blob.
 """
-
-import json
-from itertools import groupby
 
 import sqlalchemy as sa
 from alembic import op
@@ -25,6 +22,7 @@ def upgrade() -> None:
     sa.Column('run_id', sa.String(length=26), nullable=False),
     sa.Column('first_seq', sa.Integer(), autoincrement=False, nullable=False),
     sa.Column('last_seq', sa.Integer(), nullable=False),
+    sa.Column('ts', sa.Float(), nullable=False),
     sa.Column('body', sa.Text(), nullable=False),
     sa.PrimaryKeyConstraint('run_id', 'first_seq')
     )
@@ -32,15 +30,15 @@ def upgrade() -> None:
         batch.add_column(sa.Column('log_seq', sa.Integer(), server_default='0', nullable=False))
         batch.add_column(sa.Column('log_index', sa.JSON(), nullable=True))
     conn = op.get_bind()
-    lines = conn.execute(sa.text("SELECT run_id, seq, ts, msg FROM log_lines ORDER BY run_id, seq"))
-    for run_id, rows in groupby(lines, key=lambda r: r.run_id):
-        got = list(rows)
-        body = "".join(json.dumps({"seq": r.seq, "ts": r.ts, "msg": r.msg}) + "\n" for r in got)
-        conn.execute(sa.text("INSERT INTO log_chunks (run_id, first_seq, last_seq, body) "
-                             "VALUES (:run_id, :first, :last, :body)"),
-                     {"run_id": run_id, "first": got[0].seq, "last": got[-1].seq, "body": body})
-        conn.execute(sa.text("UPDATE runs SET log_seq = :last WHERE id = :run_id"),
-                     {"run_id": run_id, "last": got[-1].seq})
+    insert = sa.text("INSERT INTO log_chunks (run_id, first_seq, last_seq, ts, body) "
+                     "VALUES (:run_id, :seq, :seq, :ts, :msg)")
+    last: dict[str, int] = {}
+    for row in conn.execute(sa.text("SELECT run_id, seq, ts, msg FROM log_lines ORDER BY run_id, seq")):
+        conn.execute(insert, {"run_id": row.run_id, "seq": row.seq, "ts": row.ts,
+                              "msg": row.msg.replace("\n", " ")})
+        last[row.run_id] = row.seq
+    for run_id, seq in last.items():
+        conn.execute(sa.text("UPDATE runs SET log_seq = :seq WHERE id = :run_id"), {"run_id": run_id, "seq": seq})
     op.drop_table('log_lines')
 
 
