@@ -1,0 +1,82 @@
+"""The notifier: ordinary waiters wake together; polls wait their turn, so a
+change wakes one of them however many there are, and a turn is never lost."""
+
+from __future__ import annotations
+
+import asyncio
+
+from runyard.server.notifier import Notifier
+
+TOPIC = "pool:p1"
+
+
+async def parked(notifier: Notifier, count: int, turn: bool) -> list[asyncio.Task[bool]]:
+    seen = notifier.generations(TOPIC)
+    tasks = [asyncio.create_task(notifier.wait_any(seen, 5, turn_on=TOPIC if turn else None)) for _ in range(count)]
+    while notifier.waiting(TOPIC) < count:
+        await asyncio.sleep(0)
+    return tasks
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+def test_a_change_wakes_every_ordinary_waiter_but_one_waiting_its_turn() -> None:
+    async def scenario() -> tuple[int, int]:
+        notifier = Notifier()
+        everyone = await parked(notifier, 3, turn=False)
+        turns = await parked(notifier, 500, turn=True)
+        notifier.wake(TOPIC)
+        await settle()
+        woken = (sum(t.done() for t in everyone), sum(t.done() for t in turns))
+        notifier.close()
+        await asyncio.gather(*everyone, *turns)
+        return woken
+
+    assert asyncio.run(scenario()) == (3, 1)
+
+
+def test_passing_the_turn_on_wakes_the_next_without_moving_the_topic() -> None:
+    async def scenario() -> tuple[int, int, int]:
+        notifier = Notifier()
+        turns = await parked(notifier, 3, turn=True)
+        before = notifier.generation(TOPIC)
+        assert notifier.pass_on(TOPIC)
+        await settle()
+        first = sum(t.done() for t in turns)
+        assert notifier.pass_on(TOPIC)
+        await settle()
+        woken = sum(t.done() for t in turns)
+        notifier.close()
+        await asyncio.gather(*turns)
+        return first, woken, notifier.generation(TOPIC) - before
+
+    assert asyncio.run(scenario()) == (1, 2, 0)
+    assert not Notifier().pass_on(TOPIC)  # nobody waits: nothing to pass
+
+
+def test_a_waiter_cancelled_after_its_turn_came_hands_it_to_the_next() -> None:
+    async def scenario() -> list[bool]:
+        notifier = Notifier()
+        first, second = await parked(notifier, 2, turn=True)
+        notifier.wake(TOPIC)  # the first's turn; it is cancelled before it could look
+        first.cancel()
+        await settle()
+        done = [first.cancelled(), second.done()]
+        notifier.close()
+        await asyncio.gather(second)
+        return done
+
+    assert asyncio.run(scenario()) == [True, True]
+
+
+def test_a_change_between_the_look_and_the_wait_is_never_missed() -> None:
+    async def scenario() -> bool:
+        notifier = Notifier()
+        seen = notifier.generations(TOPIC)
+        notifier.wake(TOPIC)  # a run queued after the look
+        return await asyncio.wait_for(notifier.wait_any(seen, 5, turn_on=TOPIC), 1)
+
+    assert asyncio.run(scenario()) is True
