@@ -217,6 +217,21 @@ def test_a_lost_worker_fails_its_run_and_its_late_reports_are_refused(api: Api):
     assert api.client.workers("p1") == []
 
 
+def test_a_removed_worker_is_refused_at_once_though_its_token_was_just_checked(api: Api):
+    """Servers remember a worker's token for a second; a removal (on any
+    server: it moves the worker's topic) ends that at once."""
+    from runyard.core.errors import WorkerGone
+
+    pool_id, token, key = api.pool()
+    worker = api.worker(pool_id, token, key)
+    assert worker.heartbeat().exit_reason == ""  # the token is checked and remembered
+    assert worker.heartbeat().exit_reason == ""  # ... and answered from memory
+    (worker_id,) = [w.id for w in api.client.workers("p1")]
+    api.client.remove_worker(worker_id, "instance terminated")
+    with pytest.raises(WorkerGone, match="instance terminated"):
+        worker.heartbeat()
+
+
 def test_silence_while_the_server_was_down_does_not_count(api: Api):
     pool_id, token, key = api.pool()
     api.worker(pool_id, token, key)

@@ -11,10 +11,10 @@ from sqlalchemy import Engine
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-def upgrade(engine: Engine) -> None:
-    """Bring the database to the newest schema (idempotent)."""
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Bring the database to the newest schema, or to ``revision`` (idempotent)."""
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as conn:
         config.attributes["connection"] = conn
-        command.upgrade(config, "head")
+        command.upgrade(config, revision)
