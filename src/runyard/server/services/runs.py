@@ -288,17 +288,15 @@ class RunService:
                 self._move(repo, run, target, Actor.WORKER, note)
                 if changes is not None:
                     repo.set_run_flags(run_id, changes={k: int(v) for k, v in changes.items()})
-            after = repo.run(run_id)
-        assert after is not None
         if repeated:
-            return after
+            return self.get(run_id)
         self.finish([run] if target.terminal else [])
         topics = [run_topic(run_id)]
         if not target.on_worker:
             # A worker and maybe a stack's write lane are free: wake the pool.
             topics.append(pool_topic(run.pool_id))
         self.ctx.notifier.notify(*topics)
-        return after
+        return self.get(run_id)
 
     def append_logs(self, worker: Worker, run_id: str, lease: int, blocks: Sequence[LogBlock]) -> bool:
         """Store blocks of log lines; returns whether the run was asked to stop."""
