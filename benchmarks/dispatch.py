@@ -29,7 +29,7 @@ import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from _stack import bench_cluster, bench_stack, percentile
+from _stack import bench_cluster, bench_stack, cpu_seconds, percentile
 
 from runyard.client import Client
 from runyard.core.states import RunKind, RunState
@@ -55,15 +55,22 @@ def latency(runs: int, db: str) -> None:
 def throughput(launchers: int, burst: int, db: str) -> None:
     with bench_stack(db=db) as bench:
         bench.add_launchers(launchers, RUNYARD_EXECUTOR="process")
+        assert bench.server.proc is not None
+        server = [bench.server.proc.pid]
+        fleet = [launcher.proc.pid for launcher in bench.launchers if launcher.proc is not None]
+        cpu0 = cpu_seconds(server), cpu_seconds(fleet)
         start = time.monotonic()
         with ThreadPoolExecutor(8) as pool:
             ids = list(pool.map(lambda _: bench.client.trigger("bench", RunKind.PROPOSED).id, range(burst)))
         for run_id in ids:
             bench.wait_finished(run_id)
         elapsed = time.monotonic() - start
+        server_ms = (cpu_seconds(server) - cpu0[0]) / burst * 1000
+        fleet_ms = (cpu_seconds(fleet) - cpu0[1]) / burst * 1000
         states = {bench.client.run(i).state for i in ids}
         print(f"throughput ({db}), {launchers} launchers, {burst} trivial proposed runs queued at once")
         print(f"  {burst / elapsed:.1f} runs/s ({elapsed:.1f} s in all; end states: {sorted(s.value for s in states)})")
+        print(f"  CPU per run: server {server_ms:.1f} ms, launchers {fleet_ms:.1f} ms (not the runs themselves)")
 
 
 def started_after(client: Client, run_id: str, since: float) -> float:

@@ -25,34 +25,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from _stack import Bench, bench_stack, percentile
+from _stack import Bench, bench_stack, cpu_seconds, percentile
 
 from runyard.core.states import RunKind
 from runyard.crypto import PoolToken, load_private_key_b64, sign_challenge
 from runyard.wire import API
 
-TICKS = os.sysconf("SC_CLK_TCK")
 HEARTBEAT = 5.0
 LONG_POLL = 25.0
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU of these processes so far (threads included)."""
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except FileNotFoundError:
-            continue
-        total += int(fields[11]) + int(fields[12])
-    return total / TICKS
 
 
 def rss_mb(pid: int) -> float:

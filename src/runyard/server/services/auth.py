@@ -14,10 +14,10 @@ from runyard.crypto import hash_secret, new_secret
 from runyard.server.notifier import fleet_topic, worker_topic
 from runyard.server.services import Context
 
-# A worker's token is checked against the database at most once a second:
-# heartbeats and polls of a thousand workers then cost the database nothing.
-# Drains, removals and pool cycles (on any server) end a cached answer at
-# once: they move the worker's topics.
+# A worker's token (and an API key) is checked against the database at most
+# once a second: heartbeats and polls of a thousand workers then cost the
+# database nothing. Drains, removals, claims and pool cycles (on any server)
+# end a worker's cached answer at once: they move the worker's topics.
 WORKER_CACHE_TTL = 1.0
 WORKER_CACHE_MAX = 50_000
 
@@ -32,6 +32,7 @@ class AuthService:
         self.ctx = ctx
         self._session_key: bytes | None = None
         self._workers: dict[str, tuple[Worker, float, dict[str, int]]] = {}
+        self._users: dict[str, tuple[str, float]] = {}
 
     def bootstrap_admin_key(self, given: str | None) -> str | None:
         """Make sure an admin key exists. Returns a newly made key (to show
@@ -84,6 +85,18 @@ class AuthService:
         if run is None or run.stack_id != stack_id or not run.state.on_worker:
             raise Unauthorized("these credentials do not give access to this stack's state")
         return run.id
+
+    async def user(self, key: str | None) -> str:
+        """:meth:`check_api_key`, answered from memory for up to
+        WORKER_CACHE_TTL seconds (keys are never changed, only made)."""
+        hit = self._users.get(key or "")
+        if hit is not None and time.monotonic() < hit[1]:
+            return hit[0]
+        name = await to_thread.run_sync(self.check_api_key, key)
+        if len(self._users) >= WORKER_CACHE_MAX:
+            self._users.clear()
+        self._users[key or ""] = (name, time.monotonic() + WORKER_CACHE_TTL)
+        return name
 
     async def worker(self, token: str | None) -> Worker:
         """:meth:`check_worker_token`, answered from memory for up to
