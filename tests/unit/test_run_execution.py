@@ -6,8 +6,9 @@ from __future__ import annotations
 import threading
 
 from runyard.core.states import RunKind, RunState
+from runyard.devstack import wait_for
 from runyard.launcher.launcher import Launcher
-from runyard.testing import FakeExecutor, Step
+from runyard.testing import FakeExecutor, InProcessWorkerApi, Step
 from tests.unit.conftest import World
 
 S = RunState
@@ -115,3 +116,27 @@ def test_a_plan_waits_for_confirmation_then_any_worker_applies_it(world: World) 
     run_once(world.launcher(second, disconnect_after_job=True))
     assert world.svc.runs.get(run_id).state == S.FINISHED
     assert second.commands == ["apply"]  # resumed from the sealed workspace, not planned again
+
+
+def test_an_uploaded_source_is_fetched_once_for_every_run_of_its_stack(world: World) -> None:
+    """An upload never changes: a launcher fetches it from the server once."""
+    world.pool()
+    world.stack()
+    api = InProcessWorkerApi(world.svc)
+    fetched: list[str] = []
+    real = api.source_archive
+
+    def counted(upload_id: str) -> bytes:
+        fetched.append(upload_id)
+        return real(upload_id)
+
+    api.source_archive = counted  # type: ignore[method-assign]
+    launcher = world.launcher(api=api)
+    runs = [world.trigger(kind=RunKind.PROPOSED) for _ in range(3)]
+    thread = threading.Thread(target=launcher.run, daemon=True)
+    thread.start()
+    wait_for(lambda: all(world.svc.runs.get(r).state.terminal for r in runs), 10, "the runs to end")
+    launcher.stop("test over")
+    thread.join(10)
+    assert {world.svc.runs.get(r).state for r in runs} == {RunState.FINISHED}
+    assert len(fetched) == 1

@@ -28,6 +28,7 @@ from runyard.launcher.policy import InitializationPolicy
 from runyard.launcher.runner import RunAbandoned, RunContext, RunExecution
 from runyard.launcher.spot import MARGIN as SPOT_MARGIN
 from runyard.launcher.spot import Notice, SpotWatcher
+from runyard.launcher.workspace import SourceCache
 from runyard.wire import PollOut, RegisterIn
 
 log = logging.getLogger("runyard.launcher")
@@ -158,6 +159,7 @@ class Launcher:
         self._registered_at = 0.0
         self._rejoin = Backoff(REJOIN_INITIAL, REJOIN_MAX)
         self.watchdog_tick = 0.2  # how often a run's timeouts are looked at
+        self.sources = SourceCache()  # uploaded snapshots fetched once, for every run of their stacks
         self.registrations = 0
         self.metrics = LauncherMetrics()
         if settings.metrics_port:
@@ -367,6 +369,7 @@ class Launcher:
             clock=self.clock,
             sleep=self.sleep,
             tick=self.watchdog_tick,
+            sources=self.sources,
         )
         execution = RunExecution(ctx, assignment)
         self._current = execution

@@ -68,6 +68,7 @@ class RunContext:
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
     tick: float = 0.2  # how often the watchdog looks at the timeouts
+    sources: workspace.SourceCache = field(default_factory=workspace.SourceCache)  # shared by the runs
 
     def pool_public_key(self) -> rsa.RSAPublicKey:
         return self.key.public_key()
@@ -197,7 +198,7 @@ class RunExecution:
                 if resuming:
                     self._restore_workspace(ws)
                 else:
-                    workspace.fetch_source(self.client, self.stack, ws)
+                    workspace.fetch_source(self.client, self.stack, ws, self.ctx.sources)
                     if self.stack.tool in TERRAFORM_TOOLS:
                         prepare_terraform(ws / self.stack.project_root)
                 session = self._session = self.ctx.executor.open(self._spec(ws))

@@ -6,11 +6,14 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
+from collections import OrderedDict
 from pathlib import Path
 
 from runyard import archive
 from runyard.client import WorkerApi
 from runyard.core.errors import InvalidInput, RunyardError
+from runyard.core.limits import MIB
 from runyard.core.models import SourceKind, Stack
 
 
@@ -20,6 +23,29 @@ class WorkspaceError(RunyardError):
     code = "workspace"
 
 
+class SourceCache:
+    """Uploaded source snapshots this launcher fetched. An upload never
+    changes, so each is fetched from the server once: the newest ones are
+    kept, up to ``budget`` bytes in all."""
+
+    def __init__(self, budget: int = 64 * MIB) -> None:
+        self.budget = budget
+        self._kept: OrderedDict[str, bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, client: WorkerApi, upload_id: str) -> bytes:
+        with self._lock:
+            if upload_id in self._kept:
+                self._kept.move_to_end(upload_id)
+                return self._kept[upload_id]
+        data = client.source_archive(upload_id)
+        with self._lock:
+            self._kept[upload_id] = data
+            while sum(map(len, self._kept.values())) > self.budget and len(self._kept) > 1:
+                self._kept.popitem(last=False)
+        return data
+
+
 def create(base: Path, run_id: str) -> Path:
     base.mkdir(parents=True, exist_ok=True)
     path = Path(tempfile.mkdtemp(prefix=f"run-{run_id}-", dir=base))
@@ -27,12 +53,13 @@ def create(base: Path, run_id: str) -> Path:
     return path
 
 
-def fetch_source(client: WorkerApi, stack: Stack, dest: Path) -> None:
+def fetch_source(client: WorkerApi, stack: Stack, dest: Path, cache: SourceCache | None = None) -> None:
     """Put the stack's source into ``dest``."""
     source = stack.source
     if source.kind == SourceKind.UPLOAD:
         try:
-            archive.unpack(client.source_archive(source.upload_id), dest, "data")
+            data = (cache or SourceCache(0)).get(client, source.upload_id)
+            archive.unpack(data, dest, "data")
         except InvalidInput as exc:
             raise WorkspaceError(f"the source snapshot {source.upload_id}: {exc.message}") from exc
     elif source.kind == SourceKind.GIT:

@@ -13,7 +13,6 @@ from pydantic import BaseModel, ValidationError
 from runyard.core.models import Worker
 from runyard.server.services.registry import Services
 
-
 # Dependencies are coroutines: FastAPI runs a plain function in a worker
 # thread, a hop per dependency per request (profiled: a fifth of the
 # server's time under load went to hops and their bookkeeping).
