@@ -35,6 +35,9 @@ def cpu_seconds(pids: list[int]) -> float:
 
 
 def percentile(values: list[float], p: float) -> float:
+    """The p-th percentile of ``values`` (nan when there are none)."""
+    if not values:
+        return float("nan")
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
     return ordered[index]

@@ -194,7 +194,6 @@ async def measure(bench: Bench, n: int, idle: float, wakes: int, pg_dir: Path | 
         picks.append((fleet.held[run.id] - sent) * 1000)
         await asyncio.to_thread(bench.wait_finished, run.id)
     w1, wt1 = cpu_seconds([server]), time.monotonic()
-    print("PICKS", [round(p) for p in picks])
     per_run = ((w1 - w0) - idle_rate * (wt1 - wt0)) / wakes * 1000
 
     fleet.stopping.set()
@@ -202,7 +201,7 @@ async def measure(bench: Bench, n: int, idle: float, wakes: int, pg_dir: Path | 
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     if fleet.errors:
-        print(f"  ({len(fleet.errors)} request errors, first: {fleet.errors[0]})")
+        print(f"  N={n}: {len(fleet.errors)} requests failed; the first: {fleet.errors[0]}")
     return {"n": n, "register_s": took, "cpu": idle_rate * 100, "pg_cpu": (pg1 - pg0) / (t1 - t0) * 100,
             "rss": rss, "beats": len(window), "hb50": percentile(window, 50), "hb99": percentile(window, 99),
             "wake50": percentile(picks, 50), "wake99": percentile(picks, 99), "cpu_run": per_run}

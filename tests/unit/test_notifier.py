@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from runyard.server.notifier import Notifier
+from runyard.server.notifier import ANY_TOPIC, Notifier
 
 TOPIC = "pool:p1"
 
@@ -80,3 +80,10 @@ def test_a_change_between_the_look_and_the_wait_is_never_missed() -> None:
         return await asyncio.wait_for(notifier.wait_any(seen, 5, turn_on=TOPIC), 1)
 
     assert asyncio.run(scenario()) is True
+
+
+def test_when_wake_ups_may_have_been_missed_every_topic_moves_even_one_never_notified() -> None:
+    notifier = Notifier()
+    before = notifier.generations("worker:w1", ANY_TOPIC)
+    notifier.wake_all()  # the bus reconnected: notifications may be lost
+    assert notifier.generations("worker:w1", ANY_TOPIC) != before

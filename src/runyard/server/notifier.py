@@ -84,9 +84,10 @@ class Notifier:
             self.bus.publish(topics)
 
     def wake_all(self) -> None:
-        """Every waiter looks again (after wake-ups may have been missed)."""
+        """Every waiter looks again (after wake-ups may have been missed);
+        ANY_TOPIC moves too, for what is remembered until a topic moves."""
         with self._lock:
-            topics = list(self._generations) + list(self._waiters)
+            topics = [*self._generations, *self._waiters, ANY_TOPIC]
             for topic in topics:
                 self._generations[topic] = self._generations.get(topic, 0) + 1
             waiters = {id(w): w for ws in self._waiters.values() for w in ws}
@@ -174,6 +175,9 @@ class Notifier:
 def _resolve(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
+
+
+ANY_TOPIC = "*"  # moves whenever wake-ups may have been missed (see wake_all)
 
 
 def pool_topic(pool_id: str) -> str:

@@ -11,15 +11,17 @@ from runyard.core.errors import Unauthorized, WorkerGone
 from runyard.core.ids import new_ulid
 from runyard.core.models import Worker, may_register_again
 from runyard.crypto import hash_secret, new_secret
-from runyard.server.notifier import fleet_topic, worker_topic
+from runyard.server.notifier import ANY_TOPIC, fleet_topic, worker_topic
 from runyard.server.services import Context
 
-# A worker's token (and an API key) is checked against the database at most
-# once a second: heartbeats and polls of a thousand workers then cost the
-# database nothing. Drains, removals, claims and pool cycles (on any server)
-# end a worker's cached answer at once: they move the worker's topics.
-WORKER_CACHE_TTL = 1.0
-WORKER_CACHE_MAX = 50_000
+# What a worker's token (or an API key) stands for is remembered for up to
+# TOKEN_TTL: the heartbeats and polls of a thousand workers then cost the
+# database nothing. Drains, removals, claims and pool cycles (on any server,
+# through LISTEN/NOTIFY; a lost notification moves every topic) end a
+# worker's remembered answer at once: they move the worker's topics. What a
+# worker asks for (its run, its reports) is always read from the database.
+TOKEN_TTL = 30.0
+TOKEN_CACHE_MAX = 50_000
 
 API_KEY_HINT = (
     "send an API key as 'Authorization: Bearer KEY' (CLI: --api-key or RUNYARD_API_KEY); "
@@ -88,19 +90,19 @@ class AuthService:
 
     async def user(self, key: str | None) -> str:
         """:meth:`check_api_key`, answered from memory for up to
-        WORKER_CACHE_TTL seconds (keys are never changed, only made)."""
+        TOKEN_TTL seconds (keys are never changed, only made)."""
         hit = self._users.get(key or "")
         if hit is not None and time.monotonic() < hit[1]:
             return hit[0]
         name = await to_thread.run_sync(self.check_api_key, key)
-        if len(self._users) >= WORKER_CACHE_MAX:
+        if len(self._users) >= TOKEN_CACHE_MAX:
             self._users.clear()
-        self._users[key or ""] = (name, time.monotonic() + WORKER_CACHE_TTL)
+        self._users[key or ""] = (name, time.monotonic() + TOKEN_TTL)
         return name
 
     async def worker(self, token: str | None) -> Worker:
         """:meth:`check_worker_token`, answered from memory for up to
-        WORKER_CACHE_TTL seconds unless the worker was drained, removed or
+        TOKEN_TTL seconds unless the worker was drained, removed or
         cycled since (the worker's stored run and leases are always read
         from the database by what the worker asks for)."""
         key = hash_secret(token) if token else ""
@@ -110,10 +112,10 @@ class AuthService:
             if time.monotonic() < expires and self.ctx.notifier.generations(*seen) == seen:
                 return worker
         worker = await to_thread.run_sync(self.check_worker_token, token)
-        if len(self._workers) >= WORKER_CACHE_MAX:
+        if len(self._workers) >= TOKEN_CACHE_MAX:
             self._workers.clear()
-        seen = self.ctx.notifier.generations(worker_topic(worker.id), fleet_topic(worker.pool_id))
-        self._workers[key] = (worker, time.monotonic() + WORKER_CACHE_TTL, seen)
+        seen = self.ctx.notifier.generations(worker_topic(worker.id), fleet_topic(worker.pool_id), ANY_TOPIC)
+        self._workers[key] = (worker, time.monotonic() + TOKEN_TTL, seen)
         return worker
 
     def check_worker_token(self, token: str | None) -> Worker:
