@@ -36,10 +36,12 @@ from runyard.crypto import (
     verify_challenge_signature,
 )
 from runyard.server.db.repository import Repository
-from runyard.server.notifier import fleet_topic, pool_topic, run_topic, worker_topic
+from runyard.server.notifier import ANY_TOPIC, fleet_topic, pool_topic, run_topic, worker_topic
 from runyard.server.services import Context
 from runyard.server.services.pools import PoolService
 from runyard.server.services.runs import RunService
+
+LOOKS_KEPT = 50_000  # idle workers whose last look is remembered (see poll)
 
 # How long removed workers are remembered: what their launchers are told, and
 # which instances were scaled in and must not join again.
@@ -56,6 +58,9 @@ class WorkerService:
         # no write transaction of its own.
         self._seen: dict[str, float] = {}
         self._seen_lock = threading.Lock()
+        # What the last look found for an idle worker, and the generations of
+        # its topics then: until one moves, a renewed poll need not look again.
+        self._looked: dict[str, tuple[dict[str, int], Worker]] = {}
 
     def challenge(self, pool_id: str) -> str:
         pool = self.pools.get(pool_id)
@@ -184,14 +189,23 @@ class WorkerService:
         between. Idle polls wait their turn on the pool: a queued run wakes
         one of them, which passes the turn on when it got the run (more may
         be queued). Generations are read before each look, so a run queued
-        between the look and the wait is never missed."""
+        between the look and the wait is never missed; while none has moved
+        since a look found nothing, a renewed poll does not look again."""
         deadline = time.monotonic() + min(max(wait, 0.0), self.ctx.long_poll)
         pool = pool_topic(worker.pool_id)
-        watch = (pool, fleet_topic(worker.pool_id), worker_topic(worker.id))
+        watch = (pool, fleet_topic(worker.pool_id), worker_topic(worker.id), ANY_TOPIC)
         self.saw(worker.id)
         while True:
             seen = self.ctx.notifier.generations(*watch)
-            current, may_claim = await to_thread.run_sync(self._look, worker.id)
+            looked = self._looked.get(worker.id)
+            if looked is not None and looked[0] == seen:
+                current, may_claim = looked[1], False  # nothing moved since the last look found nothing
+            else:
+                current, may_claim = await to_thread.run_sync(self._look, worker.id)
+                if len(self._looked) >= LOOKS_KEPT:
+                    self._looked.clear()
+                if not may_claim:
+                    self._looked[worker.id] = (seen, current)
             if may_claim:
                 try:
                     assignment = await to_thread.run_sync(self.runs.claim, worker.id)
