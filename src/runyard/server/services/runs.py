@@ -207,19 +207,25 @@ class RunService:
     def _schedulable(self, repo: Repository, pool_id: str, limit: int = 1000) -> Iterator[Run]:
         """Waiting runs a worker of the pool could take now, oldest first: not
         behind another write run of their stack, nor over the drift limit.
-        Read a page at a time: a claim takes the first, however long the queue."""
-        busy_stacks = repo.stacks_with_active_write_run(pool_id)
-        pool = repo.pool(pool_id)
-        drift_room = (pool.drift_detection_limit or 0) if pool else 0
-        drift_room -= repo.count_active_drift_runs(pool_id)
-        after, page_size = "", 16
+        Read a page at a time (a claim takes the first, however long the
+        queue), and what blocks a run only once a run it could block comes."""
+        busy_stacks: set[str] | None = None
+        drift_room: int | None = None
+        after, page_size = "", 4
         while limit > 0:
             page = repo.runs(pool_id=pool_id, states=SCHEDULABLE, limit=min(page_size, limit), oldest_first=True,
                              after=after)
             for run in page:
-                if self._blocked(run, busy_stacks):
-                    continue
+                if run.kind.writes and run.state == RunState.QUEUED:
+                    if busy_stacks is None:
+                        busy_stacks = repo.stacks_with_active_write_run(pool_id)
+                    if self._blocked(run, busy_stacks):
+                        continue
                 if run.kind == RunKind.DRIFT_DETECTION:
+                    if drift_room is None:
+                        pool = repo.pool(pool_id)
+                        drift_room = ((pool.drift_detection_limit or 0) if pool else 0) \
+                            - repo.count_active_drift_runs(pool_id)
                     if drift_room <= 0:
                         continue  # the pool's drift-detection limit is reached (or drift is disabled)
                     drift_room -= 1
@@ -276,7 +282,8 @@ class RunService:
         """A worker proposes a transition for a run it holds (with the plan's
         change counts, when it has them). The same report sent again (its
         answer was lost: the server died, the network dropped it) changes
-        nothing and answers as the first did."""
+        nothing and answers as the first did. The answer is the run as it
+        stands, without its transitions (a worker needs none of them)."""
         with self.ctx.tx() as repo:
             current = repo.run(run_id, with_transitions=False)
             repeated = current is not None and current.state == target and current.worker_id == worker.id \
@@ -288,15 +295,16 @@ class RunService:
                 self._move(repo, run, target, Actor.WORKER, note)
                 if changes is not None:
                     repo.set_run_flags(run_id, changes={k: int(v) for k, v in changes.items()})
-        if repeated:
-            return self.get(run_id)
-        self.finish([run] if target.terminal else [])
-        topics = [run_topic(run_id)]
-        if not target.on_worker:
-            # A worker and maybe a stack's write lane are free: wake the pool.
-            topics.append(pool_topic(run.pool_id))
-        self.ctx.notifier.notify(*topics)
-        return self.get(run_id)
+                current = repo.run(run_id, with_transitions=False)
+        assert current is not None
+        if not repeated:
+            self.finish([run] if target.terminal else [])
+            topics = [run_topic(run_id)]
+            if not target.on_worker:
+                # A worker and maybe a stack's write lane are free: wake the pool.
+                topics.append(pool_topic(run.pool_id))
+            self.ctx.notifier.notify(*topics)
+        return current
 
     def append_logs(self, worker: Worker, run_id: str, lease: int, blocks: Sequence[LogBlock]) -> bool:
         """Store blocks of log lines; returns whether the run was asked to stop."""
