@@ -10,7 +10,7 @@ from runyard.server.notifier import ANY_TOPIC, Notifier
 TOPIC = "pool:p1"
 
 
-async def parked(notifier: Notifier, count: int, turn: bool) -> list[asyncio.Task[bool]]:
+async def parked(notifier: Notifier, count: int, turn: bool) -> list[asyncio.Task[str]]:
     seen = notifier.generations(TOPIC)
     tasks = [asyncio.create_task(notifier.wait_any(seen, 5, turn_on=TOPIC if turn else None)) for _ in range(count)]
     while notifier.waiting(TOPIC) < count:
@@ -24,18 +24,19 @@ async def settle() -> None:
 
 
 def test_a_change_wakes_every_ordinary_waiter_but_one_waiting_its_turn() -> None:
-    async def scenario() -> tuple[int, int]:
+    async def scenario() -> tuple[tuple[int, int], list[str]]:
         notifier = Notifier()
         everyone = await parked(notifier, 3, turn=False)
         turns = await parked(notifier, 500, turn=True)
         notifier.wake(TOPIC)
         await settle()
         woken = (sum(t.done() for t in everyone), sum(t.done() for t in turns))
+        why = sorted({t.result() for t in [*everyone, *turns] if t.done()})
         notifier.close()
         await asyncio.gather(*everyone, *turns)
-        return woken
+        return woken, why
 
-    assert asyncio.run(scenario()) == (3, 1)
+    assert asyncio.run(scenario()) == ((3, 1), ["moved", "turn"])
 
 
 def test_passing_the_turn_on_wakes_the_next_without_moving_the_topic() -> None:
@@ -73,13 +74,13 @@ def test_a_waiter_cancelled_after_its_turn_came_hands_it_to_the_next() -> None:
 
 
 def test_a_change_between_the_look_and_the_wait_is_never_missed() -> None:
-    async def scenario() -> bool:
+    async def scenario() -> str:
         notifier = Notifier()
         seen = notifier.generations(TOPIC)
         notifier.wake(TOPIC)  # a run queued after the look
         return await asyncio.wait_for(notifier.wait_any(seen, 5, turn_on=TOPIC), 1)
 
-    assert asyncio.run(scenario()) is True
+    assert asyncio.run(scenario()) == "moved"
 
 
 def test_when_wake_ups_may_have_been_missed_every_topic_moves_even_one_never_notified() -> None:

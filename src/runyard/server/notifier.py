@@ -139,27 +139,28 @@ class Notifier:
 
     async def wait(self, topic: str, seen: int, timeout: float) -> bool:
         """Wait until ``topic`` moves past generation ``seen``; False on timeout."""
-        return await self.wait_any({topic: seen}, timeout)
+        return bool(await self.wait_any({topic: seen}, timeout))
 
-    async def wait_any(self, seen: Mapping[str, int], timeout: float, turn_on: str | None = None) -> bool:
-        """Wait until any topic of ``seen`` moves past its generation there;
-        False on timeout. On ``turn_on`` (one of them) the waiter waits its
+    async def wait_any(self, seen: Mapping[str, int], timeout: float, turn_on: str | None = None) -> str:
+        """Wait until any topic of ``seen`` moves past its generation there:
+        "moved", or "turn" when woken as the one waiter of ``turn_on``; ""
+        on timeout. On ``turn_on`` (one of the topics) the waiter waits its
         turn: a change wakes only the first such waiter, which, if it is
         cancelled before it could act, hands its turn to the next."""
         topics = tuple(seen)
         waiter = _Waiter(asyncio.get_running_loop(), topics, turn_on)
         with self._lock:
             if self._closed:
-                return False
+                return ""
             if any(self._generations.get(t, 0) != g for t, g in seen.items()):
-                return True
+                return "moved"
             for topic in topics:
                 self._waiters.setdefault(topic, []).append(waiter)
         acted = False
         try:
             await asyncio.wait({waiter.fut}, timeout=timeout)
             acted = True
-            return waiter.fut.done()
+            return "turn" if waiter.by_turn else ("moved" if waiter.fut.done() else "")
         finally:
             with self._lock:
                 for topic in topics:

@@ -17,6 +17,7 @@ from runyard.core.models import (
     POOL_RESET,
     SCALED_IN,
     WORKER_LOST,
+    Assignment,
     Demand,
     FleetMember,
     HeartbeatAnswer,
@@ -195,8 +196,11 @@ class WorkerService:
         pool = pool_topic(worker.pool_id)
         watch = (pool, fleet_topic(worker.pool_id), worker_topic(worker.id), ANY_TOPIC)
         self.saw(worker.id)
+        for_work = False  # woken for work: claim before anything else
         while True:
             seen = self.ctx.notifier.generations(*watch)
+            if for_work and (assignment := await self._claim(worker.id, pool)) is not None:
+                return PollAnswer(assignment=assignment)
             looked = self._looked.get(worker.id)
             if looked is not None and looked[0] == seen:
                 current, may_claim = looked[1], False  # nothing moved since the last look found nothing
@@ -206,22 +210,28 @@ class WorkerService:
                     self._looked.clear()
                 if not may_claim:
                     self._looked[worker.id] = (seen, current)
-            if may_claim:
-                try:
-                    assignment = await to_thread.run_sync(self.runs.claim, worker.id)
-                except BaseException:
-                    self.ctx.notifier.pass_on(pool)  # this poll may have had the turn: the next one looks
-                    raise
-                if assignment is not None:
-                    self.ctx.notifier.pass_on(pool)  # more may be queued: the next idle poll looks
-                    return PollAnswer(assignment=assignment)
+            if may_claim and not for_work and (assignment := await self._claim(worker.id, pool)) is not None:
+                return PollAnswer(assignment=assignment)
             if current.exit_requested:
                 return PollAnswer(exit_reason="cycled")
             remaining = deadline - time.monotonic()
             if remaining <= 0 or self.ctx.notifier.closed:
                 return PollAnswer()  # the launcher polls again (another server, or this one restarted)
             idle = current.current_run_id is None and not current.drained
-            await self.ctx.notifier.wait_any(seen, remaining, turn_on=pool if idle else None)
+            woken = await self.ctx.notifier.wait_any(seen, remaining, turn_on=pool if idle else None)
+            for_work = idle and (woken == "turn" or self.ctx.notifier.generation(pool) != seen[pool])
+
+    async def _claim(self, worker_id: str, pool: str) -> Assignment | None:
+        """Claim a run for the worker; whoever claims one (or fails) passes
+        the pool's turn on: more may be queued, and this poll may have had it."""
+        try:
+            assignment = await to_thread.run_sync(self.runs.claim, worker_id)
+        except BaseException:
+            self.ctx.notifier.pass_on(pool)
+            raise
+        if assignment is not None:
+            self.ctx.notifier.pass_on(pool)
+        return assignment
 
     def _look(self, worker_id: str) -> tuple[Worker, bool]:
         """The worker as stored, and whether a claim could give it a run: one
