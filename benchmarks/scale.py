@@ -73,6 +73,15 @@ class Connection:
         self.writer: asyncio.StreamWriter | None = None
 
     async def post(self, path: str, body: object = None, token: str = "") -> tuple[int, Any]:
+        """POST on the kept-alive connection; once more on a new one if the
+        server had closed it (uvicorn closes one idle for 5 s, as a heartbeat's is)."""
+        try:
+            return await self._post(path, body, token)
+        except (ConnectionError, IndexError):
+            self.close()
+            return await self._post(path, body, token)
+
+    async def _post(self, path: str, body: object, token: str) -> tuple[int, Any]:
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         assert self.reader is not None
@@ -95,6 +104,7 @@ class Connection:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+        self.reader = self.writer = None
 
 
 @dataclass
@@ -135,7 +145,12 @@ class Fleet:
         await asyncio.sleep(random.uniform(0, HEARTBEAT))
         while not self.stopping.is_set():
             began = time.perf_counter()
-            status, _ = await http.post(f"{API}/worker/heartbeat", token=token)
+            try:
+                status, _ = await http.post(f"{API}/worker/heartbeat", token=token)
+            except (OSError, ValueError, IndexError) as exc:
+                self.errors.append(f"heartbeat: {exc!r}")
+                await asyncio.sleep(HEARTBEAT)
+                continue
             if status == 200:
                 self.beats.append((time.time(), (time.perf_counter() - began) * 1000))
             else:
@@ -144,7 +159,10 @@ class Fleet:
 
     async def polls(self, http: Connection, token: str) -> None:
         while not self.stopping.is_set():
-            status, answer = await http.post(f"{API}/worker/poll?wait={LONG_POLL}", token=token)
+            try:
+                status, answer = await http.post(f"{API}/worker/poll?wait={LONG_POLL}", token=token)
+            except (OSError, ValueError, IndexError) as exc:
+                status, answer = 0, repr(exc)
             if status != 200:
                 self.errors.append(f"poll: {status} {answer}")
                 await asyncio.sleep(1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import datetime as dt
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -192,7 +193,10 @@ class WorkerService:
         be queued). Generations are read before each look, so a run queued
         between the look and the wait is never missed; while none has moved
         since a look found nothing, a renewed poll does not look again."""
-        deadline = time.monotonic() + min(max(wait, 0.0), self.ctx.long_poll)
+        # Held for a little less than asked, by a random fifth at most: polls
+        # begun together (launchers reconnecting after a restart) do not stay
+        # in step and renew all at once for ever.
+        deadline = time.monotonic() + min(max(wait, 0.0), self.ctx.long_poll) * random.uniform(0.8, 1.0)
         pool = pool_topic(worker.pool_id)
         watch = (pool, fleet_topic(worker.pool_id), worker_topic(worker.id), ANY_TOPIC)
         self.saw(worker.id)
