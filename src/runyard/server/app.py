@@ -173,11 +173,13 @@ def create_app(settings: ServerSettings, svc: Services | None = None) -> FastAPI
         status = 200 if scheduler.serving else 503
         return Response(scheduler.role, status_code=status, media_type="text/plain")
 
-    app.include_router(pages.router)
-    app.include_router(cluster.router)
-    app.include_router(pools.router)
-    app.include_router(stacks.router)
+    # Routes are matched in order: launchers' (a thousand workers' heartbeats
+    # and polls) first.
+    app.include_router(workers.router)
     app.include_router(runs.router)
     app.include_router(state.router)
-    app.include_router(workers.router)
+    app.include_router(stacks.router)
+    app.include_router(pools.router)
+    app.include_router(cluster.router)
+    app.include_router(pages.router)
     return app

@@ -18,6 +18,12 @@ from runyard.server.notifier import Notifier
 
 GRACEFUL_SHUTDOWN = 10.0
 
+# A connection is kept this long between requests: longer than a launcher's
+# heartbeat interval (5 s), or every heartbeat would come on a new
+# connection (uvicorn's default is 5 s). Each open connection is a file
+# descriptor: a server for N workers needs a limit above 2N.
+KEEP_ALIVE = 75
+
 # Request threads hand the GIL back and forth around every database call;
 # with the default 5 ms switch interval each such call can wait out a whole
 # interval behind the event loop's thread (measured: a thread's SQLite read
@@ -41,5 +47,5 @@ def serve(app: FastAPI, notifier: Notifier, host: str, port: int) -> None:
     dependencies on Linux and macOS); asyncio and h11 otherwise."""
     sys.setswitchinterval(SWITCH_INTERVAL)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", loop="auto", http="auto",
-                            timeout_graceful_shutdown=int(GRACEFUL_SHUTDOWN))
+                            timeout_keep_alive=KEEP_ALIVE, timeout_graceful_shutdown=int(GRACEFUL_SHUTDOWN))
     _Server(config, notifier).run()

@@ -39,8 +39,11 @@ def register(body: RegisterIn, svc: Svc) -> RegisterOut:
 
 
 @router.post("/heartbeat", response_model=HeartbeatOut)
-async def heartbeat(worker: CurrentWorker, svc: Svc) -> HeartbeatOut:
-    return HeartbeatOut.model_validate(await svc.workers.heartbeat(worker))
+async def heartbeat(worker: CurrentWorker, svc: Svc) -> Response:
+    """Every few seconds from every worker: answered as JSON directly (no
+    response validation on the hottest route; the model documents it)."""
+    answer = HeartbeatOut.model_validate(await svc.workers.heartbeat(worker))
+    return Response(answer.model_dump_json(), media_type="application/json")
 
 
 @router.post("/drain", status_code=204)
