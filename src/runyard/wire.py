@@ -258,7 +258,7 @@ class LogLineIO(Out):
 
 
 class LogBlockIO(BaseModel):
-    seq: int = Field(ge=1, description="the number of the block's first line")
+    seq: int = Field(ge=1, le=lim.MAX_LOG_SEQ, description="the number of the block's first line")
     ts: float
     text: Annotated[str, StringConstraints(max_length=lim.MAX_LOG_BATCH_CHARS + lim.MAX_LOG_BATCH_LINES)] = Field(
         description="the lines, joined by newlines")
@@ -334,6 +334,13 @@ class LogsIn(BaseModel):
     blocks: Annotated[list[LogBlockIO], Field(max_length=lim.MAX_LOG_BATCH_LINES)] = []
     lines: Annotated[list[LogLineIO], Field(max_length=lim.MAX_LOG_BATCH_LINES,
                                             description="a line at a time (launchers before 0.2)")] = []
+
+    @model_validator(mode="after")
+    def _bounded(self) -> LogsIn:
+        count = sum(b.text.count("\n") + 1 for b in self.blocks) + len(self.lines)
+        if count > lim.MAX_LOG_BATCH_LINES:
+            raise ValueError(f"a batch holds at most {lim.MAX_LOG_BATCH_LINES} log lines, this one {count}")
+        return self
 
     def to_domain(self) -> list[LogBlock]:
         """The blocks, and each single line as a block of its own."""

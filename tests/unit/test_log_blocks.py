@@ -131,3 +131,18 @@ def test_a_sealed_log_lies_in_several_blobs_and_a_page_reads_only_the_one_it_nee
     assert reads == [f"logs/{run_id}/0000000401.jsonl"]
     everything = [ln.seq for ln in world.svc.logs.page(run_id, after=0, limit=5000).lines]
     assert everything == list(range(1, 1001))
+
+
+def test_a_batch_is_refused_past_its_line_count_or_the_line_numbers_a_column_holds() -> None:
+    from pydantic import ValidationError
+
+    from runyard.core import limits
+    from runyard.wire import LogsIn
+
+    many = "\n" * limits.MAX_LOG_BATCH_LINES  # one block, one line more than a batch may hold
+    with pytest.raises(ValidationError, match="at most 5000 log lines"):
+        LogsIn.model_validate({"lease": 1, "blocks": [{"seq": 1, "ts": 0.0, "text": many}]})
+    with pytest.raises(ValidationError, match="less than or equal"):
+        LogsIn.model_validate({"lease": 1, "blocks": [{"seq": 2**31 - 1, "ts": 0.0, "text": "x"}]})
+    fits = LogsIn.model_validate({"lease": 1, "blocks": [{"seq": 1, "ts": 0.0, "text": many[1:]}]})
+    assert fits.to_domain()[0].line_count == limits.MAX_LOG_BATCH_LINES

@@ -38,6 +38,7 @@ MAX_METADATA_VALUE = 256
 MAX_LOG_LINE = 16 * KIB
 MAX_LOG_BATCH_LINES = 5000
 MAX_LOG_BATCH_CHARS = 1 * MIB
+MAX_LOG_SEQ = 2**31 - 1 - MAX_LOG_BATCH_LINES  # line numbers are 32-bit on PostgreSQL
 
 
 def human(size: int) -> str:
