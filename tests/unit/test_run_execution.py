@@ -8,7 +8,7 @@ import threading
 from runyard.core.states import RunKind, RunState
 from runyard.devstack import wait_for
 from runyard.launcher.launcher import Launcher
-from runyard.testing import FakeExecutor, InProcessWorkerApi, Step
+from runyard.testing import FakeExecutor, Flaky, InProcessWorkerApi, Step
 from tests.unit.conftest import World
 
 S = RunState
@@ -140,3 +140,19 @@ def test_an_uploaded_source_is_fetched_once_for_every_run_of_its_stack(world: Wo
     thread.join(10)
     assert {world.svc.runs.get(r).state for r in runs} == {RunState.FINISHED}
     assert len(fetched) == 1
+
+
+def test_a_source_fetched_while_the_server_is_away_is_fetched_again_not_failed(world: World) -> None:
+    """A failover between a run's assignment and its source: the run waits, it does not fail."""
+    world.pool()
+    world.stack()
+    api = Flaky(InProcessWorkerApi(world.svc), failures={"source_archive": 3})
+    launcher = world.launcher(api=api)
+    run_id = world.trigger(kind=RunKind.PROPOSED)
+    thread = threading.Thread(target=launcher.run, daemon=True)
+    thread.start()
+    wait_for(lambda: world.svc.runs.get(run_id).state.terminal, 10, "the run to end")
+    launcher.stop("test over")
+    thread.join(10)
+    assert world.svc.runs.get(run_id).state == RunState.FINISHED
+    assert api.failures["source_archive"] == 0

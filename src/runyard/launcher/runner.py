@@ -198,7 +198,7 @@ class RunExecution:
                 if resuming:
                     self._restore_workspace(ws)
                 else:
-                    workspace.fetch_source(self.client, self.stack, ws, self.ctx.sources)
+                    workspace.fetch_source(self.stack, ws, self._upload)
                     if self.stack.tool in TERRAFORM_TOOLS:
                         prepare_terraform(ws / self.stack.project_root)
                 session = self._session = self.ctx.executor.open(self._spec(ws))
@@ -384,6 +384,12 @@ class RunExecution:
                 outputs.append(OutputIO(name=name, sensitive=True))  # its name only
         path.unlink()
         self._call(lambda: self.client.put_outputs(self.run.id, self.lease, outputs))
+
+    def _upload(self, upload_id: str) -> bytes:
+        """An uploaded source: fetched once per launcher, and (like every call
+        a run makes) retried while the server is away, as in a failover."""
+        return self.ctx.sources.get(upload_id, lambda: self._call(lambda: self.client.source_archive(upload_id),
+                                                                  "fetching the source"))
 
     def _call(self, fn: Callable[[], T], what: str = "a call to the server") -> T:
         """A worker call retried while the server is away; refusals end the run."""

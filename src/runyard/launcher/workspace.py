@@ -8,10 +8,10 @@ import subprocess
 import tempfile
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 
 from runyard import archive
-from runyard.client import WorkerApi
 from runyard.core.errors import InvalidInput, RunyardError
 from runyard.core.limits import MIB
 from runyard.core.models import SourceKind, Stack
@@ -33,12 +33,13 @@ class SourceCache:
         self._kept: OrderedDict[str, bytes] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, client: WorkerApi, upload_id: str) -> bytes:
+    def get(self, upload_id: str, fetch: Callable[[], bytes]) -> bytes:
+        """The snapshot, from memory or ``fetch``-ed (and kept)."""
         with self._lock:
             if upload_id in self._kept:
                 self._kept.move_to_end(upload_id)
                 return self._kept[upload_id]
-        data = client.source_archive(upload_id)
+        data = fetch()
         with self._lock:
             self._kept[upload_id] = data
             while sum(map(len, self._kept.values())) > self.budget and len(self._kept) > 1:
@@ -53,13 +54,12 @@ def create(base: Path, run_id: str) -> Path:
     return path
 
 
-def fetch_source(client: WorkerApi, stack: Stack, dest: Path, cache: SourceCache | None = None) -> None:
-    """Put the stack's source into ``dest``."""
+def fetch_source(stack: Stack, dest: Path, upload: Callable[[str], bytes]) -> None:
+    """Put the stack's source into ``dest`` (an uploaded snapshot comes from ``upload``)."""
     source = stack.source
     if source.kind == SourceKind.UPLOAD:
         try:
-            data = (cache or SourceCache(0)).get(client, source.upload_id)
-            archive.unpack(data, dest, "data")
+            archive.unpack(upload(source.upload_id), dest, "data")
         except InvalidInput as exc:
             raise WorkspaceError(f"the source snapshot {source.upload_id}: {exc.message}") from exc
     elif source.kind == SourceKind.GIT:
