@@ -7,7 +7,6 @@ reached is :class:`Unavailable`.
 
 from __future__ import annotations
 
-import json
 import re
 import ssl
 from collections.abc import Sequence
@@ -15,9 +14,9 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import httpx
-import orjson
 from pydantic import BaseModel
 
+from runyard import jsonfast
 from runyard.core.errors import (
     AlreadyExists,
     Conflict,
@@ -389,11 +388,7 @@ class Client:
 
     def send_logs(self, run_id: str, lease: int, blocks: Sequence[LogBlock]) -> LogsAck:
         # The LogsIn document, encoded directly: a batch may hold megabytes.
-        doc = {"lease": lease, "blocks": [{"seq": b.seq, "ts": b.ts, "text": b.text} for b in blocks]}
-        try:
-            body = orjson.dumps(doc)
-        except orjson.JSONEncodeError:  # a lone surrogate: the standard encoder escapes it
-            body = json.dumps(doc).encode()
+        body = jsonfast.dumps({"lease": lease, "blocks": [{"seq": b.seq, "ts": b.ts, "text": b.text} for b in blocks]})
         response = self.request("POST", f"{API}/worker/runs/{_seg(run_id)}/logs", content=body,
                                 headers={"Content-Type": "application/json"})
         return LogsAck.model_validate_json(response.content)

@@ -12,7 +12,6 @@ from runyard.core.models import (
     Assignment,
     EnvVar,
     LogBlock,
-    LogLine,
     Output,
     Run,
     Source,
@@ -252,9 +251,6 @@ class LogLineIO(Out):
     seq: int = Field(ge=1)
     ts: float
     msg: Annotated[str, StringConstraints(max_length=lim.MAX_LOG_LINE)]
-
-    def to_domain(self) -> LogLine:
-        return LogLine(self.seq, self.ts, self.msg)
 
 
 class LogBlockIO(BaseModel):

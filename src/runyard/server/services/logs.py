@@ -11,15 +11,14 @@ lets one run print tens of megabytes a second."""
 from __future__ import annotations
 
 import bisect
-import json
 import logging
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 
-import orjson
 from anyio import to_thread
 
+from runyard import jsonfast
 from runyard.core.errors import Conflict, NotFound
 from runyard.core.limits import MIB
 from runyard.core.models import LogBlock, LogLine, LogPage, Run
@@ -49,20 +48,13 @@ def chunk_key(run_id: str, first: int) -> str:
 
 def encode(blocks: Sequence[LogBlock]) -> bytes:
     """Blocks as JSON lines, one document per block (a sealed blob)."""
-    docs = [{"seq": b.seq, "ts": b.ts, "text": b.text} for b in blocks]
-    try:
-        return b"".join(orjson.dumps(d) + b"\n" for d in docs)
-    except orjson.JSONEncodeError:  # a lone surrogate: the standard encoder escapes it
-        return "".join(json.dumps(d) + "\n" for d in docs).encode()
+    return b"".join(jsonfast.dumps({"seq": b.seq, "ts": b.ts, "text": b.text}) + b"\n" for b in blocks)
 
 
 def decode(body: str) -> Iterator[LogBlock]:
     """The blocks of a sealed blob (a line per document, as releases before 0.2 wrote them, too)."""
     for raw in body.splitlines():
-        try:
-            doc = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            doc = json.loads(raw)
+        doc = jsonfast.loads(raw)
         yield LogBlock(doc["seq"], doc["ts"], doc["text"] if "text" in doc else doc["msg"])
 
 
