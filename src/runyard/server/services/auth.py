@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Generic, TypeVar
 
 from anyio import to_thread
 
@@ -11,7 +12,7 @@ from runyard.core.errors import Unauthorized, WorkerGone
 from runyard.core.ids import new_ulid
 from runyard.core.models import Worker, may_register_again
 from runyard.crypto import hash_secret, new_secret
-from runyard.server.notifier import ANY_TOPIC, fleet_topic, worker_topic
+from runyard.server.notifier import ANY_TOPIC, Notifier, fleet_topic, worker_topic
 from runyard.server.services import Context
 
 # What a worker's token (or an API key) stands for is remembered for up to
@@ -23,18 +24,40 @@ from runyard.server.services import Context
 TOKEN_TTL = 30.0
 TOKEN_CACHE_MAX = 50_000
 
+T = TypeVar("T")
+
 API_KEY_HINT = (
     "send an API key as 'Authorization: Bearer KEY' (CLI: --api-key or RUNYARD_API_KEY); "
     "the server printed the admin key at first start and wrote it to DATA_DIR/admin-api-key"
 )
 
 
+class Remembered(Generic[T]):
+    """Answers kept for TOKEN_TTL, each until a topic it names moves (any
+    topic moves when notifications may have been lost: ANY_TOPIC)."""
+
+    def __init__(self, notifier: Notifier) -> None:
+        self.notifier = notifier
+        self._kept: dict[str, tuple[T, float, dict[str, int]]] = {}
+
+    def recall(self, key: str) -> T | None:
+        hit = self._kept.get(key)
+        if hit is None or time.monotonic() >= hit[1] or self.notifier.generations(*hit[2]) != hit[2]:
+            return None
+        return hit[0]
+
+    def keep(self, key: str, value: T, *topics: str) -> None:
+        if len(self._kept) >= TOKEN_CACHE_MAX:
+            self._kept.clear()
+        self._kept[key] = (value, time.monotonic() + TOKEN_TTL, self.notifier.generations(*topics, ANY_TOPIC))
+
+
 class AuthService:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self._session_key: bytes | None = None
-        self._workers: dict[str, tuple[Worker, float, dict[str, int]]] = {}
-        self._users: dict[str, tuple[str, float]] = {}
+        self._workers: Remembered[Worker] = Remembered(ctx.notifier)
+        self._users: Remembered[str] = Remembered(ctx.notifier)
 
     def bootstrap_admin_key(self, given: str | None) -> str | None:
         """Make sure an admin key exists. Returns a newly made key (to show
@@ -89,15 +112,13 @@ class AuthService:
         return run.id
 
     async def user(self, key: str | None) -> str:
-        """:meth:`check_api_key`, answered from memory for up to
-        TOKEN_TTL seconds (keys are never changed, only made)."""
-        hit = self._users.get(key or "")
-        if hit is not None and time.monotonic() < hit[1]:
-            return hit[0]
-        name = await to_thread.run_sync(self.check_api_key, key)
-        if len(self._users) >= TOKEN_CACHE_MAX:
-            self._users.clear()
-        self._users[key or ""] = (name, time.monotonic() + TOKEN_TTL)
+        """:meth:`check_api_key`, answered from memory for up to TOKEN_TTL
+        seconds (keys are never changed, only made)."""
+        key_hash = hash_secret(key) if key else ""
+        name = self._users.recall(key_hash)
+        if name is None:
+            name = await to_thread.run_sync(self.check_api_key, key)
+            self._users.keep(key_hash, name)
         return name
 
     async def worker(self, token: str | None) -> Worker:
@@ -105,17 +126,11 @@ class AuthService:
         TOKEN_TTL seconds unless the worker was drained, removed or
         cycled since (the worker's stored run and leases are always read
         from the database by what the worker asks for)."""
-        key = hash_secret(token) if token else ""
-        hit = self._workers.get(key)
-        if hit is not None:
-            worker, expires, seen = hit
-            if time.monotonic() < expires and self.ctx.notifier.generations(*seen) == seen:
-                return worker
-        worker = await to_thread.run_sync(self.check_worker_token, token)
-        if len(self._workers) >= TOKEN_CACHE_MAX:
-            self._workers.clear()
-        seen = self.ctx.notifier.generations(worker_topic(worker.id), fleet_topic(worker.pool_id), ANY_TOPIC)
-        self._workers[key] = (worker, time.monotonic() + TOKEN_TTL, seen)
+        token_hash = hash_secret(token) if token else ""
+        worker = self._workers.recall(token_hash)
+        if worker is None:
+            worker = await to_thread.run_sync(self.check_worker_token, token)
+            self._workers.keep(token_hash, worker, worker_topic(worker.id), fleet_topic(worker.pool_id))
         return worker
 
     def check_worker_token(self, token: str | None) -> Worker:
