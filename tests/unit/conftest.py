@@ -90,5 +90,19 @@ def world(tmp_path: Path) -> Iterator[World]:
     w.svc.close()
 
 
+def calls_of(monkeypatch: pytest.MonkeyPatch, owner: object, name: str) -> list[tuple[Any, ...]]:
+    """Record the arguments of every call of ``owner.name`` (a class's method:
+    the instance comes first), which still does what it did."""
+    calls: list[tuple[Any, ...]] = []
+    real = getattr(owner, name)
+
+    def recorded(*args: Any) -> Any:
+        calls.append(args)
+        return real(*args)
+
+    monkeypatch.setattr(owner, name, recorded)
+    return calls
+
+
 def secret_var(name: str, value: str) -> EnvVar:
     return EnvVar(name, value, True)

@@ -16,7 +16,7 @@ from runyard.core.states import RunKind, RunState
 from runyard.server.services import logs as logs_module
 from runyard.server.services.logs import MAX_LINE, LogService, decode, encode, lines_after
 from runyard.testing import MemoryBlobStore
-from tests.unit.conftest import World
+from tests.unit.conftest import World, calls_of
 from tests.unit.test_launcher_life import held_run
 
 
@@ -118,17 +118,10 @@ def test_a_sealed_log_lies_in_several_blobs_and_a_page_reads_only_the_one_it_nee
     keys = sorted(world.blobs.keys(f"logs/{run_id}/"))
     assert len(keys) == 10  # each 100-line block is over the chunk size: a blob each
 
-    reads: list[str] = []
-    real_get = MemoryBlobStore.get
-
-    def counted_get(store: MemoryBlobStore, key: str) -> bytes:
-        reads.append(key)
-        return real_get(store, key)
-
-    monkeypatch.setattr(MemoryBlobStore, "get", counted_get)
+    reads = calls_of(monkeypatch, MemoryBlobStore, "get")
     page = world.svc.logs.page(run_id, after=450, limit=20)
     assert [ln.seq for ln in page.lines] == list(range(451, 471))
-    assert reads == [f"logs/{run_id}/0000000401.jsonl"]
+    assert [key for _, key in reads] == [f"logs/{run_id}/0000000401.jsonl"]
     everything = [ln.seq for ln in world.svc.logs.page(run_id, after=0, limit=5000).lines]
     assert everything == list(range(1, 1001))
 

@@ -8,7 +8,7 @@ import pytest
 from runyard.core.states import RunKind
 from runyard.server.services.workers import WorkerService
 from runyard.testing import InProcessWorkerApi
-from tests.unit.conftest import World
+from tests.unit.conftest import World, calls_of
 
 
 def idle_worker(world: World) -> InProcessWorkerApi:
@@ -20,22 +20,10 @@ def idle_worker(world: World) -> InProcessWorkerApi:
     return launcher.client
 
 
-def count_looks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    looks: list[str] = []
-    real = WorkerService._look
-
-    def counted(service: WorkerService, worker_id: str) -> object:
-        looks.append(worker_id)
-        return real(service, worker_id)
-
-    monkeypatch.setattr(WorkerService, "_look", counted)
-    return looks
-
-
 def test_a_renewed_idle_poll_looks_again_only_once_something_moved(world: World,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     api = idle_worker(world)
-    looks = count_looks(monkeypatch)
+    looks = calls_of(monkeypatch, WorkerService, "_look")
     assert api.poll(0).assignment is None
     assert len(looks) == 1
     for _ in range(3):
@@ -50,7 +38,7 @@ def test_a_renewed_idle_poll_looks_again_only_once_something_moved(world: World,
 
 def test_a_cycled_pool_is_seen_by_a_renewed_idle_poll_at_once(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     api = idle_worker(world)
-    looks = count_looks(monkeypatch)
+    looks = calls_of(monkeypatch, WorkerService, "_look")
     assert api.poll(0).exit_reason == ""
     world.svc.pools.cycle(world.pool_id)  # moves the fleet's topic
     assert api.poll(0).exit_reason == "cycled"

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
 from runyard.core.states import RunKind, RunState
 from runyard.devstack import wait_for
 from runyard.launcher.launcher import Launcher
 from runyard.testing import FakeExecutor, Flaky, InProcessWorkerApi, Step
-from tests.unit.conftest import World
+from tests.unit.conftest import World, calls_of
 
 S = RunState
 
@@ -118,19 +120,13 @@ def test_a_plan_waits_for_confirmation_then_any_worker_applies_it(world: World) 
     assert second.commands == ["apply"]  # resumed from the sealed workspace, not planned again
 
 
-def test_an_uploaded_source_is_fetched_once_for_every_run_of_its_stack(world: World) -> None:
+def test_an_uploaded_source_is_fetched_once_for_every_run_of_its_stack(world: World,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """An upload never changes: a launcher fetches it from the server once."""
     world.pool()
     world.stack()
     api = InProcessWorkerApi(world.svc)
-    fetched: list[str] = []
-    real = api.source_archive
-
-    def counted(upload_id: str) -> bytes:
-        fetched.append(upload_id)
-        return real(upload_id)
-
-    api.source_archive = counted  # type: ignore[method-assign]
+    fetched = calls_of(monkeypatch, api, "source_archive")
     launcher = world.launcher(api=api)
     runs = [world.trigger(kind=RunKind.PROPOSED) for _ in range(3)]
     thread = threading.Thread(target=launcher.run, daemon=True)
