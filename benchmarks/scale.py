@@ -2,9 +2,12 @@
 
 N simulated workers (one asyncio process with a minimal HTTP/1.1 client;
 one connection each for the poll and for heartbeats, as a launcher has) do what a launcher does: ask for
-a challenge, sign it with the pool's key and register; hold a long poll for
-work (25 s) and send a heartbeat every 5 s. A worker handed a run reports it
-PREPARING, PERFORMING and FINISHED, as a trivial task run would.
+a challenge, sign it with the pool's key and register. An idle one holds a
+long poll for work (25 s) and, as the server counts a held poll as its
+heartbeat, sends no heartbeat while it holds one; a --busy share of them
+(10 %) stands for launchers busy with a long run: they hold no poll and send
+a heartbeat every 5 s. An idle worker handed a run reports it PREPARING,
+PERFORMING and FINISHED, as a trivial task run would.
 
 For each N it prints:
 
@@ -17,7 +20,8 @@ For each N it prints:
 With --db postgres the server uses a throwaway PostgreSQL cluster, whose
 processes' CPU is shown on its own.
 
-Usage: python benchmarks/scale.py [--workers 100,500,1000] [--db sqlite|postgres] [--idle 20] [--wakes 30]
+Usage: python benchmarks/scale.py [--workers 100,500,1000] [--db sqlite|postgres] [--busy 0.1] [--idle 20]
+                                  [--wakes 30]
 """
 
 from __future__ import annotations
@@ -118,6 +122,7 @@ class Fleet:
     held: dict[str, float] = field(default_factory=dict)  # run id -> when a worker got it
     errors: list[str] = field(default_factory=list)
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    busy: int = 0  # workers 0 .. busy-1 stand for launchers busy with a long run
 
     async def worker(self, index: int, key: Any, registered: asyncio.Queue[int]) -> None:
         polls, beats = Connection(self.host, self.port), Connection(self.host, self.port)
@@ -132,18 +137,25 @@ class Fleet:
                 await registered.put(-1)
                 return
             await registered.put(index)
-            beating = asyncio.create_task(self.heartbeats(beats, reply["token"]))
+            polling = asyncio.Event()  # a poll is held: the server counts it as the heartbeat
+            beating = asyncio.create_task(self.heartbeats(beats, reply["token"], polling))
             try:
-                await self.polls(polls, reply["token"])
+                if index >= self.busy:
+                    await self.polls(polls, reply["token"], polling)
+                else:
+                    await self.stopping.wait()
             finally:
                 beating.cancel()
         finally:
             polls.close()
             beats.close()
 
-    async def heartbeats(self, http: Connection, token: str) -> None:
+    async def heartbeats(self, http: Connection, token: str, polling: asyncio.Event) -> None:
         await asyncio.sleep(random.uniform(0, HEARTBEAT))
         while not self.stopping.is_set():
+            if polling.is_set():  # as a launcher: no heartbeat while a poll that keeps it alive is held
+                await asyncio.sleep(HEARTBEAT)
+                continue
             began = time.perf_counter()
             try:
                 status, _ = await http.post(f"{API}/worker/heartbeat", token=token)
@@ -157,16 +169,22 @@ class Fleet:
                 self.errors.append(f"heartbeat: {status}")
             await asyncio.sleep(HEARTBEAT)
 
-    async def polls(self, http: Connection, token: str) -> None:
+    async def polls(self, http: Connection, token: str, polling: asyncio.Event) -> None:
+        keeps_alive = True  # as the registration said
         while not self.stopping.is_set():
+            if keeps_alive:
+                polling.set()
             try:
                 status, answer = await http.post(f"{API}/worker/poll?wait={LONG_POLL}", token=token)
             except (OSError, ValueError, IndexError) as exc:
                 status, answer = 0, repr(exc)
+            finally:
+                polling.clear()
             if status != 200:
                 self.errors.append(f"poll: {status} {answer}")
                 await asyncio.sleep(1)
                 continue
+            keeps_alive = answer.get("poll_keeps_alive", False)
             assignment = answer.get("assignment")
             if assignment is None:
                 continue
@@ -179,11 +197,13 @@ class Fleet:
                     self.errors.append(f"report {state}: {status}")
 
 
-async def measure(bench: Bench, n: int, idle: float, wakes: int, pg_dir: Path | None) -> dict[str, float]:
+async def measure(bench: Bench, n: int, busy: float, idle: float, wakes: int,
+                  pg_dir: Path | None) -> dict[str, float]:
     assert bench.server.proc is not None
     server = bench.server.proc.pid
     certificate = PoolToken.decode(bench.creds.token).certificate_pem
-    fleet = Fleet("127.0.0.1", bench.server.port, bench.creds.pool_id, certificate, bench.creds.key_b64)
+    fleet = Fleet("127.0.0.1", bench.server.port, bench.creds.pool_id, certificate, bench.creds.key_b64,
+                  busy=round(n * busy))
     key = load_private_key_b64(bench.creds.key_b64)
     registered: asyncio.Queue[int] = asyncio.Queue()
     began = time.monotonic()
@@ -229,6 +249,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", default="100,500,1000", help="comma-separated N")
     parser.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite")
+    parser.add_argument("--busy", type=float, default=0.1,
+                        help="share of the workers busy with a long run: no poll, a heartbeat every 5 s")
     parser.add_argument("--idle", type=float, default=20.0, help="seconds of the idle window")
     parser.add_argument("--wakes", type=int, default=30, help="runs triggered one after another")
     args = parser.parse_args()
@@ -236,9 +258,9 @@ def main() -> None:
     for n in (int(x) for x in args.workers.split(",")):
         with bench_stack(db=args.db, RUNYARD_WORKER_LOST_AFTER="60s") as bench:
             pg_dir = bench.postgres.dir / "data" if bench.postgres is not None else None
-            rows.append(asyncio.run(measure(bench, n, args.idle, args.wakes, pg_dir)))
-    print(f"one server ({args.db}), N simulated workers: long polls of {LONG_POLL:.0f} s, "
-          f"a heartbeat every {HEARTBEAT:.0f} s")
+            rows.append(asyncio.run(measure(bench, n, args.busy, args.idle, args.wakes, pg_dir)))
+    print(f"one server ({args.db}), N simulated workers: idle ones hold long polls of {LONG_POLL:.0f} s, "
+          f"{args.busy:.0%} busy ones send a heartbeat every {HEARTBEAT:.0f} s")
     head = (f"  {'N':>5}{'register s':>11}{'CPU %':>8}{'RSS MB':>8}{'hb p50':>8}{'hb p99':>8}"
             f"{'wake p50':>10}{'wake p99':>10}{'CPU ms/run':>11}")
     if args.db == "postgres":

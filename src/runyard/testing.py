@@ -137,7 +137,7 @@ class InProcessWorkerApi:
     def register(self, body: RegisterIn) -> RegisterOut:
         worker, token = self.svc.workers.register(body.pool_id, body.certificate, body.challenge, body.signature,
                                                   body.metadata, body.version)
-        return RegisterOut(worker_id=worker.id, token=token)
+        return RegisterOut(worker_id=worker.id, token=token, poll_keeps_alive=True)
 
     def heartbeat(self) -> HeartbeatOut:
         return HeartbeatOut.model_validate(asyncio.run(self.svc.workers.heartbeat(self._worker())))

@@ -293,6 +293,8 @@ class RegisterIn(BaseModel):
 class RegisterOut(Out):
     worker_id: str
     token: str = Field(description="bearer token for this worker's later requests")
+    poll_keeps_alive: bool = Field(False, description="this server counts a held poll as the worker's "
+                                   "heartbeat: an idle launcher holding one sends none")
 
 
 class HeartbeatOut(Out):
@@ -316,6 +318,8 @@ class AssignmentOut(Out):
 class PollOut(Out):
     assignment: AssignmentOut | None = None
     exit_reason: str = ""
+    poll_keeps_alive: bool = Field(False, description="this server counts a held poll as the worker's "
+                                   "heartbeat: an idle launcher holding one sends none")
 
 
 class ReportIn(BaseModel):

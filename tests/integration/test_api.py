@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 import threading
 
 import pytest
@@ -160,6 +161,21 @@ def test_a_held_poll_is_answered_the_moment_a_run_is_queued(api: Api):
     run = api.client.trigger("s1", RunKind.PROPOSED)
     polling.join(10)
     assert result["poll"].assignment.run.id == run.id  # type: ignore[attr-defined]
+
+
+def test_a_held_poll_ends_when_its_launcher_closes_the_connection(api: Api):
+    """A held poll is its worker's heartbeat: it must not outlive the launcher."""
+    pool_id, token, key = api.pool()
+    worker = api.worker(pool_id, token, key)
+    worker_id = api.svc.auth.check_worker_token(worker.credential).id
+    host, port = api.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall(f"POST /api/v1/worker/poll?wait=60 HTTP/1.1\r\nHost: {host}\r\n"
+                     f"Authorization: Bearer {worker.credential}\r\nContent-Length: 0\r\n\r\n".encode())
+        wait_for(lambda: api.svc.workers.polls_held(worker_id) == 1, 5, "the poll to be held")
+    # The server holds it up to 4-5 s (long_poll 5s): it must end long before.
+    wait_for(lambda: api.svc.workers.polls_held(worker_id) == 0, 2, "the poll to end with its connection")
+    assert not api.svc.ctx.notifier.waiting(pool_topic(pool_id))
 
 
 def test_tracked_runs_of_a_stack_wait_for_each_other_but_proposed_runs_do_not(api: Api):

@@ -1,8 +1,17 @@
 """Heartbeats cost no write of their own: they are kept in memory and
-written in one batch, and the reaper writes them before it judges."""
+written in one batch, and the reaper writes them before it judges. An idle
+worker's held poll is its heartbeat."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import threading
+
+import pytest
+
+from runyard.testing import InProcessWorkerApi
+from runyard.wire import PollOut, RegisterIn, RegisterOut
 from tests.unit.conftest import World
 
 
@@ -41,3 +50,72 @@ def test_one_flush_writes_every_worker_seen_and_never_moves_a_time_back(world: W
     world.svc.workers.flush_seen()
     seen = {w.id: w.last_seen_at.timestamp() for w in world.svc.workers.list(world.pool_id)}
     assert seen[launchers[0].worker_id] == later  # ... does not move it back
+
+
+def test_a_held_poll_is_the_workers_heartbeat_until_it_ends(world: World) -> None:
+    world.pool()
+    launcher = world.launcher()
+    launcher.register()
+    workers = world.svc.workers
+    workers.ctx.long_poll = 30.0
+    worker = workers.refresh(launcher.worker_id)
+    assert workers.keep_alive_every == 5.0  # a twelfth of the default 60 s
+
+    async def scenario() -> list[str]:
+        held = asyncio.create_task(workers.poll(worker, 30))
+        await asyncio.sleep(0)  # the poll is held now
+        assert workers.polls_held(worker.id) == 1
+        for _ in range(4):  # two minutes without a heartbeat, the poll held throughout
+            world.clock.advance(30)
+            workers.flush_seen()
+        assert workers.reap(60, started_at=0) == []
+        stored = workers.list(world.pool_id)[0].last_seen_at.timestamp()
+        assert stored == world.clock()
+        world.clock.advance(2)
+        workers.flush_seen()  # counted again only every keep_alive_every: no write
+        assert workers.list(world.pool_id)[0].last_seen_at.timestamp() == stored
+        held.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await held
+        assert workers.polls_held(worker.id) == 0
+        world.clock.advance(61)  # the poll ended and nothing came since
+        return workers.reap(60, started_at=0)
+
+    assert asyncio.run(scenario()) == [worker.id]
+
+
+class HeldPolls(InProcessWorkerApi):
+    """Polls that stay held until the test lets them go; the server (or an
+    older one) says whether it counts a held poll as a heartbeat."""
+
+    def __init__(self, world: World, keeps_alive: bool) -> None:
+        super().__init__(world.svc)
+        self.keeps_alive = keeps_alive
+        self.release = threading.Event()
+
+    def register(self, body: RegisterIn) -> RegisterOut:
+        return super().register(body).model_copy(update={"poll_keeps_alive": self.keeps_alive})
+
+    def poll(self, wait: float) -> PollOut:
+        self.release.wait(10)
+        return PollOut(poll_keeps_alive=self.keeps_alive)
+
+
+@pytest.mark.parametrize("keeps_alive", [True, False])
+def test_an_idle_launcher_sends_heartbeats_only_when_its_held_poll_is_not_one(world: World,
+                                                                              keeps_alive: bool) -> None:
+    world.pool()
+    api = HeldPolls(world, keeps_alive)
+    launcher = world.launcher(api=api)
+    launcher.register()
+    polling = threading.Thread(target=launcher._poll, daemon=True)
+    polling.start()
+    assert launcher._polling.wait(5)
+    assert launcher.heartbeat_due() is not keeps_alive
+    launcher._current = object()  # type: ignore[assignment]  # busy: a run is under way
+    assert launcher.heartbeat_due()
+    launcher._current = None
+    api.release.set()
+    polling.join(5)
+    assert not launcher._polling.is_set()
+    assert launcher.heartbeat_due()  # between two polls

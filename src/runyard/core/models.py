@@ -274,6 +274,9 @@ class PollAnswer:
 
     assignment: Assignment | None = None
     exit_reason: str = ""
+    # The server counted the held poll as the worker's heartbeat: an idle
+    # worker holding one need send none (see WorkerService.poll).
+    poll_keeps_alive: bool = True
 
 
 @dataclass(frozen=True)

@@ -151,6 +151,10 @@ class Launcher:
         self._stopping = threading.Event()  # take no new work
         self._done = threading.Event()  # the loop has ended: heartbeats end too
         self._current: RunExecution | None = None
+        # The server counts a held poll as a heartbeat (it says so): while
+        # one is held, no heartbeat is sent.
+        self._poll_keeps_alive = False
+        self._polling = threading.Event()
         self._exit_reason = ""
         self._interrupts = 0
         self._grace_timer: threading.Timer | None = None
@@ -229,6 +233,7 @@ class Launcher:
                 raise LauncherExit("error", f"registration refused: {exc}") from exc
             self.client.credential = reply.token
             self.worker_id = reply.worker_id
+            self._poll_keeps_alive = reply.poll_keeps_alive
             self.registrations += 1
             self._registered_at = self.clock()
             log.info("registered as worker %s in pool %s (executor %s)", reply.worker_id, self.token.pool_id,
@@ -336,10 +341,15 @@ class Launcher:
             wait = max(0.0, min(wait, remaining))
 
         def call() -> None:
+            self._polling.set()
             try:
-                box.put(self.client.poll(wait))
+                answer = self.client.poll(wait)
+                self._poll_keeps_alive = answer.poll_keeps_alive
+                box.put(answer)
             except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
                 box.put(exc)
+            finally:
+                self._polling.clear()
 
         threading.Thread(target=call, name="poll", daemon=True).start()
         while not self._stopping.is_set():
@@ -387,9 +397,16 @@ class Launcher:
             self._current = None
             self.metrics.state.state("idle")
 
+    def heartbeat_due(self) -> bool:
+        """False while an idle worker holds a poll its server counts as a
+        heartbeat (a busy one always beats: the answer may stop its run)."""
+        return not (self._polling.is_set() and self._poll_keeps_alive and self._current is None)
+
     def _heartbeats(self) -> None:
         # Heartbeats go on while a run finishes after a stop (cycle, SIGTERM).
         while not self._done.wait(self.settings.heartbeat_interval):
+            if not self.heartbeat_due():
+                continue
             try:
                 reply = self.client.heartbeat()
             except (Unavailable, WorkerGone):

@@ -55,6 +55,7 @@ def build_services(settings: ServerSettings, blobs: BlobStore | None = None) -> 
         blobs=blobs or site_blobs(settings),
         endpoints=settings.endpoints(),
         long_poll=settings.long_poll,
+        worker_lost_after=settings.worker_lost_after,
     )
     identity = f"{socket.gethostname()}:{settings.port}:{os.getpid()}:{new_secret('')[:8]}"
     return Services.build(ctx, identity, settings.scheduler_lease_ttl, settings.site_name())

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
@@ -23,6 +28,29 @@ from runyard.wire import (
 )
 
 router = APIRouter(prefix=API + "/worker", tags=["workers"])
+T = TypeVar("T")
+
+
+async def _closed(request: Request) -> None:
+    """Returns when the client has closed the connection."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def unless_closed(request: Request, work: Coroutine[Any, Any, T]) -> T | None:
+    """``work``'s result, or None (and ``work`` cancelled) once the client
+    closes the connection: a held poll counts as its worker's heartbeat, so
+    one whose launcher died must end with its connection."""
+    task, closed = asyncio.ensure_future(work), asyncio.ensure_future(_closed(request))
+    try:
+        done, _ = await asyncio.wait((task, closed), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        closed.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    return task.result() if task in done else None
 
 
 @router.post("/challenge", response_model=ChallengeOut)
@@ -35,7 +63,7 @@ def register(body: RegisterIn, svc: Svc) -> RegisterOut:
     worker, token = svc.workers.register(
         body.pool_id, body.certificate, body.challenge, body.signature, body.metadata, body.version
     )
-    return RegisterOut(worker_id=worker.id, token=token)
+    return RegisterOut(worker_id=worker.id, token=token, poll_keeps_alive=True)
 
 
 @router.post("/heartbeat", response_model=HeartbeatOut)
@@ -61,10 +89,11 @@ def deregister(worker: CurrentWorker, svc: Svc, reason: str = "launcher exited")
 
 
 @router.post("/poll", response_model=PollOut)
-async def poll(worker: CurrentWorker, svc: Svc, wait: float = 25) -> PollOut:
-    """Held until a run is assigned to this worker, it is told to exit, or ``wait`` ends."""
-    answer = await svc.workers.poll(worker, wait)
-    return PollOut.model_validate(answer)
+async def poll(request: Request, worker: CurrentWorker, svc: Svc, wait: float = 25) -> PollOut:
+    """Held until a run is assigned to this worker, it is told to exit, or
+    ``wait`` ends; while held, it is the worker's heartbeat."""
+    answer = await unless_closed(request, svc.workers.poll(worker, wait))
+    return PollOut() if answer is None else PollOut.model_validate(answer)
 
 
 @router.post("/runs/{run_id}/transition", response_model=RunOut)

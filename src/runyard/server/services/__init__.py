@@ -29,6 +29,7 @@ class Context:
     clock: Clock = time.time
     endpoints: tuple[str, ...] = ()
     long_poll: float = 25.0  # the longest a long poll is held open
+    worker_lost_after: float = 60.0  # a worker silent this long is lost
     secrets: SecretBox = field(default_factory=lambda: SecretBox(os.urandom(32)))  # see app.secret_box
     # SQLite has one writer at a time: writers of this process queue here, in
     # order, instead of sleeping in SQLite's busy handler (PostgreSQL: no lock).

@@ -60,6 +60,13 @@ class WorkerService:
         # no write transaction of its own.
         self._seen: dict[str, float] = {}
         self._seen_lock = threading.Lock()
+        # A held poll is its worker's heartbeat (an idle launcher holding one
+        # sends none): polls held now per worker, and when each such worker
+        # was last counted as seen; flush_seen counts it again every
+        # keep_alive_every seconds while the poll is held.
+        self._holding: dict[str, int] = {}
+        self._counted: dict[str, float] = {}
+        self.keep_alive_every = ctx.worker_lost_after / 12
         # What the last look found for an idle worker, and the generations of
         # its topics then: until one moves, a renewed poll need not look again.
         self._looked: dict[str, tuple[dict[str, int], Worker]] = {}
@@ -130,13 +137,37 @@ class WorkerService:
             self._seen[worker_id] = now
 
     def flush_seen(self) -> int:
-        """Store when workers were last seen, all in one transaction."""
+        """Store when workers were last seen, all in one transaction: those
+        that sent a heartbeat and, every ``keep_alive_every``, those holding
+        a poll."""
+        now = self.ctx.clock()
         with self._seen_lock:
             seen, self._seen = self._seen, {}
+            for worker_id in self._holding:
+                if worker_id in seen or now - self._counted.get(worker_id, 0.0) >= self.keep_alive_every:
+                    seen.setdefault(worker_id, now)
+                    self._counted[worker_id] = now
         if seen:
             with self.ctx.tx() as repo:
                 repo.touch_workers(seen)
         return len(seen)
+
+    def polls_held(self, worker_id: str) -> int:
+        """How many polls of the worker this server holds now."""
+        with self._seen_lock:
+            return self._holding.get(worker_id, 0)
+
+    def _hold(self, worker_id: str) -> None:
+        with self._seen_lock:
+            self._holding[worker_id] = self._holding.get(worker_id, 0) + 1
+
+    def _unhold(self, worker_id: str) -> None:
+        with self._seen_lock:
+            left = self._holding.pop(worker_id, 1) - 1
+            if left > 0:
+                self._holding[worker_id] = left
+            else:
+                self._counted.pop(worker_id, None)
 
     def reset_pool(self, ref: str, csr_pem: str) -> tuple[str, int]:
         """A new certificate (and token) for the pool. Every worker holding the
@@ -192,14 +223,25 @@ class WorkerService:
         one of them, which passes the turn on when it got the run (more may
         be queued). Generations are read before each look, so a run queued
         between the look and the wait is never missed; while none has moved
-        since a look found nothing, a renewed poll does not look again."""
+        since a look found nothing, a renewed poll does not look again.
+
+        While it is held, the poll is the worker's heartbeat (flush_seen
+        stores it): an idle fleet sends polls only. The route ends a poll
+        whose connection closed, so a dead launcher is not kept alive."""
         # Held for a little less than asked, by a random fifth at most: polls
         # begun together (launchers reconnecting after a restart) do not stay
         # in step and renew all at once for ever.
         deadline = time.monotonic() + min(max(wait, 0.0), self.ctx.long_poll) * random.uniform(0.8, 1.0)
+        self.saw(worker.id)
+        self._hold(worker.id)  # the poll is the worker's heartbeat while it is held
+        try:
+            return await self._poll(worker, deadline)
+        finally:
+            self._unhold(worker.id)
+
+    async def _poll(self, worker: Worker, deadline: float) -> PollAnswer:
         pool = pool_topic(worker.pool_id)
         watch = (pool, fleet_topic(worker.pool_id), worker_topic(worker.id), ANY_TOPIC)
-        self.saw(worker.id)
         for_work = False  # woken for work: claim before anything else
         while True:
             seen = self.ctx.notifier.generations(*watch)
