@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass, field, replace
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from runyard.core.models import LogBlock, Run
@@ -92,6 +92,7 @@ any_text = st.text(st.one_of(st.characters(), st.integers(0xD800, 0xDFFF).map(ch
 
 @settings(max_examples=50)
 @given(st.lists(st.tuples(st.integers(1, 10**6), st.floats(0, 2e9), any_text), max_size=20))
+@example([(1, 0.0, "next\x85line"), (2, 1.0, "line\u2028separator\x0bvertical\x1cfile")])
 def test_blocks_survive_their_sealed_encoding(raw: list[tuple[int, float, str]]) -> None:
     """Any text, lone surrogates and newlines included, reads back as written."""
     blocks = [LogBlock(seq, ts, text) for seq, ts, text in raw]

@@ -52,8 +52,12 @@ def encode(blocks: Sequence[LogBlock]) -> bytes:
 
 
 def decode(body: str) -> Iterator[LogBlock]:
-    """The blocks of a sealed blob (a line per document, as releases before 0.2 wrote them, too)."""
-    for raw in body.splitlines():
+    """The blocks of a sealed blob (a line per document, as releases before 0.2 wrote them, too).
+    Split at newlines only: a document holds other line breaks (NEL, U+2028)
+    unescaped."""
+    for raw in body.split("\n"):
+        if not raw:
+            continue
         doc = jsonfast.loads(raw)
         yield LogBlock(doc["seq"], doc["ts"], doc["text"] if "text" in doc else doc["msg"])
 
