@@ -4,6 +4,9 @@ change wakes one of them however many there are, and a turn is never lost."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
+
+import pytest
 
 from runyard.server.notifier import ANY_TOPIC, Notifier
 
@@ -88,3 +91,37 @@ def test_when_wake_ups_may_have_been_missed_every_topic_moves_even_one_never_not
     before = notifier.generations("worker:w1", ANY_TOPIC)
     notifier.wake_all()  # the bus reconnected: notifications may be lost
     assert notifier.generations("worker:w1", ANY_TOPIC) != before
+
+
+def test_a_turn_given_as_the_wait_times_out_is_answered_not_lost(monkeypatch: pytest.MonkeyPatch) -> None:
+    notifier = Notifier()
+    real_wait = asyncio.wait
+
+    async def late(fs: Any, timeout: float) -> Any:
+        done = await real_wait(fs, timeout=timeout)
+        notifier.wake(TOPIC)  # another thread's change, after the timeout but before the waiter unparks
+        return done
+
+    monkeypatch.setattr(asyncio, "wait", late)
+    ended: dict[str, int] = {}
+    answer = asyncio.run(notifier.wait_any(notifier.generations(TOPIC), 0.01, turn_on=TOPIC, ended=ended))
+    assert answer == "turn"
+    assert ended == {TOPIC: 1}
+
+
+def test_a_timed_out_wait_says_how_far_its_topics_had_moved() -> None:
+    async def scenario() -> tuple[list[str], dict[str, int]]:
+        notifier = Notifier()
+        first = await parked(notifier, 1, turn=True)
+        ended: dict[str, int] = {}
+        second = asyncio.create_task(notifier.wait_any(notifier.generations(TOPIC), 0.05, turn_on=TOPIC,
+                                                       ended=ended))
+        while notifier.waiting(TOPIC) < 2:
+            await asyncio.sleep(0)
+        notifier.wake(TOPIC)  # the first waiter's turn: the second sleeps on until it times out
+        answers = [await first[0], await second]
+        return answers, ended
+
+    answers, ended = asyncio.run(scenario())
+    assert answers == ["turn", ""]
+    assert ended == {TOPIC: 1}  # moved while it was parked: handed to the first

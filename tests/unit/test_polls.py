@@ -3,9 +3,13 @@ nothing it waits for moved, and at once when something did."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from runyard.core.states import RunKind
+from runyard.server.notifier import pool_topic
+from runyard.server.services.runs import RunService
 from runyard.server.services.workers import WorkerService
 from runyard.testing import InProcessWorkerApi
 from tests.unit.conftest import World, calls_of
@@ -43,3 +47,35 @@ def test_a_cycled_pool_is_seen_by_a_renewed_idle_poll_at_once(world: World, monk
     world.svc.pools.cycle(world.pool_id)  # moves the fleet's topic
     assert api.poll(0).exit_reason == "cycled"
     assert len(looks) == 2
+
+
+def test_a_poll_parked_while_another_took_the_pools_turn_neither_claims_nor_looks_again(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    world.pool()
+    launchers = [world.launcher() for _ in range(3)]
+    for launcher in launchers[:2]:
+        launcher.register()
+    workers = world.svc.workers
+    workers.ctx.long_poll = 5.0
+    first, second = (workers.refresh(launcher.worker_id) for launcher in launchers[:2])
+    looks = calls_of(monkeypatch, WorkerService, "_look")
+    claims = calls_of(monkeypatch, RunService, "claim")
+
+    async def scenario() -> None:
+        polls = [asyncio.create_task(workers.poll(first, 0.3))]
+        while workers.ctx.notifier.waiting(pool_topic(world.pool_id)) < 1:
+            await asyncio.sleep(0.001)
+        polls.append(asyncio.create_task(workers.poll(second, 0.3)))
+        while workers.ctx.notifier.waiting(pool_topic(world.pool_id)) < 2:
+            await asyncio.sleep(0.001)
+        looks.clear()
+        claims.clear()
+        launchers[2].register()  # moves the pool: the first poll's turn (nothing to claim)
+        assert [p.assignment for p in await asyncio.gather(*polls)] == [None, None]
+        await workers.poll(second, 0)  # renewed after its timeout
+
+    asyncio.run(scenario())
+    # The turn's holder tried a claim and looked; the other poll, parked
+    # throughout, had nothing to do when it timed out nor when renewed.
+    assert [worker_id for _, worker_id in claims] == [first.id]
+    assert [worker_id for _, worker_id in looks] == [first.id]

@@ -141,36 +141,49 @@ class Notifier:
         """Wait until ``topic`` moves past generation ``seen``; False on timeout."""
         return bool(await self.wait_any({topic: seen}, timeout))
 
-    async def wait_any(self, seen: Mapping[str, int], timeout: float, turn_on: str | None = None) -> str:
+    async def wait_any(self, seen: Mapping[str, int], timeout: float, turn_on: str | None = None,
+                       ended: dict[str, int] | None = None) -> str:
         """Wait until any topic of ``seen`` moves past its generation there:
         "moved", or "turn" when woken as the one waiter of ``turn_on``; ""
         on timeout. On ``turn_on`` (one of the topics) the waiter waits its
         turn: a change wakes only the first such waiter, which, if it is
-        cancelled before it could act, hands its turn to the next."""
+        cancelled before it could act, hands its turn to the next.
+
+        ``ended`` (if given) is filled with the topics' generations as the
+        wait ended. After a timeout, a move of ``turn_on`` up to then was
+        handed to another waiter (this one was parked): nothing was missed."""
         topics = tuple(seen)
         waiter = _Waiter(asyncio.get_running_loop(), topics, turn_on)
         with self._lock:
+            if ended is not None:
+                ended.update((t, self._generations.get(t, 0)) for t in topics)
             if self._closed:
                 return ""
             if any(self._generations.get(t, 0) != g for t, g in seen.items()):
                 return "moved"
             for topic in topics:
                 self._waiters.setdefault(topic, []).append(waiter)
-        acted = False
+        acted = taken = False
         try:
             await asyncio.wait({waiter.fut}, timeout=timeout)
             acted = True
-            return "turn" if waiter.by_turn else ("moved" if waiter.fut.done() else "")
         finally:
+            # Under the lock: a wake between the timeout and here took this
+            # waiter (its turn, maybe), and that must be what it answers.
             with self._lock:
+                taken = True
                 for topic in topics:
                     rest = self._waiters.get(topic)
                     if rest is not None and waiter in rest:
+                        taken = False
                         rest.remove(waiter)
                         if not rest:
                             del self._waiters[topic]
+                if ended is not None:
+                    ended.update((t, self._generations.get(t, 0)) for t in topics)
             if waiter.by_turn and not acted and turn_on is not None:
                 self.pass_on(turn_on)  # cancelled after its turn came: the next waiter takes it
+        return "turn" if waiter.by_turn else ("moved" if taken else "")
 
 
 def _resolve(fut: asyncio.Future[None]) -> None:

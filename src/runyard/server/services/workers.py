@@ -264,8 +264,16 @@ class WorkerService:
             if remaining <= 0 or self.ctx.notifier.closed:
                 return PollAnswer()  # the launcher polls again (another server, or this one restarted)
             idle = current.current_run_id is None and not current.drained
-            woken = await self.ctx.notifier.wait_any(seen, remaining, turn_on=pool if idle else None)
-            for_work = idle and (woken == "turn" or self.ctx.notifier.generation(pool) != seen[pool])
+            ended: dict[str, int] = {}
+            woken = await self.ctx.notifier.wait_any(seen, remaining, turn_on=pool if idle else None, ended=ended)
+            if not woken and idle and self._looked.get(worker.id) == (seen, current):
+                # Parked until it timed out: what moved the pool meanwhile
+                # was another poll's turn, so the renewal need not look either.
+                self._looked[worker.id] = (ended, current)
+            # Woken for work: its turn came, or the pool moved before it could
+            # park (that move was nobody's turn). After a timeout, a move
+            # while it was parked was another poll's turn.
+            for_work = idle and (woken == "turn" or (woken == "moved" and ended[pool] != seen[pool]))
 
     async def _claim(self, worker_id: str, pool: str) -> Assignment | None:
         """Claim a run for the worker; whoever claims one (or fails) passes
