@@ -15,7 +15,7 @@ from runyard.core.models import LogBlock, Run
 from runyard.core.states import RunKind, RunState
 from runyard.server.services import logs as logs_module
 from runyard.server.services.logs import MAX_LINE, LogService, decode, encode, lines_after
-from runyard.testing import MemoryBlobStore
+from runyard.testing import InProcessWorkerApi, MemoryBlobStore
 from tests.unit.conftest import World, calls_of
 from tests.unit.test_launcher_life import held_run
 
@@ -140,3 +140,29 @@ def test_a_batch_is_refused_past_its_line_count_or_the_line_numbers_a_column_hol
         LogsIn.model_validate({"lease": 1, "blocks": [{"seq": 2**31 - 1, "ts": 0.0, "text": "x"}]})
     fits = LogsIn.model_validate({"lease": 1, "blocks": [{"seq": 1, "ts": 0.0, "text": many[1:]}]})
     assert fits.to_domain()[0].line_count == limits.MAX_LOG_BATCH_LINES
+
+
+def test_the_runs_that_ended_since_the_last_pass_are_sealed_in_one_transaction(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    api, first, lease = held_run(world)
+    ended = []
+    for number in range(3):
+        run_id, lease = (first, lease) if number == 0 else claim_task(world, api)
+        api.send_logs(run_id, lease, [LogBlock(1, 1.0, f"run {number}\nbye")])
+        worker = world.svc.auth.check_worker_token(api.credential)
+        world.svc.runs.report(worker, run_id, lease, RunState.PREPARING)
+        world.svc.runs.report(worker, run_id, lease, RunState.FAILED, "x")
+        ended.append(run_id)
+    writes = calls_of(monkeypatch, type(world.svc.ctx), "tx")
+    assert world.svc.logs.seal_queued() == sorted(ended)
+    assert len(writes) == 1
+    for number, run_id in enumerate(ended):
+        assert [ln.msg for ln in world.svc.logs.page(run_id, after=0, limit=10).lines] == [f"run {number}", "bye"]
+        assert list(world.blobs.keys(f"logs/{run_id}/"))  # read back from the sealed blob
+
+
+def claim_task(world: World, api: InProcessWorkerApi) -> tuple[str, int]:
+    run_id = world.trigger(kind=RunKind.TASK, command="work")
+    answer = api.poll(0)
+    assert answer.assignment is not None and answer.assignment.run.id == run_id
+    return run_id, answer.assignment.lease

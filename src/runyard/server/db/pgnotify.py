@@ -64,8 +64,10 @@ class PgNotifyBus:
                 try:
                     if self._publisher is None or self._publisher.closed:
                         self._publisher = psycopg.connect(self.url, autocommit=True, connect_timeout=5)
-                    for payload in payloads:
-                        self._publisher.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
+                    # One round trip for them all (a report notifies two topics).
+                    calls = ", ".join(["pg_notify(%s, %s)"] * len(payloads))
+                    self._publisher.execute(f"SELECT {calls}",
+                                            [v for payload in payloads for v in (CHANNEL, payload)])
                     return
                 except psycopg.Error as exc:
                     self._publisher = None
