@@ -217,7 +217,8 @@ class LauncherSettings(Settings):
     launcher_logs_timeout: Duration = Field(420.0, description="kill a run that printed nothing this long (0: off)")
     launcher_run_timeout: Duration = Field(4200.0, description="kill a run that runs this long (0: off)")
     debug: bool = Field(False, description="print the exact commands run into the run log")
-    heartbeat_interval: Duration = Field(5.0, description="how often the launcher tells the server it is alive")
+    heartbeat_interval: Duration = Field(5.0, description="how often a launcher busy with a run tells the server it "
+                                         "is alive (an idle one holds a poll, which says it)")
     long_poll: Duration = Field(25.0, description="how long one poll for work is held open")
     metrics_port: int = Field(0, description="serve Prometheus metrics on this port of 127.0.0.1 (0: off)")
     disconnect_after_job: bool = Field(False, description="exit after one run")
