@@ -7,6 +7,7 @@ import json
 import signal
 import subprocess
 import textwrap
+import time
 import urllib.parse
 from pathlib import Path
 from typing import Any
@@ -14,9 +15,19 @@ from typing import Any
 import pytest
 
 from runyard.core.states import RunState
+from tests.conftest import free_port
 from tests.e2e.conftest import LauncherFactory
 from tests.e2e.test_runs import log_text, make_stack, run_state, wait_state
-from tests.harness import RUNYARD, LauncherProcess, ServerProcess, clean_env, cli, wait_for
+from tests.harness import (
+    RUNYARD,
+    LauncherProcess,
+    ServerProcess,
+    clean_env,
+    cli,
+    idle_workers,
+    make_pool,
+    wait_for,
+)
 
 SECRET = "tok-very-secret-123"  # the stack's secret TOKEN (see make_stack)
 
@@ -364,8 +375,6 @@ def test_pool_cycle_ends_idle_launchers_at_once_and_busy_ones_after_their_run(se
 def test_the_launcher_serves_its_own_metrics(server, launcher, tmp_path):
     import httpx
 
-    from tests.conftest import free_port
-
     port = free_port()
     launcher(extra_env={"RUNYARD_METRICS_PORT": str(port)})
     make_stack(server, tmp_path)
@@ -426,3 +435,31 @@ def test_worker_user_and_extra_root_cas_reach_the_run_container(server, launcher
     lines = log_text(server, run["id"]).splitlines()
     assert "4321" in lines and "wrote" in lines
     assert "ca at /etc/ssl/runyard/ca-bundle.pem" in lines
+
+
+def test_an_idle_launchers_held_poll_keeps_it_alive_until_the_launcher_dies(tmp_path):
+    """No heartbeats at all (one an hour): the held polls alone keep an idle
+    worker in its pool past the lost-worker limit; killed, it is lost in time."""
+    (tmp_path / "server").mkdir()
+    server = ServerProcess(tmp_path / "server", free_port(), extra_env={
+        "RUNYARD_WORKER_LOST_AFTER": "3s", "RUNYARD_REAPER_INTERVAL": "0.5s"}).start()
+    try:
+        with server.client() as client:
+            creds = make_pool(client, "p1")
+            proc = LauncherProcess(creds, tmp_path / "work", extra_env={
+                "RUNYARD_EXECUTOR": "process", "RUNYARD_HEARTBEAT_INTERVAL": "1h", "RUNYARD_LONG_POLL": "20s"}).start()
+            try:
+                worker = wait_for(lambda: idle_workers(client, creds.pool_id), 30, "the launcher to register")[0]
+                # Time passing is what is tested: three lost-worker limits within one held poll.
+                time.sleep(9)
+                assert [w.id for w in client.workers(creds.pool_id)] == [worker.id]
+                make_stack(server, tmp_path)
+                assert task(server, "echo alive")["state"] == "FINISHED"
+                assert proc.proc is not None
+                proc.proc.kill()  # its poll's connection closes: the poll stops counting at once
+                proc.proc.wait(10)
+                wait_for(lambda: not client.workers(creds.pool_id), 10, "the killed launcher's worker to be lost")
+            finally:
+                proc.stop()
+    finally:
+        server.stop()
