@@ -64,9 +64,8 @@ class Notifier:
             self.bus.stop()
         with self._lock:
             self._closed = True
-            waiters = {id(w): w for ws in self._waiters.values() for w in ws}
-            self._waiters.clear()
-        for waiter in waiters.values():
+            waiters = self._take_all()
+        for waiter in waiters:
             waiter.resolve()
 
     def generation(self, topic: str) -> int:
@@ -90,9 +89,8 @@ class Notifier:
             topics = [*self._generations, *self._waiters, ANY_TOPIC]
             for topic in topics:
                 self._generations[topic] = self._generations.get(topic, 0) + 1
-            waiters = {id(w): w for ws in self._waiters.values() for w in ws}
-            self._waiters.clear()
-        for waiter in waiters.values():
+            waiters = self._take_all()
+        for waiter in waiters:
             waiter.resolve()
 
     def wake(self, *topics: str) -> None:
@@ -124,13 +122,27 @@ class Notifier:
             turn.by_turn = True
             woken.append(turn)
         for waiter in woken:
-            for other in waiter.topics:
-                rest = self._waiters.get(other)
-                if rest is not None and waiter in rest:
-                    rest.remove(waiter)
-                    if not rest:
-                        del self._waiters[other]
+            self._unpark(waiter)
         return woken
+
+    def _take_all(self) -> list[_Waiter]:
+        """Unpark every waiter (lock held)."""
+        waiters = list({id(w): w for ws in self._waiters.values() for w in ws}.values())
+        self._waiters.clear()
+        return waiters
+
+    def _unpark(self, waiter: _Waiter) -> bool:
+        """Take ``waiter`` off its topics (lock held); False if a wake had
+        taken it already."""
+        parked = False
+        for topic in waiter.topics:
+            rest = self._waiters.get(topic)
+            if rest is not None and waiter in rest:
+                parked = True
+                rest.remove(waiter)
+                if not rest:
+                    del self._waiters[topic]
+        return parked
 
     def waiting(self, topic: str) -> int:
         """How many waiters are parked on ``topic`` now (for tests and metrics)."""
@@ -163,7 +175,7 @@ class Notifier:
                 return "moved"
             for topic in topics:
                 self._waiters.setdefault(topic, []).append(waiter)
-        acted = taken = False
+        acted = False
         try:
             await asyncio.wait({waiter.fut}, timeout=timeout)
             acted = True
@@ -171,14 +183,7 @@ class Notifier:
             # Under the lock: a wake between the timeout and here took this
             # waiter (its turn, maybe), and that must be what it answers.
             with self._lock:
-                taken = True
-                for topic in topics:
-                    rest = self._waiters.get(topic)
-                    if rest is not None and waiter in rest:
-                        taken = False
-                        rest.remove(waiter)
-                        if not rest:
-                            del self._waiters[topic]
+                taken = not self._unpark(waiter)
                 if ended is not None:
                     ended.update((t, self._generations.get(t, 0)) for t in topics)
             if waiter.by_turn and not acted and turn_on is not None:
