@@ -290,11 +290,15 @@ class RegisterIn(BaseModel):
     version: Text = ""
 
 
+# False from servers before 0.2 (the field is absent): launchers keep heartbeating.
+PollKeepsAlive = Annotated[bool, Field(description="this server counts a held poll as the worker's heartbeat: "
+                                                   "an idle launcher holding one sends none")]
+
+
 class RegisterOut(Out):
     worker_id: str
     token: str = Field(description="bearer token for this worker's later requests")
-    poll_keeps_alive: bool = Field(False, description="this server counts a held poll as the worker's "
-                                   "heartbeat: an idle launcher holding one sends none")
+    poll_keeps_alive: PollKeepsAlive = False
 
 
 class HeartbeatOut(Out):
@@ -318,8 +322,7 @@ class AssignmentOut(Out):
 class PollOut(Out):
     assignment: AssignmentOut | None = None
     exit_reason: str = ""
-    poll_keeps_alive: bool = Field(False, description="this server counts a held poll as the worker's "
-                                   "heartbeat: an idle launcher holding one sends none")
+    poll_keeps_alive: PollKeepsAlive = False
 
 
 class ReportIn(BaseModel):
@@ -337,7 +340,7 @@ class LogsIn(BaseModel):
 
     @model_validator(mode="after")
     def _bounded(self) -> LogsIn:
-        count = sum(b.text.count("\n") + 1 for b in self.blocks) + len(self.lines)
+        count = sum(block.line_count for block in self.to_domain())
         if count > lim.MAX_LOG_BATCH_LINES:
             raise ValueError(f"a batch holds at most {lim.MAX_LOG_BATCH_LINES} log lines, this one {count}")
         return self

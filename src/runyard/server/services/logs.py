@@ -163,24 +163,25 @@ class LogService:
 
     def _write_blobs(self, run_id: str) -> list[int] | None:
         """Store the run's log as blobs; the first line of each (None: sealed already)."""
+        with self.ctx.read() as repo:
+            if repo.log_seal(run_id)[0]:
+                return None
+            blocks = repo.log_blocks(run_id, 0, ROWS_AT_ONCE)
         index: list[int] = []
         held: list[LogBlock] = []
-        size, after = 0, 0
+        size = 0
         while True:
-            with self.ctx.read() as repo:
-                if not after and repo.log_seal(run_id)[0]:
-                    return None
-                blocks = repo.log_blocks(run_id, after, ROWS_AT_ONCE)
             for block in blocks:
                 held.append(block)
                 size += len(block.text)
-                after = block.last
                 if size >= SEAL_CHUNK:
                     self.ctx.blobs.put(chunk_key(run_id, held[0].seq), encode(held))
                     index.append(held[0].seq)
                     held, size = [], 0
             if len(blocks) < ROWS_AT_ONCE:
                 break
+            with self.ctx.read() as repo:
+                blocks = repo.log_blocks(run_id, blocks[-1].last, ROWS_AT_ONCE)
         if held:
             self.ctx.blobs.put(chunk_key(run_id, held[0].seq), encode(held))
             index.append(held[0].seq)
