@@ -141,7 +141,7 @@ class Fleet:
             beating = asyncio.create_task(self.heartbeats(beats, reply["token"], polling))
             try:
                 if index >= self.busy:
-                    await self.polls(polls, reply["token"], polling)
+                    await self.polls(polls, reply["token"], polling, reply.get("poll_keeps_alive", False))
                 else:
                     await self.stopping.wait()
             finally:
@@ -169,8 +169,7 @@ class Fleet:
                 self.errors.append(f"heartbeat: {status}")
             await asyncio.sleep(HEARTBEAT)
 
-    async def polls(self, http: Connection, token: str, polling: asyncio.Event) -> None:
-        keeps_alive = True  # as the registration said
+    async def polls(self, http: Connection, token: str, polling: asyncio.Event, keeps_alive: bool) -> None:
         while not self.stopping.is_set():
             if keeps_alive:
                 polling.set()

@@ -234,7 +234,7 @@ def test_a_lost_worker_fails_its_run_and_its_late_reports_are_refused(api: Api):
 
 
 def test_a_removed_worker_is_refused_at_once_though_its_token_was_just_checked(api: Api):
-    """Servers remember a worker's token for a second; a removal (on any
+    """Servers remember a worker's token for up to 30 s; a removal (on any
     server: it moves the worker's topic) ends that at once."""
     from runyard.core.errors import WorkerGone
 
