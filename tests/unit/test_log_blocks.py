@@ -166,3 +166,45 @@ def claim_task(world: World, api: InProcessWorkerApi) -> tuple[str, int]:
     answer = api.poll(0)
     assert answer.assignment is not None and answer.assignment.run.id == run_id
     return run_id, answer.assignment.lease
+
+
+def test_a_page_at_the_end_of_the_log_reads_no_log_rows_and_the_next_line_still_arrives(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    from runyard.server.db.repository import Repository
+
+    api, run_id, lease = held_run(world)
+    api.send_logs(run_id, lease, [LogBlock(1, 1.0, "one\ntwo")])
+    rows = calls_of(monkeypatch, Repository, "log_blocks")
+    seals = calls_of(monkeypatch, Repository, "log_seal")
+    page = world.svc.logs.page(run_id, after=2)
+    assert page.lines == () and not page.done
+    assert rows == [] and seals == []  # a follower waiting at the end: the run's row only
+
+    api.send_logs(run_id, lease, [LogBlock(3, 3.0, "three")])
+    assert [ln.msg for ln in world.svc.logs.page(run_id, after=2).lines] == ["three"]
+    worker = world.svc.auth.check_worker_token(api.credential)
+    world.svc.runs.report(worker, run_id, lease, RunState.PREPARING)
+    world.svc.runs.report(worker, run_id, lease, RunState.FAILED, "x")
+    world.svc.logs.seal_queued()
+    assert world.svc.logs.page(run_id, after=3).done
+    assert [ln.msg for ln in world.svc.logs.page(run_id, after=1).lines] == ["two", "three"]
+
+
+def test_a_log_sealed_in_one_blob_by_an_old_release_still_reads(world: World) -> None:
+    """Releases before 0.2 sealed a log into one blob and kept no line count
+    (runs.log_seq is 0 for those runs)."""
+    from sqlalchemy import update
+
+    from runyard.server.db import tables as t
+    from runyard.server.services.logs import log_key
+
+    api, run_id, lease = held_run(world)
+    worker = world.svc.auth.check_worker_token(api.credential)
+    world.svc.runs.report(worker, run_id, lease, RunState.PREPARING)
+    world.svc.runs.report(worker, run_id, lease, RunState.FAILED, "x")
+    world.blobs.put(log_key(run_id), b'{"seq": 1, "ts": 1.0, "msg": "old"}\n{"seq": 2, "ts": 2.0, "msg": "lines"}\n')
+    with world.svc.ctx.tx() as repo:
+        repo.conn.execute(update(t.runs).where(t.runs.c.id == run_id).values(log_sealed=True, log_index=None))
+    assert [ln.msg for ln in world.svc.logs.page(run_id, after=0).lines] == ["old", "lines"]
+    assert [ln.msg for ln in world.svc.logs.page(run_id, after=1).lines] == ["lines"]
+    assert world.svc.logs.page(run_id, after=2).done

@@ -225,8 +225,12 @@ class LogService:
             run = repo.run(run_id, with_transitions=False)
             if run is None:
                 raise NotFound(f"no run {run_id!r}: `runyard run list` shows the runs")
-            lines = self._stored(repo, run_id, after, limit)
-            sealed, index = repo.log_seal(run_id) if not lines else (False, None)
+            # A follower at the end of the log (it asks again at every move
+            # of the run) costs this one query. (Logs sealed before
+            # runs.log_seq was kept have it 0: it says nothing of them.)
+            at_end = 0 < run.log_seq <= after
+            lines = [] if at_end else self._stored(repo, run_id, after, limit)
+            sealed, index = repo.log_seal(run_id) if not lines and not at_end else (False, None)
         if sealed:
             lines = self._sealed(run_id, index, after, limit)  # blob reads hold no transaction open
         # The terminal transition commits before the log is sealed, and the
