@@ -29,7 +29,7 @@ from runyard.core.errors import (
     Unavailable,
     WorkerGone,
 )
-from runyard.core.models import LogBlock
+from runyard.core.models import LogBlock, RunEnd
 from runyard.core.states import RunKind, RunState
 from runyard.wire import (
     API,
@@ -118,7 +118,9 @@ class WorkerApi(Protocol):
 
     def put_outputs(self, run_id: str, lease: int, outputs: Sequence[OutputIO]) -> None: ...
 
-    def send_logs(self, run_id: str, lease: int, blocks: Sequence[LogBlock]) -> LogsAck: ...
+    def send_logs(self, run_id: str, lease: int, blocks: Sequence[LogBlock], end: RunEnd | None = None) -> LogsAck:
+        """Store log lines; with ``end``, then report the run's end (when the
+        answer says ``ended``: older servers only store the lines)."""
 
     def source_archive(self, upload_id: str) -> bytes: ...
 
@@ -386,9 +388,13 @@ class Client:
         body = OutputsIn(lease=lease, outputs=list(outputs))
         self.request("POST", f"{API}/worker/runs/{_seg(run_id)}/outputs", json=body.model_dump(mode="json"))
 
-    def send_logs(self, run_id: str, lease: int, blocks: Sequence[LogBlock]) -> LogsAck:
+    def send_logs(self, run_id: str, lease: int, blocks: Sequence[LogBlock], end: RunEnd | None = None) -> LogsAck:
         # The LogsIn document, encoded directly: a batch may hold megabytes.
-        body = jsonfast.dumps({"lease": lease, "blocks": [{"seq": b.seq, "ts": b.ts, "text": b.text} for b in blocks]})
+        doc: dict[str, object] = {"lease": lease,
+                                  "blocks": [{"seq": b.seq, "ts": b.ts, "text": b.text} for b in blocks]}
+        if end is not None:
+            doc["end"] = {"state": end.state.value, "note": end.note, "changes": end.changes}
+        body = jsonfast.dumps(doc)
         response = self.request("POST", f"{API}/worker/runs/{_seg(run_id)}/logs", content=body,
                                 headers={"Content-Type": "application/json"})
         return LogsAck.model_validate_json(response.content)

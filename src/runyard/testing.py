@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from runyard.core.errors import NotFound, Unavailable
-from runyard.core.models import LogBlock, Worker
+from runyard.core.models import LogBlock, RunEnd, Worker
 from runyard.core.scaling import GroupState, Instance
 from runyard.core.states import RunState
 from runyard.crypto import CertificateAuthority
@@ -165,7 +165,11 @@ class InProcessWorkerApi:
     def put_outputs(self, run_id: str, lease: int, outputs: Sequence[OutputIO]) -> None:
         self.svc.runs.put_outputs(self._worker(), run_id, lease, [o.to_domain() for o in outputs])
 
-    def send_logs(self, run_id: str, lease: int, blocks: Sequence[LogBlock]) -> LogsAck:
+    def send_logs(self, run_id: str, lease: int, blocks: Sequence[LogBlock], end: RunEnd | None = None) -> LogsAck:
+        if end is not None:
+            self.calls.append(f"end {end.state.value}")
+            self.svc.runs.report(self._worker(), run_id, lease, end.state, end.note, end.changes, list(blocks))
+            return LogsAck(stop_run=False, ended=True)
         return LogsAck(stop_run=self.svc.runs.append_logs(self._worker(), run_id, lease, list(blocks)))
 
     def source_archive(self, upload_id: str) -> bytes:

@@ -14,6 +14,7 @@ from runyard.core.models import (
     LogBlock,
     Output,
     Run,
+    RunEnd,
     Source,
     SourceKind,
     Stack,
@@ -332,11 +333,22 @@ class ReportIn(BaseModel):
     changes: dict[str, int] | None = None
 
 
+class EndIO(BaseModel):
+    state: RunState
+    note: Text = ""
+    changes: dict[str, int] | None = None
+
+    def to_domain(self) -> RunEnd:
+        return RunEnd(self.state, self.note, self.changes)
+
+
 class LogsIn(BaseModel):
     lease: int
     blocks: Annotated[list[LogBlockIO], Field(max_length=lim.MAX_LOG_BATCH_LINES)] = []
     lines: Annotated[list[LogLineIO], Field(max_length=lim.MAX_LOG_BATCH_LINES,
                                             description="a line at a time (launchers before 0.2)")] = []
+    end: EndIO | None = Field(None, description="the run's last report, made once these lines are stored (in "
+                                                "the same transaction): a run's last batch and its end in one request")
 
     @model_validator(mode="after")
     def _bounded(self) -> LogsIn:
@@ -354,6 +366,8 @@ class LogsIn(BaseModel):
 
 class LogsAck(Out):
     stop_run: bool
+    ended: bool = Field(False, description="the batch's end was reported (servers before 0.2 store the lines "
+                                           "and ignore it: the worker then reports the end on its own)")
 
 
 class OutputIO(Out):

@@ -10,7 +10,7 @@ import threading
 import pytest
 
 from runyard.core.errors import Conflict, InvalidInput, NotFound, StaleLease, Unauthorized
-from runyard.core.models import LogBlock
+from runyard.core.models import LogBlock, RunEnd
 from runyard.core.states import RunKind, RunState
 from runyard.crypto import generate_key, make_csr, sign_challenge
 from runyard.server.notifier import pool_topic
@@ -119,6 +119,31 @@ def test_a_run_goes_from_queued_to_finished_with_its_logs(api: Api):
     sealed = api.client.logs(run.id)
     assert [(ln.seq, ln.msg) for ln in sealed.lines] == [(1, "one"), (2, "two"), (3, "three")]
     assert api.client.workers("p1")[0].status == "IDLE"
+
+
+def test_a_runs_last_batch_of_lines_carries_its_end(api: Api):
+    pool_id, token, key = api.pool()
+    api.stack()
+    worker = api.worker(pool_id, token, key)
+    run = api.client.trigger("s1", RunKind.PROPOSED)
+    lease = worker.poll(1).assignment.lease  # type: ignore[union-attr]
+    walk(worker, run.id, lease, S.PREPARING, S.INITIALIZING, S.PLANNING)
+    end = RunEnd(S.FINISHED, "1 to add", {"add": 1, "change": 0, "destroy": 0})
+    ack = worker.send_logs(run.id, lease, [LogBlock(1, 1.0, "planned\nbye")], end)
+    assert ack.ended and not ack.stop_run
+    done = api.client.run(run.id)
+    assert done.state == S.FINISHED and done.changes == {"add": 1, "change": 0, "destroy": 0}
+    assert [(ln.seq, ln.msg) for ln in api.client.logs(run.id).lines] == [(1, "planned"), (2, "bye")]
+    # Sent again (its answer lost): answered as before, nothing stored twice.
+    assert worker.send_logs(run.id, lease, [LogBlock(1, 1.0, "planned\nbye")], end).ended
+    assert [t.state for t in api.client.run(run.id).transitions].count(S.FINISHED) == 1
+    assert [ln.seq for ln in api.client.logs(run.id).lines] == [1, 2]
+    # An end that is not a legal move is refused with its lines.
+    other = api.client.trigger("s1", RunKind.PROPOSED)
+    lease = worker.poll(1).assignment.lease  # type: ignore[union-attr]
+    with pytest.raises(Conflict):
+        worker.send_logs(other.id, lease, [LogBlock(1, 1.0, "early")], RunEnd(S.APPLYING))
+    assert api.client.run(other.id).state == S.READY and api.client.logs(other.id).lines == []
 
 
 def test_a_report_with_a_stale_lease_is_refused_and_changes_nothing(api: Api):

@@ -8,13 +8,14 @@ import threading
 import pytest
 
 from runyard.core.errors import StaleLease
-from runyard.core.models import LogLine
+from runyard.core.models import LogBlock, LogLine
 from runyard.core.states import RunKind, RunState
 from runyard.crypto import make_csr
 from runyard.devstack import wait_for
 from runyard.launcher.launcher import LauncherExit
-from runyard.launcher.logship import LogShipper
+from runyard.launcher.logship import BATCH, LogShipper
 from runyard.testing import FakeExecutor, Flaky, InProcessWorkerApi, Step
+from runyard.wire import LogsAck
 from tests.unit.conftest import World, pool_key
 
 
@@ -65,6 +66,40 @@ def test_an_over_long_line_is_sent_as_several(world: World) -> None:
     shipper.write("x" * 40_000)
     shipper.close(timeout=5)
     assert [len(ln.msg) for ln in world.svc.logs.page(run_id).lines] == [16384, 16384, 7232]
+
+
+class Batches:
+    """A worker API that only counts the log batches it is sent."""
+
+    def __init__(self) -> None:
+        self.sizes: list[int] = []
+        self.first = threading.Event()
+
+    def send_logs(self, run_id: str, lease: int, blocks: list[LogBlock], end: object = None) -> LogsAck:
+        self.sizes.append(sum(b.line_count for b in blocks))
+        self.first.set()
+        return LogsAck(stop_run=False)
+
+
+def test_lines_written_one_at_a_time_travel_together_until_close() -> None:
+    sent = Batches()
+    shipper = LogShipper(sent, "r1", "s", 1, lambda: None, linger=60)  # type: ignore[arg-type]
+    for i in range(300):
+        shipper.write(f"line {i}")
+    assert not sent.first.wait(0.05)  # lingering: nothing sent yet
+    shipper.close(timeout=5)  # ends the linger at once
+    assert sent.sizes == [300]
+
+
+def test_a_full_batch_does_not_linger_and_the_last_one_can_be_held() -> None:
+    sent = Batches()
+    shipper = LogShipper(sent, "r1", "s", 1, lambda: None, linger=60)  # type: ignore[arg-type]
+    for i in range(BATCH + 10):
+        shipper.write(f"line {i}")
+    assert sent.first.wait(5)  # a whole request's worth went without waiting
+    last = shipper.close(timeout=5, hold_last=True)
+    assert sent.sizes == [BATCH]
+    assert sum(b.line_count for b in last) == 10 and last[0].seq == BATCH + 1
 
 
 def test_sigterm_lets_a_run_finish_within_the_grace(world: World) -> None:

@@ -4,13 +4,17 @@ The launcher is real; the server is in process and the executor a fake."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 
 import pytest
 
+from runyard.core.models import LogBlock, RunEnd
 from runyard.core.states import RunKind, RunState
 from runyard.devstack import wait_for
 from runyard.launcher.launcher import Launcher
+from runyard.server.services.registry import Services
 from runyard.testing import FakeExecutor, Flaky, InProcessWorkerApi, Step
+from runyard.wire import LogsAck, RunOut
 from tests.unit.conftest import World, calls_of
 
 S = RunState
@@ -152,3 +156,75 @@ def test_a_source_fetched_while_the_server_is_away_is_fetched_again_not_failed(w
     thread.join(10)
     assert world.svc.runs.get(run_id).state == RunState.FINISHED
     assert api.failures["source_archive"] == 0
+
+
+class SendsLogs(InProcessWorkerApi):
+    """Records each log batch sent: how many lines, and the end it carried."""
+
+    def __init__(self, svc: Services, drop_end: bool = False) -> None:
+        super().__init__(svc)
+        self.batches: list[tuple[int, str]] = []
+        self.reports: list[RunState] = []
+        self.drop_end = drop_end
+
+    def send_logs(self, run_id: str, lease: int, blocks: Sequence[LogBlock], end: RunEnd | None = None) -> LogsAck:
+        self.batches.append((sum(b.line_count for b in blocks), end.state.value if end else ""))
+        if self.drop_end:  # as a server before 0.2: the lines are stored, the end ignored
+            return super().send_logs(run_id, lease, blocks)
+        return super().send_logs(run_id, lease, blocks, end)
+
+    def report(self, run_id: str, lease: int, state: RunState, note: str = "",
+               changes: dict[str, int] | None = None) -> RunOut:
+        self.reports.append(state)
+        return super().report(run_id, lease, state, note, changes)
+
+
+def test_a_runs_last_lines_and_its_end_go_in_one_request(world: World) -> None:
+    world.pool()
+    world.stack()
+    run_id = world.trigger(kind=RunKind.TASK, command="do-it")
+    api = SendsLogs(world.svc)
+    run_once(world.launcher(FakeExecutor({"do-it": Step("one\ntwo\n")}), api=api, disconnect_after_job=True))
+    assert world.svc.runs.get(run_id).state == S.FINISHED
+    assert api.batches[-1][1] == "FINISHED"  # the end rode on the last batch
+    assert S.FINISHED not in api.reports  # and was not reported again on its own
+    assert [ln.msg for ln in world.svc.logs.page(run_id).lines][-2:] == ["one", "two"]
+
+
+def test_a_server_that_ignores_the_end_has_it_reported_and_loses_no_line(world: World) -> None:
+    world.pool()
+    world.stack()
+    run_id = world.trigger(kind=RunKind.TASK, command="do-it")
+    api = SendsLogs(world.svc, drop_end=True)
+    run_once(world.launcher(FakeExecutor({"do-it": Step("one\ntwo\n")}), api=api, disconnect_after_job=True))
+    run = world.svc.runs.get(run_id)
+    assert run.state == S.FINISHED and api.reports[-1] == S.FINISHED
+    msgs = [ln.msg for ln in world.svc.logs.page(run_id).lines]
+    assert msgs[-2:] == ["one", "two"] and len(msgs) == len(set(msgs))
+
+
+def test_an_end_whose_answer_was_lost_is_sent_again_and_changes_nothing(world: World) -> None:
+    world.pool()
+    world.stack()
+    run_id = world.trigger(kind=RunKind.TASK, command="do-it")
+    api = SendsLogs(world.svc)
+    flaky = Flaky(api, lose_answers={"send_logs": 1})  # the one batch of this run: its end
+    run_once(world.launcher(FakeExecutor({"do-it": Step("one\ntwo\n")}), api=flaky, disconnect_after_job=True))
+    assert [state for _, state in api.batches] == ["FINISHED", "FINISHED"]
+    assert states(world, run_id)[-1] == S.FINISHED
+    assert states(world, run_id).count(S.FINISHED) == 1
+    msgs = [ln.msg for ln in world.svc.logs.page(run_id).lines]
+    assert msgs.count("one") == 1 and msgs.count("two") == 1
+
+
+def test_an_end_on_a_stale_lease_stores_neither_its_lines_nor_its_state(world: World) -> None:
+    from runyard.core.errors import StaleLease
+    from tests.unit.test_launcher_life import held_run
+
+    api, run_id, lease = held_run(world)
+    worker = world.svc.auth.check_worker_token(api.credential)
+    world.svc.runs.report(worker, run_id, lease, S.PREPARING)
+    with pytest.raises(StaleLease):
+        world.svc.runs.report(worker, run_id, lease + 1, S.FINISHED, blocks=[LogBlock(1, 1.0, "ghost")])
+    assert world.svc.runs.get(run_id).state == S.PREPARING
+    assert world.svc.logs.page(run_id).lines == ()

@@ -255,6 +255,15 @@ class LogPage:
     reason: str = ""  # why the run ended, when it did not simply finish
 
 
+class RunEnd(NamedTuple):
+    """The report that ends a worker's part in a run (its last state, why,
+    and the plan's change counts), sent with the run's last log lines."""
+
+    state: RunState
+    note: str = ""
+    changes: dict[str, int] | None = None
+
+
 @dataclass(frozen=True)
 class Assignment:
     """A run handed to a worker, with the lease it must quote in every report

@@ -25,6 +25,10 @@ log = logging.getLogger("runyard.launcher")
 
 BATCH = MAX_LOG_BATCH_LINES
 BACKOFF_MAX = 5.0
+# Lines written within this long of the first one waiting travel in one
+# request (unless they fill it first): a command printing line by line costs
+# a request per linger, not per line, and a short run's lines go with its end.
+LINGER = 0.2
 
 
 class LogShipper:
@@ -39,8 +43,10 @@ class LogShipper:
         clock: Callable[[], float] = time.time,
         start_seq: int = 0,
         sleep: Callable[[float], None] = time.sleep,
+        linger: float = LINGER,
     ) -> None:
         self.client = client
+        self.linger = linger
         self.run_id = run_id
         self.stack_id = stack_id
         self.lease = lease
@@ -52,6 +58,7 @@ class LogShipper:
         self._seq = start_seq  # a resumed run (apply after confirm) numbers on
         self._cond = threading.Condition()
         self._closed = False
+        self._hold_last = False  # closing: leave the last batch to the caller
         self._failure: BaseException | None = None
         self._thread = threading.Thread(target=self._loop, name=f"logs-{run_id}", daemon=True)
         self._thread.start()
@@ -76,15 +83,23 @@ class LogShipper:
                                                  "msg": msg}) + "\n" for msg in pieces))
             sys.stdout.flush()
 
-    def close(self, timeout: float | None = None) -> None:
+    def close(self, timeout: float | None = None, hold_last: bool = False) -> list[LogBlock]:
         """Send everything queued, then stop. Raises what stopped the shipping
-        (a stale lease, the worker removed) so the caller stops reporting."""
+        (a stale lease, the worker removed) so the caller stops reporting.
+        With ``hold_last``, the last batch (the lines that fit one request)
+        is not sent but returned, for the caller to send with the run's end."""
         with self._cond:
             self._closed = True
+            self._hold_last = hold_last
             self._cond.notify()
         self._thread.join(timeout)
         if self._failure is not None:
             raise self._failure
+        if not hold_last or self._thread.is_alive():
+            return []
+        with self._cond:
+            last, self._pending = self._pending, []
+        return last
 
     @property
     def failure(self) -> BaseException | None:
@@ -100,13 +115,19 @@ class LogShipper:
                 return self._pending[:count]
         return self._pending[:]
 
+    def _fits_one(self) -> bool:
+        return len(self._batch()) == len(self._pending)
+
     def _loop(self) -> None:
         backoff = Backoff(0.2, BACKOFF_MAX)
         while True:
             with self._cond:
                 while not self._pending and not self._closed:
                     self._cond.wait()
-                if not self._pending and self._closed:
+                lingered = time.monotonic() + self.linger
+                while not self._closed and self._fits_one() and (left := lingered - time.monotonic()) > 0:
+                    self._cond.wait(left)
+                if self._closed and (not self._pending or (self._hold_last and self._fits_one())):
                     return
                 batch = self._batch()
             try:

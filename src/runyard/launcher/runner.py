@@ -22,7 +22,7 @@ from runyard.core.durations import format_duration
 from runyard.core.errors import Conflict, RunyardError, Unauthorized, Unavailable, WorkerGone
 from runyard.core.limits import MAX_TEXT
 from runyard.core.masking import StreamMasker
-from runyard.core.models import Assignment, Run, Stack, Tool
+from runyard.core.models import Assignment, Run, RunEnd, Stack, Tool
 from runyard.core.states import RunKind, RunState
 from runyard.crypto import SealError, seal, seal_text, secret_context, unseal, unseal_text, workspace_context
 from runyard.launcher import workspace
@@ -148,23 +148,26 @@ class RunExecution:
     # reports ------------------------------------------------------------------
 
     def report(self, state: RunState, note: str = "", changes: dict[str, int] | None = None) -> None:
-        if len(note) > MAX_TEXT:  # the whole text is in the log; the note is its summary
-            note = note[: MAX_TEXT - 3] + "..."
+        note = _summary(note)
         self._call(lambda: self.client.report(self.run.id, self.lease, state, note, changes),
                    f"reporting {state.value}")
 
     def _end(self, state: RunState, note: str, changes: dict[str, int] | None = None) -> RunState:
-        """Flush every log line first, then report the end: the server seals the log."""
+        """Ship every log line, then report the end (the server then seals the
+        log): the last batch of lines and the end go in one request."""
         if note and state not in (RunState.FINISHED, RunState.UNCONFIRMED):
             self.say(note)
         self._flush_output()
         try:
-            self.shipper.close()
+            last = self.shipper.close(hold_last=True)
         except RunyardError as exc:
             raise RunAbandoned(str(exc)) from exc
         # Container, processes and workspace are gone before anyone sees the run end.
         self._release()
-        self.report(state, note, changes)
+        end = RunEnd(state, _summary(note), changes)
+        ack = self._call(lambda: self.client.send_logs(self.run.id, self.lease, last, end), f"reporting {state.value}")
+        if not ack.ended:  # a server before 0.2 stored the lines only
+            self.report(state, note, changes)
         return state
 
     def _release(self) -> None:
@@ -402,6 +405,11 @@ class RunExecution:
                 self.ctx.sleep(backoff.next())
             except (Conflict, WorkerGone, Unauthorized) as exc:
                 raise RunAbandoned(str(exc)) from exc
+
+
+def _summary(note: str) -> str:
+    """A report's note: the whole text is in the log, the note is its summary."""
+    return note if len(note) <= MAX_TEXT else note[: MAX_TEXT - 3] + "..."
 
 
 _RUN_ADAPTER: TypeAdapter[Run] = TypeAdapter(Run)

@@ -122,9 +122,15 @@ def put_outputs(run_id: str, body: OutputsIn, worker: CurrentWorker, svc: Svc) -
 
 @router.post("/runs/{run_id}/logs", response_model=LogsAck, openapi_extra=body_schema(LogsIn))
 async def append_logs(run_id: str, request: Request, worker: CurrentWorker, svc: Svc) -> LogsAck:
-    """A batch of log lines (LogsIn), parsed and validated in one pass: it may hold thousands."""
+    """A batch of log lines (LogsIn), parsed and validated in one pass: it may
+    hold thousands. With ``end``, the run's last batch: its lines are stored
+    and the run moved in one transaction (one request where there were two)."""
     body = parse_body(LogsIn, await request.body())
     blocks = body.to_domain()
+    if body.end is not None:
+        end = body.end.to_domain()
+        await run_in_threadpool(svc.runs.report, worker, run_id, body.lease, end.state, end.note, end.changes, blocks)
+        return LogsAck(stop_run=False, ended=True)
     return LogsAck(stop_run=await run_in_threadpool(svc.runs.append_logs, worker, run_id, body.lease, blocks))
 
 

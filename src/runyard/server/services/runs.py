@@ -278,12 +278,15 @@ class RunService:
         target: RunState,
         note: str = "",
         changes: dict[str, int] | None = None,
+        blocks: Sequence[LogBlock] = (),
     ) -> Run:
         """A worker proposes a transition for a run it holds (with the plan's
-        change counts, when it has them). The same report sent again (its
-        answer was lost: the server died, the network dropped it) changes
-        nothing and answers as the first did. The answer is the run as it
-        stands, without its transitions (a worker needs none of them)."""
+        change counts, when it has them, and the log lines printed before
+        it: its last batch and the end of the run in one transaction). The
+        same report sent again (its answer was lost: the server died, the
+        network dropped it) changes nothing and answers as the first did:
+        its lines were stored with it. The answer is the run as it stands,
+        without its transitions (a worker needs none of them)."""
         with self.ctx.tx() as repo:
             current = repo.run(run_id, with_transitions=False)
             repeated = current is not None and current.state == target and current.worker_id == worker.id \
@@ -292,6 +295,8 @@ class RunService:
                 run = self._holding(worker, current, run_id, lease)
                 if target == RunState.UNCONFIRMED and not run.has_workspace:
                     raise Conflict("upload the run's encrypted workspace before asking for confirmation")
+                if blocks:
+                    self.logs.append(repo, run, blocks)
                 self._move(repo, run, target, Actor.WORKER, note)
                 if changes is not None:
                     repo.set_run_flags(run_id, changes={k: int(v) for k, v in changes.items()})
