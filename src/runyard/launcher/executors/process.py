@@ -6,9 +6,11 @@ import codecs
 import contextlib
 import ctypes
 import errno
+import functools
 import os
 import selectors
 import shlex
+import shutil
 import signal
 import subprocess
 import threading
@@ -20,14 +22,33 @@ KILL_GRACE = 5.0
 
 # Each command runs under a small supervisor shell that leads its own process
 # group. When the launcher dies (even by SIGKILL) the kernel sends the
-# supervisor SIGTERM (PR_SET_PDEATHSIG), and it kills the whole group: the
-# command's children and grandchildren do not outlive the launcher.
+# supervisor SIGTERM (PR_SET_PDEATHSIG, set by setpriv or a preexec_fn), and
+# it kills the whole group: the command's children and grandchildren do not
+# outlive the launcher.
 SUPERVISOR = 'trap "kill -KILL 0" TERM HUP; /bin/sh -c "$1" & wait $!'
 
 
 def _die_with_parent() -> None:
     with contextlib.suppress(OSError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+
+
+@functools.cache
+def _setpriv() -> tuple[str, ...]:
+    """``setpriv --pdeathsig TERM --`` (util-linux), where it works: it sets
+    the supervisor's parent-death signal without Python code in the child,
+    which lets the step start with vfork (measured: 0.8 -> 0.1 ms of the
+    launcher's CPU a step, 3.8 -> 1.8 ms to start and end ``true``). Else ()
+    and the signal is set by a preexec_fn, which forces a fork."""
+    path = shutil.which("setpriv")
+    if path is None:
+        return ()
+    argv = (path, "--pdeathsig", "TERM", "--")
+    try:
+        works = subprocess.run([*argv, "true"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        works = False
+    return argv if works else ()
 
 
 class ProcessExecutor:
@@ -60,15 +81,16 @@ class ProcessSession:
 
     def run(self, command: str, workdir: str, output: Output, stop: threading.Event) -> int:
         try:
+            setpriv = _setpriv()
             proc = subprocess.Popen(
-                ["/bin/sh", "-c", SUPERVISOR, "runyard-step", command],
+                [*setpriv, "/bin/sh", "-c", SUPERVISOR, "runyard-step", command],
                 cwd=self.spec.workspace / workdir,
                 env=self.env,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
+                preexec_fn=None if setpriv else _die_with_parent,
             )
         except OSError as exc:
             if exc.errno == errno.E2BIG:
