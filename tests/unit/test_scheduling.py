@@ -106,3 +106,12 @@ def test_a_worker_that_lost_the_answer_assigning_it_a_run_gets_the_same_run_agai
     assert again is not None and again.run.id == run_id and again.lease == first.lease
     assert again.run_token != first.run_token  # only the newest token works for the state backend
     assert [t.state for t in world.svc.runs.get(run_id).transitions] == [RunState.QUEUED, RunState.READY]
+
+
+def test_a_trigger_answers_the_run_as_stored(world: World) -> None:
+    world.pool()
+    world.stack()
+    for kind, command in ((RunKind.TRACKED, ""), (RunKind.TASK, "do-it"), (RunKind.PROPOSED, "")):
+        world.clock.advance(0.002)
+        run = world.svc.runs.trigger("s1", kind, command)
+        assert run == world.svc.runs.get(run.id)

@@ -9,7 +9,7 @@ from typing import Protocol
 
 from runyard.core.errors import Conflict, InvalidInput, NotFound, StaleLease
 from runyard.core.ids import new_ulid
-from runyard.core.models import Assignment, LogBlock, Output, Run, Worker
+from runyard.core.models import Assignment, LogBlock, Output, Run, Transition, Worker
 from runyard.core.states import ON_WORKER, SCHEDULABLE, Actor, RunKind, RunState, check_transition
 from runyard.crypto import hash_secret, new_secret
 from runyard.server.db.repository import Repository
@@ -73,11 +73,12 @@ class RunService:
                 reason="",
                 created_at=stamp,
                 updated_at=stamp,
+                transitions=(Transition(RunState.QUEUED, stamp),),
             )
             repo.add_run(run)
             repo.add_transition(run.id, RunState.QUEUED, now)
         self.ctx.notifier.notify(pool_topic(run.pool_id))
-        return self.get(run.id)
+        return run  # as stored: no second read
 
     def get(self, run_id: str) -> Run:
         with self.ctx.read() as repo:
