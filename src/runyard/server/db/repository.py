@@ -37,7 +37,7 @@ _TRANSITIONS = select(t.run_transitions).where(t.run_transitions.c.run_id == bin
     .order_by(t.run_transitions.c.id)
 _ADD_TRANSITION = insert(t.run_transitions)
 _MOVE_RUN = update(t.runs).where(t.runs.c.id == bindparam("b_id"), t.runs.c.state == bindparam("b_state"),
-                                 t.runs.c.lease == bindparam("b_lease"))
+                                 t.runs.c.lease == bindparam("b_lease")).returning(t.runs)
 _WORKER = select(t.workers).where(t.workers.c.id == bindparam("b_id"), t.workers.c.gone_at.is_(None))
 _WORKER_BY_TOKEN = select(t.workers).where(t.workers.c.token_hash == bindparam("b_hash"))
 _STACK = select(t.stacks).where((t.stacks.c.id == bindparam("b_ref")) | (t.stacks.c.name == bindparam("b_ref")))
@@ -356,11 +356,12 @@ class Repository(LogQueries):
         expect_lease: int,
         now: float,
         **values: Any,
-    ) -> bool:
-        """Compare-and-set on (state, lease): the fencing that stops stale writers."""
-        result = self.conn.execute(_MOVE_RUN, {"b_id": run_id, "b_state": expect_state.value,
-                                               "b_lease": expect_lease, "updated_at": now, **values})
-        return result.rowcount == 1
+    ) -> Run | None:
+        """Compare-and-set on (state, lease): the fencing that stops stale
+        writers. The run as moved (without its transitions), None if it was not."""
+        row = self.conn.execute(_MOVE_RUN, {"b_id": run_id, "b_state": expect_state.value,
+                                            "b_lease": expect_lease, "updated_at": now, **values}).first()
+        return rows.run(row) if row is not None else None
 
     def set_run_flags(self, run_id: str, **values: Any) -> None:
         self.conn.execute(update(t.runs).where(t.runs.c.id == run_id).values(**values))

@@ -298,10 +298,8 @@ class RunService:
                     raise Conflict("upload the run's encrypted workspace before asking for confirmation")
                 if blocks:
                     self.logs.append(repo, run, blocks)
-                self._move(repo, run, target, Actor.WORKER, note)
-                if changes is not None:
-                    repo.set_run_flags(run_id, changes={k: int(v) for k, v in changes.items()})
-                current = repo.run(run_id, with_transitions=False)
+                counts = {} if changes is None else {"changes": {k: int(v) for k, v in changes.items()}}
+                current = self._move(repo, run, target, Actor.WORKER, note, **counts)
         assert current is not None
         if not repeated:
             self.finish([run] if target.terminal else [])
@@ -363,21 +361,24 @@ class RunService:
         self._move(repo, run, RunState.FAILED, Actor.SERVER, reason)
         return True
 
-    def _move(self, repo: Repository, run: Run, target: RunState, actor: Actor, note: str, **values: object) -> None:
+    def _move(self, repo: Repository, run: Run, target: RunState, actor: Actor, note: str, **values: object) -> Run:
         """The one writer of run state: the transition table, then a
-        compare-and-set on (state, lease) with any other column it changes."""
+        compare-and-set on (state, lease) with any other column it changes.
+        Returns the run as moved (without its transitions)."""
         check_transition(run.state, target, actor)
         now = self.ctx.clock()
         values["state"] = target.value
         if target.terminal:
             values["reason"] = note
-        if not repo.move_run(run.id, run.state, run.lease, now, **values):
+        moved = repo.move_run(run.id, run.state, run.lease, now, **values)
+        if moved is None:
             raise StaleLease(f"run {run.id} changed meanwhile; the report was refused")
         repo.add_transition(run.id, target, now, note)
         if run.worker_id and run.state.on_worker and not target.on_worker:
             repo.set_worker_run(run.worker_id, None, expect=run.id)
         if target.terminal:
             self.metrics.ended_run(run.pool_id, target, now - run.created_at.timestamp())
+        return moved
 
     def finish(self, ended: Sequence[Run]) -> None:
         """After the transaction that ended these runs committed: have each log
