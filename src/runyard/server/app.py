@@ -21,6 +21,7 @@ from runyard.core.errors import Unauthorized
 from runyard.crypto import SecretBox, new_secret
 from runyard.server import errors
 from runyard.server.api import cluster, pools, runs, stacks, state, workers
+from runyard.server.api.lane import WorkerLane
 from runyard.server.blobs import BlobStore, FallbackBlobStore
 from runyard.server.blobs.url import open_blob_store
 from runyard.server.bodylimit import BodyLimit
@@ -145,6 +146,7 @@ def create_app(settings: ServerSettings, svc: Services | None = None) -> FastAPI
         return RedirectResponse("/ui/login", status_code=303)
 
     errors.install(app)
+    app.add_middleware(WorkerLane)  # innermost: inside the body limits and the standby gate
     app.add_middleware(BodyLimit)
     app.add_middleware(StandbyGate, scheduler=scheduler, retry_after=int(settings.scheduler_lease_ttl) or 1)
 

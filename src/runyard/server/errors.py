@@ -49,30 +49,45 @@ def _describe_validation(errors: list[dict[str, Any]]) -> str:
     return "; ".join(problems)
 
 
+async def runyard_error(request: Request, exc: RunyardError) -> Response:
+    if isinstance(exc, Locked):  # terraform reads the holder's lock document from the body
+        return JSONResponse(exc.document, status_code=exc.http_status)
+    extra = {"reason": exc.reason} if isinstance(exc, WorkerGone) else {}
+    return _answer(request, exc.http_status, error_body(exc.code, exc.message, **extra))
+
+
+async def bad_request(request: Request, exc: RequestValidationError) -> Response:
+    return _answer(request, 422, error_body("invalid", _describe_validation(list(exc.errors()))))
+
+
+async def http_error(request: Request, exc: HTTPException) -> Response:
+    if exc.status_code == 404:
+        message = f"no such path {request.url.path}: the API is described at /docs"
+    elif exc.status_code == 405:
+        message = f"{request.method} is not allowed on {request.url.path}"
+    else:
+        message = str(exc.detail)
+    code = _CODES.get(exc.status_code, "invalid" if exc.status_code < 500 else "internal")
+    response = _answer(request, exc.status_code, error_body(code, message))
+    for name, value in (exc.headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+async def answer_error(request: Request, exc: Exception) -> Response | None:
+    """The answer to ``exc`` in the one shape; None for an exception that is
+    not a refusal (a bug: the server's 500 handler answers it)."""
+    if isinstance(exc, RunyardError):
+        return await runyard_error(request, exc)
+    if isinstance(exc, RequestValidationError):
+        return await bad_request(request, exc)
+    if isinstance(exc, HTTPException):
+        return await http_error(request, exc)
+    return None
+
+
 def install(app: FastAPI) -> None:
     """Answer every error of ``app`` in the one shape."""
-
-    @app.exception_handler(RunyardError)
-    async def _runyard_error(request: Request, exc: RunyardError) -> Response:
-        if isinstance(exc, Locked):  # terraform reads the holder's lock document from the body
-            return JSONResponse(exc.document, status_code=exc.http_status)
-        extra = {"reason": exc.reason} if isinstance(exc, WorkerGone) else {}
-        return _answer(request, exc.http_status, error_body(exc.code, exc.message, **extra))
-
-    @app.exception_handler(RequestValidationError)
-    async def _bad_request(request: Request, exc: RequestValidationError) -> Response:
-        return _answer(request, 422, error_body("invalid", _describe_validation(list(exc.errors()))))
-
-    @app.exception_handler(HTTPException)
-    async def _http_error(request: Request, exc: HTTPException) -> Response:
-        if exc.status_code == 404:
-            message = f"no such path {request.url.path}: the API is described at /docs"
-        elif exc.status_code == 405:
-            message = f"{request.method} is not allowed on {request.url.path}"
-        else:
-            message = str(exc.detail)
-        code = _CODES.get(exc.status_code, "invalid" if exc.status_code < 500 else "internal")
-        response = _answer(request, exc.status_code, error_body(code, message))
-        for name, value in (exc.headers or {}).items():
-            response.headers[name] = value
-        return response
+    app.add_exception_handler(RunyardError, runyard_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, bad_request)  # type: ignore[arg-type]
+    app.add_exception_handler(HTTPException, http_error)  # type: ignore[arg-type]

@@ -23,7 +23,7 @@ async def services(request: Request) -> Services:
     return svc
 
 
-def _bearer(request: Request) -> str | None:
+def bearer(request: Request) -> str | None:
     header = request.headers.get("authorization", "")
     if header.lower().startswith("bearer "):
         return header[7:].strip() or None
@@ -40,15 +40,15 @@ def credential(request: Request) -> str | None:
         except (ValueError, binascii.Error):
             return None
         return decoded.partition(":")[2] or None
-    return _bearer(request)
+    return bearer(request)
 
 
 async def require_user(request: Request, svc: Annotated[Services, Depends(services)]) -> str:
-    return await svc.auth.user(_bearer(request))
+    return await svc.auth.user(bearer(request))
 
 
 async def require_worker(request: Request, svc: Annotated[Services, Depends(services)]) -> Worker:
-    return await svc.auth.worker(_bearer(request))
+    return await svc.auth.worker(bearer(request))
 
 
 M = TypeVar("M", bound=BaseModel)

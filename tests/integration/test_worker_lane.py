@@ -1,0 +1,76 @@
+"""The launchers' hot routes are served by the worker lane, not FastAPI's
+router, and answer exactly as FastAPI's routes did: the same bodies, the
+same refusals in the one error shape."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.routing import APIRoute
+
+from runyard.core.models import LogBlock, RunEnd
+from runyard.core.states import RunKind
+from runyard.core.states import RunState as S
+from runyard.wire import API
+from tests.integration.conftest import Api
+
+
+def routed_by_fastapi(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The paths FastAPI's router hands to a route from now on."""
+    paths: list[str] = []
+    real = APIRoute.handle
+
+    async def handle(self: APIRoute, scope: dict[str, object], receive: object, send: object) -> None:
+        paths.append(str(scope["path"]))
+        await real(self, scope, receive, send)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(APIRoute, "handle", handle)
+    return paths
+
+
+def test_a_runs_worker_requests_never_reach_the_router(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    pool_id, token, key = api.pool()
+    api.stack()
+    worker = api.worker(pool_id, token, key)
+    run = api.client.trigger("s1", RunKind.PROPOSED)
+    routed = routed_by_fastapi(monkeypatch)
+    poll = worker.poll(1)
+    assert poll.assignment is not None and poll.poll_keeps_alive
+    lease = poll.assignment.lease
+    assert worker.report(run.id, lease, S.PREPARING).state == S.PREPARING
+    assert not worker.heartbeat().stop_run
+    assert worker.send_logs(run.id, lease, [LogBlock(1, 1.0, "one")]).stop_run is False
+    worker.report(run.id, lease, S.INITIALIZING)
+    worker.report(run.id, lease, S.PLANNING)
+    assert worker.send_logs(run.id, lease, [LogBlock(2, 2.0, "two")], RunEnd(S.FINISHED)).ended
+    assert routed == []
+    assert api.client.run(run.id).state == S.FINISHED  # and the rest goes through the router
+    assert routed == [f"{API}/runs/{run.id}"]
+    assert [ln.msg for ln in api.client.logs(run.id).lines] == ["one", "two"]
+
+
+def test_the_lanes_refusals_have_the_one_error_shape(api: Api) -> None:
+    pool_id, token, key = api.pool()
+    api.stack()
+    worker = api.worker(pool_id, token, key)
+    run = api.client.trigger("s1", RunKind.PROPOSED)
+    lease = worker.poll(1).assignment.lease  # type: ignore[union-attr]
+    auth = {"Authorization": f"Bearer {worker.credential}"}
+    transition = f"{API}/worker/runs/{run.id}/transition"
+
+    anonymous = api.http.post(f"{API}/worker/heartbeat")
+    assert anonymous.status_code == 401 and anonymous.json()["error"] == "unauthorized"
+    not_json = api.http.post(transition, content=b"{nope", headers={**auth, "Content-Type": "application/json"})
+    assert not_json.status_code == 422
+    assert not_json.json()["message"].startswith("the request body is not valid JSON")
+    no_state = api.http.post(transition, json={"lease": lease}, headers=auth)
+    assert no_state.status_code == 422 and no_state.json() == {"error": "invalid", "message": "state: Field required"}
+    stale = api.http.post(transition, json={"lease": lease + 1, "state": "PREPARING"}, headers=auth)
+    assert stale.status_code == 409 and stale.json()["error"] == "stale_lease"
+    unknown = api.http.post(f"{API}/worker/runs/01NOSUCHRUN/logs", json={"lease": 1, "blocks": []}, headers=auth)
+    assert unknown.status_code == 404 and unknown.json()["error"] == "not_found"
+    # What the lane does not take, FastAPI answers as it always did.
+    bad_wait = api.http.post(f"{API}/worker/poll?wait=soon", headers=auth)
+    assert bad_wait.status_code == 422 and bad_wait.json()["message"].startswith("wait: ")
+    wrong_method = api.http.get(f"{API}/worker/poll", headers=auth)
+    assert wrong_method.status_code == 405 and wrong_method.json()["error"] == "method_not_allowed"
+    assert api.client.run(run.id).state == S.READY  # nothing above moved the run
