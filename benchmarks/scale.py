@@ -21,7 +21,7 @@ With --db postgres the server uses a throwaway PostgreSQL cluster, whose
 processes' CPU is shown on its own.
 
 Usage: python benchmarks/scale.py [--workers 100,500,1000] [--db sqlite|postgres] [--busy 0.1] [--idle 20]
-                                  [--wakes 30]
+                                  [--wakes 100]
 """
 
 from __future__ import annotations
@@ -260,7 +260,7 @@ def main() -> None:
     parser.add_argument("--busy", type=float, default=0.1,
                         help="share of the workers busy with a long run: no poll, a heartbeat every 5 s")
     parser.add_argument("--idle", type=float, default=20.0, help="seconds of the idle window")
-    parser.add_argument("--wakes", type=int, default=30, help="runs triggered one after another")
+    parser.add_argument("--wakes", type=int, default=100, help="runs triggered one after another")
     args = parser.parse_args()
     rows = []
     for n in (int(x) for x in args.workers.split(",")):
