@@ -230,11 +230,14 @@ class Client:
         raise Unavailable(f"cannot reach the runyard server at {', '.join(self.endpoints)}: {last}")
 
     def _get(self, path: str, model: type[M], **kw: Any) -> M:
-        return model.model_validate(self.request("GET", path, **kw).json())
+        return model.model_validate_json(self.request("GET", path, **kw).content)
 
     def _post(self, path: str, model: type[M], body: BaseModel | None = None, **kw: Any) -> M:
-        payload = body.model_dump(mode="json") if body is not None else None
-        return model.model_validate(self.request("POST", path, json=payload, **kw).json())
+        # Encoded and decoded by pydantic itself, without Python dicts between.
+        if body is not None:
+            kw["content"] = body.model_dump_json()
+            kw["headers"] = {**kw.get("headers", {}), "Content-Type": "application/json"}
+        return model.model_validate_json(self.request("POST", path, **kw).content)
 
     # people -------------------------------------------------------------------
 
