@@ -44,6 +44,12 @@ _STACK = select(t.stacks).where((t.stacks.c.id == bindparam("b_ref")) | (t.stack
 _FREE_WORKER = update(t.workers).where(t.workers.c.id == bindparam("b_id"), t.workers.c.current_run_id.is_(None))
 _BUSY_WORKER = update(t.workers).where(t.workers.c.id == bindparam("b_id"),
                                        t.workers.c.current_run_id == bindparam("b_expect"))
+_LEASE = select(t.leases).where(t.leases.c.name == bindparam("b_name"))
+_ADD_RUN = insert(t.runs)
+_WAITING = select(t.runs).where(t.runs.c.pool_id == bindparam("b_pool"),
+                                t.runs.c.state.in_([s.value for s in SCHEDULABLE]))
+_SCHEDULABLE = _WAITING.where(t.runs.c.id > bindparam("b_after")).order_by(t.runs.c.id).limit(bindparam("b_limit"))
+_HAS_WAITING = _WAITING.with_only_columns(t.runs.c.id).limit(1)
 
 
 class Repository(LogQueries):
@@ -78,7 +84,7 @@ class Repository(LogQueries):
     # leases ---------------------------------------------------------------
 
     def lease(self, name: str) -> Lease | None:
-        row = self.conn.execute(select(t.leases).where(t.leases.c.name == name)).first()
+        row = self.conn.execute(_LEASE, {"b_name": name}).first()
         return rows.lease(row) if row else None
 
     def create_lease(self, lease: Lease) -> bool:
@@ -285,23 +291,12 @@ class Repository(LogQueries):
     # runs -----------------------------------------------------------------
 
     def add_run(self, run: Run) -> None:
-        self.conn.execute(
-            insert(t.runs).values(
-                id=run.id,
-                stack_id=run.stack_id,
-                pool_id=run.pool_id,
-                kind=run.kind.value,
-                state=run.state.value,
-                command=run.command,
-                worker_id=None,
-                lease=0,
-                stop_requested=False,
-                reason="",
-                log_sealed=False,
-                created_at=run.created_at.timestamp(),
-                updated_at=run.updated_at.timestamp(),
-            )
-        )
+        self.conn.execute(_ADD_RUN, {
+            "id": run.id, "stack_id": run.stack_id, "pool_id": run.pool_id, "kind": run.kind.value,
+            "state": run.state.value, "command": run.command, "worker_id": None, "lease": 0,
+            "stop_requested": False, "reason": "", "log_sealed": False,
+            "created_at": run.created_at.timestamp(), "updated_at": run.updated_at.timestamp(),
+        })
 
     def run(self, run_id: str, with_transitions: bool = True) -> Run | None:
         row = self.conn.execute(_RUN, {"b_id": run_id}).first()
@@ -311,9 +306,13 @@ class Repository(LogQueries):
 
     def has_waiting_runs(self, pool_id: str) -> bool:
         """Whether any run of the pool waits for a worker (queued or confirmed)."""
-        stmt = select(t.runs.c.id).where(t.runs.c.pool_id == pool_id,
-                                         t.runs.c.state.in_([s.value for s in SCHEDULABLE])).limit(1)
-        return self.conn.execute(stmt).first() is not None
+        return self.conn.execute(_HAS_WAITING, {"b_pool": pool_id}).first() is not None
+
+    def waiting_runs(self, pool_id: str, after: str, limit: int) -> list[Run]:
+        """Runs of the pool waiting for a worker (queued or confirmed), oldest
+        first, from after the id ``after`` ("": from the first)."""
+        found = self.conn.execute(_SCHEDULABLE, {"b_pool": pool_id, "b_after": after, "b_limit": limit})
+        return [rows.run(r) for r in found]
 
     def unsealed_ended_runs(self, limit: int) -> list[str]:
         ended = [s.value for s in RunState if s.terminal]

@@ -214,8 +214,7 @@ class RunService:
         drift_room: int | None = None
         after, page_size = "", 4
         while limit > 0:
-            page = repo.runs(pool_id=pool_id, states=SCHEDULABLE, limit=min(page_size, limit), oldest_first=True,
-                             after=after)
+            page = repo.waiting_runs(pool_id, after, min(page_size, limit))
             for run in page:
                 if run.kind.writes and run.state == RunState.QUEUED:
                     if busy_stacks is None:
