@@ -128,13 +128,24 @@ class LogService:
             self._to_seal.add(run_id)
 
     def seal_queued(self) -> list[str]:
-        """Seal the logs of runs that ended here since the last pass: each
-        one's blobs, then one transaction for them all (under a burst of
-        short runs, a transaction per run was one write in eight)."""
+        """Seal the logs of runs that ended here since the last pass."""
         with self._lock:
             queued, self._to_seal = sorted(self._to_seal), set()
+        self.seal(queued)
+        return queued
+
+    def seal(self, run_ids: Sequence[str]) -> None:
+        """Write each ended run's whole log to the object store, then drop its rows.
+
+        The blobs are written outside any transaction, a chunk at a time; the
+        rows go (and the runs are marked sealed) only once every blob is
+        stored, so a reader always finds every line in one place or the
+        other; one transaction marks them all (under a burst of short runs,
+        a transaction per run was one write in eight). Idempotent: a run
+        whose blobs failed, or a crash between the two steps, is finished by
+        :meth:`seal_pending`."""
         written: list[tuple[str, list[int]]] = []
-        for run_id in queued:
+        for run_id in run_ids:
             try:
                 index = self._write_blobs(run_id)
             except Exception:  # the leader's sweeper seals it later (seal_pending)
@@ -146,20 +157,6 @@ class LogService:
             with self.ctx.tx() as repo:
                 for run_id, index in written:
                     repo.seal_log(run_id, index)
-        return queued
-
-    def seal(self, run_id: str) -> None:
-        """Write an ended run's whole log to the object store, then drop its rows.
-
-        The blobs are written outside any transaction, a chunk at a time; the
-        rows go (and the run is marked sealed) only once every blob is stored,
-        so a reader always finds every line in one place or the other.
-        Idempotent: a crash between the two steps is finished by
-        :meth:`seal_pending`."""
-        index = self._write_blobs(run_id)
-        if index is not None:
-            with self.ctx.tx() as repo:
-                repo.seal_log(run_id, index)
 
     def _write_blobs(self, run_id: str) -> list[int] | None:
         """Store the run's log as blobs; the first line of each (None: sealed already)."""
@@ -191,8 +188,7 @@ class LogService:
         """Seal the logs of ended runs a crash left unsealed."""
         with self.ctx.read() as repo:
             pending = repo.unsealed_ended_runs(limit=100)
-        for run_id in pending:
-            self.seal(run_id)
+        self.seal(pending)
         return pending
 
     # reading ------------------------------------------------------------------
