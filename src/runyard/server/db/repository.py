@@ -326,12 +326,10 @@ class Repository(LogQueries):
         states: Iterable[RunState] | None = None,
         limit: int = 100,
         oldest_first: bool = False,
-        after: str = "",
     ) -> list[Run]:
-        """Runs newest first (or oldest first, from after the id ``after``)."""
+        """Runs newest first (or oldest first). (The scheduler's pages of
+        waiting runs: :meth:`waiting_runs`.)"""
         stmt = select(t.runs)
-        if after:
-            stmt = stmt.where(t.runs.c.id > after)
         if stack_id:
             stmt = stmt.where(t.runs.c.stack_id == stack_id)
         if pool_id:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import datetime as dt
 from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol
@@ -149,7 +150,7 @@ class RunService:
         """Runs on a worker, then runs waiting (each with what it waits for), oldest first."""
         with self.ctx.read() as repo:
             running = repo.runs(pool_id=pool_id, states=ON_WORKER, oldest_first=True, limit=500)
-            waiting = repo.runs(pool_id=pool_id, states=SCHEDULABLE, oldest_first=True, limit=500)
+            waiting = repo.waiting_runs(pool_id, after="", limit=500)
         return [(r, "") for r in running] + [(r, self.waiting_for(r)) for r in waiting]
 
     # the scheduler ----------------------------------------------------------
@@ -170,16 +171,16 @@ class RunService:
                 lease = run.lease + 1
                 run_token = new_secret("ryr_")
                 try:
-                    self._move(repo, run, RunState.READY, Actor.SERVER, f"assigned to worker {worker.id}",
-                               worker_id=worker.id, lease=lease, run_token_hash=hash_secret(run_token))
+                    moved = self._move(repo, run, RunState.READY, Actor.SERVER, f"assigned to worker {worker.id}",
+                                       worker_id=worker.id, lease=lease, run_token_hash=hash_secret(run_token))
                 except StaleLease:
                     continue  # another scheduler took it first
                 if not repo.set_worker_run(worker.id, run.id, expect=None):
                     raise Conflict(f"worker {worker.id} took another run meanwhile")
                 stack = repo.stack(run.stack_id)
                 assert stack is not None
-                claimed = repo.run(run.id)
-                assert claimed is not None
+                # The row as moved; the transitions, for a confirmed run's resumption.
+                claimed = dataclasses.replace(moved, transitions=tuple(repo.transitions(run.id)))
                 log_seq = claimed.log_seq
                 break
             else:
