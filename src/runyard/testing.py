@@ -166,11 +166,8 @@ class InProcessWorkerApi:
         self.svc.runs.put_outputs(self._worker(), run_id, lease, [o.to_domain() for o in outputs])
 
     def send_logs(self, run_id: str, lease: int, blocks: Sequence[LogBlock], end: RunEnd | None = None) -> LogsAck:
-        if end is not None:
-            self.calls.append(f"end {end.state.value}")
-            self.svc.runs.report(self._worker(), run_id, lease, end.state, end.note, end.changes, list(blocks))
-            return LogsAck(stop_run=False, ended=True)
-        return LogsAck(stop_run=self.svc.runs.append_logs(self._worker(), run_id, lease, list(blocks)))
+        stop = self.svc.runs.append_logs(self._worker(), run_id, lease, list(blocks), end)
+        return LogsAck(stop_run=stop, ended=end is not None)
 
     def source_archive(self, upload_id: str) -> bytes:
         return self.svc.stacks.source_for_worker(self._worker(), upload_id)

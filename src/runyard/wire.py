@@ -326,20 +326,19 @@ class PollOut(Out):
     poll_keeps_alive: PollKeepsAlive = False
 
 
-class ReportIn(BaseModel):
-    lease: int
-    state: RunState
-    note: Text = ""
-    changes: dict[str, int] | None = None
-
-
 class EndIO(BaseModel):
+    """A report without its lease (the batch it ends carries that)."""
+
     state: RunState
     note: Text = ""
     changes: dict[str, int] | None = None
 
     def to_domain(self) -> RunEnd:
         return RunEnd(self.state, self.note, self.changes)
+
+
+class ReportIn(EndIO):
+    lease: int
 
 
 class LogsIn(BaseModel):

@@ -126,12 +126,9 @@ async def append_logs(run_id: str, request: Request, worker: CurrentWorker, svc:
     hold thousands. With ``end``, the run's last batch: its lines are stored
     and the run moved in one transaction (one request where there were two)."""
     body = parse_body(LogsIn, await request.body())
-    blocks = body.to_domain()
-    if body.end is not None:
-        end = body.end.to_domain()
-        await run_in_threadpool(svc.runs.report, worker, run_id, body.lease, end.state, end.note, end.changes, blocks)
-        return LogsAck(stop_run=False, ended=True)
-    return LogsAck(stop_run=await run_in_threadpool(svc.runs.append_logs, worker, run_id, body.lease, blocks))
+    end = body.end.to_domain() if body.end is not None else None
+    stop = await run_in_threadpool(svc.runs.append_logs, worker, run_id, body.lease, body.to_domain(), end)
+    return LogsAck(stop_run=stop, ended=end is not None)
 
 
 @router.get("/sources/{upload_id}")

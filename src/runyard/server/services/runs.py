@@ -10,7 +10,7 @@ from typing import Protocol
 
 from runyard.core.errors import Conflict, InvalidInput, NotFound, StaleLease
 from runyard.core.ids import new_ulid
-from runyard.core.models import Assignment, LogBlock, Output, Run, Transition, Worker
+from runyard.core.models import Assignment, LogBlock, Output, Run, RunEnd, Transition, Worker
 from runyard.core.states import ON_WORKER, SCHEDULABLE, Actor, RunKind, RunState, check_transition
 from runyard.crypto import hash_secret, new_secret
 from runyard.server.db.repository import Repository
@@ -310,8 +310,14 @@ class RunService:
             self.ctx.notifier.notify(*topics)
         return current
 
-    def append_logs(self, worker: Worker, run_id: str, lease: int, blocks: Sequence[LogBlock]) -> bool:
-        """Store blocks of log lines; returns whether the run was asked to stop."""
+    def append_logs(self, worker: Worker, run_id: str, lease: int, blocks: Sequence[LogBlock],
+                    end: RunEnd | None = None) -> bool:
+        """Store blocks of log lines; returns whether the run was asked to
+        stop. With ``end``, the run's last batch: the lines go with its end
+        in one :meth:`report`."""
+        if end is not None:
+            self.report(worker, run_id, lease, end.state, end.note, end.changes, blocks)
+            return False
         with self.ctx.tx() as repo:
             run = self._held(repo, worker, run_id, lease)
             self.logs.append(repo, run, blocks)
