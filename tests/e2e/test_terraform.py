@@ -128,7 +128,7 @@ def test_two_tracked_runs_go_one_after_the_other_and_the_second_sees_the_first_s
     second = cli(server, "run", "trigger", "tf", check=True).stdout.strip()
     waiting = run_state(server, second)
     if waiting["state"] == "QUEUED":
-        assert f"run {first}" in waiting["waiting_for"]
+        assert f"run {first}" in waiting["waiting_for"], ("the first run", run_state(server, first))
     a = wait_state(server, first, RunState.FINISHED, RunState.FAILED, timeout=120)
     b = wait_state(server, second, RunState.FINISHED, RunState.FAILED, timeout=120)
     assert a["state"] == b["state"] == "FINISHED", (a["reason"], b["reason"])
