@@ -1,19 +1,20 @@
 """The HTTP API client, used by the CLI, the launcher and the autoscaler.
 
-It is the only module that imports httpx. Errors come back as the same
-:class:`RunyardError` subclasses the server raised; a server that cannot be
-reached is :class:`Unavailable`.
+It speaks HTTP through :mod:`runyard.transport`. Errors come back as the
+same :class:`RunyardError` subclasses the server raised; a server that
+cannot be reached is :class:`Unavailable`.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import ssl
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
+from urllib.parse import urlencode
 
-import httpx
 from pydantic import BaseModel
 
 from runyard import jsonfast
@@ -31,6 +32,7 @@ from runyard.core.errors import (
 )
 from runyard.core.models import LogBlock, RunEnd
 from runyard.core.states import RunKind, RunState
+from runyard.transport import Connections, ProxiedHttp, Reply, TransportError, proxy_for
 from runyard.wire import (
     API,
     ChallengeIn,
@@ -70,7 +72,7 @@ _BY_CODE: dict[str, type[RunyardError]] = {
 }
 
 
-def _error(response: httpx.Response) -> RunyardError:
+def _error(response: Reply) -> RunyardError:
     try:
         doc = response.json()
         code, message = str(doc.get("error", "")), str(doc.get("message", response.text))
@@ -139,11 +141,11 @@ class FleetApi(Protocol):
     def remove_worker(self, worker_id: str, reason: str) -> None: ...
 
 
-def _trust(extra_ca: Path | None) -> ssl.SSLContext | bool:
+def _trust(extra_ca: Path | None) -> ssl.SSLContext:
     """The system's root CAs, plus ``extra_ca`` (a PEM file) when given."""
-    if extra_ca is None:
-        return True
     context = ssl.create_default_context()
+    if extra_ca is None:
+        return context
     try:
         context.load_verify_locations(cafile=str(extra_ca))
     except (OSError, ssl.SSLError) as exc:
@@ -151,11 +153,17 @@ def _trust(extra_ca: Path | None) -> ssl.SSLContext | bool:
     return context
 
 
-def _is_standby(response: httpx.Response) -> bool:
+def _is_standby(response: Reply) -> bool:
     try:
         return bool(response.json().get("error") == "standby")
     except ValueError:
         return False
+
+
+def _query_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 _SEGMENT = re.compile(r"^[A-Za-z0-9_.~-]+$")
@@ -177,20 +185,28 @@ class Client:
         endpoints: Sequence[str],
         credential: str = "",
         timeout: float = 30.0,
-        transport: httpx.BaseTransport | None = None,
-        http: httpx.Client | None = None,
         extra_ca: Path | None = None,
+        environ: Mapping[str, str] | None = None,
     ) -> None:
         if not endpoints:
             raise InvalidInput("no server endpoint: pass --endpoint or set RUNYARD_ENDPOINT")
         self.endpoints = [e.rstrip("/") for e in endpoints]
         self._current = 0
         self.credential = credential
-        # HTTP(S)_PROXY and NO_PROXY are honoured from the environment (trust_env).
-        self._http = http or httpx.Client(timeout=timeout, transport=transport, verify=_trust(extra_ca))
+        context = _trust(extra_ca)
+        self._direct = Connections(context, timeout)
+        # HTTP(S)_PROXY, ALL_PROXY and NO_PROXY are honoured from the environment:
+        # an endpoint a proxy applies to is reached through httpx.
+        env = os.environ if environ is None else environ
+        proxies = {e: proxy_for(e, env) for e in self.endpoints}
+        self._proxied = {p: ProxiedHttp(p, context, timeout) for p in set(proxies.values()) if p}
+        self._routes: list[Connections | ProxiedHttp] = [
+            self._proxied[p] if p else self._direct for p in (proxies[e] for e in self.endpoints)]
 
     def close(self) -> None:
-        self._http.close()
+        self._direct.close()
+        for proxied in self._proxied.values():
+            proxied.close()
 
     def __enter__(self) -> Client:
         return self
@@ -202,24 +218,29 @@ class Client:
     def endpoint(self) -> str:
         return self.endpoints[self._current]
 
-    def request(self, method: str, path: str, *, timeout: float | None = None, **kwargs: Any) -> httpx.Response:
-        headers = kwargs.pop("headers", {})
+    def request(
+        self, method: str, path: str, *, timeout: float | None = None, params: Mapping[str, Any] | None = None,
+        content: bytes | str | None = None, json: Any = None, headers: Mapping[str, str] | None = None,
+    ) -> Reply:
+        sent = {"User-Agent": "runyard", **(headers or {})}
+        if json is not None:
+            content = jsonfast.dumps(json)
+            sent["Content-Type"] = "application/json"
+        body = content.encode() if isinstance(content, str) else content
         if self.credential:
-            headers["Authorization"] = f"Bearer {self.credential}"
+            sent["Authorization"] = f"Bearer {self.credential}"
+        if params:
+            path += "?" + urlencode({k: _query_value(v) for k, v in params.items()})
         last: Exception | None = None
         for attempt in range(len(self.endpoints)):
             index = (self._current + attempt) % len(self.endpoints)
             try:
-                response = self._http.request(
-                    method,
-                    self.endpoints[index] + path,
-                    headers=headers,
-                    timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
-                    **kwargs,
-                )
-            except httpx.TransportError as exc:
+                response = self._routes[index].request(method, self.endpoints[index] + path, sent, body, timeout)
+            except TransportError as exc:
                 last = exc
                 continue
+            except ValueError as exc:  # a header that would break the request apart
+                raise InvalidInput(f"cannot send the request: {exc}") from exc
             if response.status_code == 503 and len(self.endpoints) > 1 and _is_standby(response):
                 last = _error(response)  # a standby: the primary is another endpoint of the list
                 continue

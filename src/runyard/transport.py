@@ -1,0 +1,206 @@
+"""HTTP/1.1 for the client: kept-alive connections of the standard library.
+
+A launcher's calls are small (a poll, a report, a batch of log lines) and
+many, so what one costs is mostly the HTTP stack's own work. Through httpx a
+call cost the launcher ~0.33 ms of CPU; through ``http.client`` on a
+connection kept alive, ~0.1 ms (the figures in the README's "Measured"
+section). httpx is still used, and only then imported, for an endpoint that
+a proxy applies to (``HTTP_PROXY``, ``HTTPS_PROXY``, ``ALL_PROXY`` less
+``NO_PROXY``): the standard library's connections do not speak to proxies.
+
+Both answer with a :class:`Reply`; anything that keeps the request from
+getting its answer (refused, reset, timed out, a broken TLS handshake) is a
+:class:`TransportError`.
+"""
+
+from __future__ import annotations
+
+import http
+import http.client
+import json
+import re
+import select
+import socket
+import ssl
+import threading
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    import httpx
+
+# Idle connections kept per server: a launcher uses at most a handful at once
+# (its poll, heartbeats, a run's reports and logs).
+MAX_IDLE = 8
+
+
+class TransportError(Exception):
+    """The request got no answer: the server is unreachable, or the connection failed."""
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A server's answer, read whole."""
+
+    status_code: int
+    content: bytes
+    headers: Mapping[str, str] = field(default_factory=dict)  # names in lower case
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", "replace")
+
+    @property
+    def reason_phrase(self) -> str:
+        try:
+            return http.HTTPStatus(self.status_code).phrase
+        except ValueError:
+            return ""
+
+    def json(self) -> Any:
+        return json.loads(self.content)
+
+
+def proxy_for(url: str, environ: Mapping[str, str]) -> str | None:
+    """The proxy the environment sets for ``url`` (``HTTPS_PROXY`` or
+    ``HTTP_PROXY`` by its scheme, else ``ALL_PROXY``; either case), or None:
+    none is set, or ``NO_PROXY`` names the host."""
+    parts = urlsplit(url)
+    lowered = {k.lower(): v for k, v in environ.items() if v}
+    proxy = lowered.get(f"{parts.scheme}_proxy") or lowered.get("all_proxy")
+    if not proxy:
+        return None
+    # The standard library's NO_PROXY rules: names, domain suffixes, "*".
+    bypass: Any = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]
+    return None if bypass(parts.hostname or "", {"no": lowered.get("no_proxy", "")}) else proxy
+
+
+_Key = tuple[str, str, int]  # scheme, host, port
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+_BAD_IN_HEADER = re.compile(r"[\r\n\0]")
+
+
+class Connections:
+    """Connections to servers, kept open between requests and shared by threads
+    (one request on a connection at a time).
+
+    A request goes out in one write, its head and body together (http.client
+    writes them apart: two segments, and the server wakes twice)."""
+
+    def __init__(self, context: ssl.SSLContext, timeout: float) -> None:
+        self.context = context
+        self.timeout = timeout
+        self._idle: dict[_Key, list[socket.socket]] = {}
+        self._lock = threading.Lock()
+        self._closed = False  # then a request's connection is closed after it, not kept
+
+    def request(self, method: str, url: str, headers: Mapping[str, str], body: bytes | None,
+                timeout: float | None = None) -> Reply:
+        """Send one request and read its whole answer. A header with a line
+        break in it is a ValueError (nothing is sent)."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise TransportError(f"not an http(s) URL: {url!r}")
+        key = (parts.scheme, parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
+        head = [f"{method} {parts.path or '/'}{'?' + parts.query if parts.query else ''} HTTP/1.1",
+                f"Host: {parts.netloc.rpartition('@')[2]}", "Accept-Encoding: identity"]
+        for name, value in headers.items():
+            if _BAD_IN_HEADER.search(name) or _BAD_IN_HEADER.search(value):
+                raise ValueError(f"header {name!r} holds a line break")
+            head.append(f"{name}: {value}")
+        if body is not None or method in _BODY_METHODS:
+            head.append(f"Content-Length: {len(body or b'')}")
+        message = "\r\n".join(head).encode("latin-1") + b"\r\n\r\n" + (body or b"")
+        sock = None
+        try:
+            sock = self._take(key)
+            sock.settimeout(self.timeout if timeout is None else timeout)
+            sock.sendall(message)
+            answer = http.client.HTTPResponse(sock, method=method)
+            answer.begin()
+            content = answer.read()
+        except (OSError, http.client.HTTPException) as exc:
+            if sock is not None:
+                sock.close()
+            raise TransportError(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__) from exc
+        reply = Reply(answer.status, content, {k.lower(): v for k, v in answer.getheaders()})
+        if answer.will_close:
+            sock.close()
+        else:
+            self._give(key, sock)
+        return reply
+
+    def _take(self, key: _Key) -> socket.socket:
+        """An idle connection the server has not closed, else a new one."""
+        while True:
+            with self._lock:
+                idle = self._idle.get(key)
+                sock = idle.pop() if idle else None
+            if sock is None:
+                break
+            if _usable(sock):
+                return sock
+            sock.close()
+        scheme, host, port = key
+        sock = socket.create_connection((host, port), self.timeout)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if scheme == "https":
+                return self.context.wrap_socket(sock, server_hostname=host)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def _give(self, key: _Key, sock: socket.socket) -> None:
+        with self._lock:
+            idle = None if self._closed else self._idle.setdefault(key, [])
+            if idle is not None and len(idle) < MAX_IDLE:
+                idle.append(sock)
+                return
+        sock.close()
+
+    def close(self) -> None:
+        """Close the idle connections; one in use is closed when its request ends."""
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, {}
+        for socks in idle.values():
+            for sock in socks:
+                sock.close()
+
+
+def _usable(sock: socket.socket) -> bool:
+    """An idle connection is readable only when the server closed it (or
+    sent what it should not have): either way it is not to be used again."""
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return False
+    return not readable
+
+
+class ProxiedHttp:
+    """httpx, through one proxy (the environment is not read again)."""
+
+    def __init__(self, proxy: str, context: ssl.SSLContext, timeout: float) -> None:
+        import httpx  # only here: ~0.1 s to import, and most clients never need it
+
+        self._httpx = httpx
+        self._client: httpx.Client = httpx.Client(timeout=timeout, verify=context, proxy=proxy, trust_env=False)
+
+    def request(self, method: str, url: str, headers: Mapping[str, str], body: bytes | None,
+                timeout: float | None = None) -> Reply:
+        httpx = self._httpx
+        try:
+            answer = self._client.request(method, url, headers=dict(headers), content=body,
+                                          timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT)
+        except httpx.TransportError as exc:
+            raise TransportError(f"{type(exc).__name__}: {exc}") from exc
+        return Reply(answer.status_code, answer.content, {k.lower(): v for k, v in answer.headers.items()})
+
+    def close(self) -> None:
+        self._client.close()

@@ -1,0 +1,166 @@
+"""The client's HTTP: kept-alive connections, a server that closes them,
+proxies from the environment, and requests that must not be sent."""
+
+from __future__ import annotations
+
+import http.server
+import socketserver
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from runyard.client import Client
+from runyard.core.errors import InvalidInput, Unavailable
+from runyard.transport import proxy_for
+
+
+@dataclass
+class Seen:
+    connections: int = 0
+    requests: list[tuple[str, str, bytes]] = field(default_factory=list)  # method, target, body
+    close_after_answer: bool = False  # answer, then close the connection without saying so
+
+
+@contextmanager
+def http_server(seen: Seen) -> Iterator[int]:
+    """A plain HTTP/1.1 server that keeps connections alive and answers {"ok": true}."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def setup(self) -> None:
+            super().setup()
+            seen.connections += 1
+
+        def _answer(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            seen.requests.append((self.command, self.path, body))
+            answer = b'{"ok": true}'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+            self.wfile.flush()
+            if seen.close_after_answer:
+                self.close_connection = True
+
+        do_GET = do_POST = _answer
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.timeout(30)
+def test_requests_share_one_kept_alive_connection_and_go_out_whole() -> None:
+    seen = Seen()
+    with http_server(seen) as port, Client([f"http://127.0.0.1:{port}"], "tok", environ={}) as client:
+        for i in range(5):
+            assert client.request("POST", "/x", params={"i": i, "yes": True}, json={"n": i}).json() == {"ok": True}
+        assert client.request("GET", "/y").status_code == 200
+    assert seen.connections == 1
+    assert seen.requests[0] == ("POST", "/x?i=0&yes=true", b'{"n":0}')
+    assert seen.requests[-1] == ("GET", "/y", b"")
+
+
+@pytest.mark.timeout(30)
+def test_a_connection_the_server_closed_is_not_used_again() -> None:
+    seen = Seen(close_after_answer=True)
+    with http_server(seen) as port, Client([f"http://127.0.0.1:{port}"], environ={}) as client:
+        for _ in range(3):
+            # Without the check before reuse, the second request would go out
+            # on the closed connection and fail.
+            assert client.request("POST", "/x", content=b"body").status_code == 200
+    assert seen.connections == 3 and len(seen.requests) == 3
+
+
+@pytest.mark.timeout(30)
+def test_a_closed_client_keeps_no_connection() -> None:
+    seen = Seen()
+    with http_server(seen) as port:
+        client = Client([f"http://127.0.0.1:{port}"], environ={})
+        client.request("GET", "/a")
+        client.close()
+        # A request still finishing (a launcher's poll thread) after close():
+        # its connection is closed, not kept for nobody.
+        assert client.request("GET", "/b").status_code == 200
+        assert client._direct._idle == {}  # the pool's own state is the point
+    assert seen.connections == 2
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("credential", ["tok\r\nX-Injected: 1", "tok\nx", "tok\0"])
+def test_a_header_with_a_line_break_is_refused_and_nothing_is_sent(credential: str) -> None:
+    seen = Seen()
+    with http_server(seen) as port, Client([f"http://127.0.0.1:{port}"], credential, environ={}) as client, \
+            pytest.raises(InvalidInput, match="line break"):
+        client.request("GET", "/x")
+    assert seen.requests == []
+
+
+@pytest.mark.timeout(30)
+def test_an_unreachable_server_is_unavailable() -> None:
+    with http_server(Seen()) as port:
+        pass  # closed: nothing listens on the port now
+    with Client([f"http://127.0.0.1:{port}"], environ={}, timeout=5) as client, \
+            pytest.raises(Unavailable, match="cannot reach"):
+        client.request("GET", "/x")
+
+
+@pytest.mark.timeout(30)
+def test_an_endpoint_behind_a_proxy_is_reached_through_it() -> None:
+    """HTTP_PROXY applies: the request goes to the proxy, in absolute form."""
+    proxy = Seen()
+    with http_server(proxy) as proxy_port:
+        env = {"HTTP_PROXY": f"http://127.0.0.1:{proxy_port}"}
+        with Client(["http://runyard.example:8080"], "tok", environ=env) as client:
+            assert client.request("POST", "/api/v1/x", json={"a": 1}).json() == {"ok": True}
+        # NO_PROXY names the host: straight there (nothing listens: unavailable).
+        env["NO_PROXY"] = "runyard.example"
+        with Client(["http://runyard.example:8080"], environ=env, timeout=2) as client, \
+                pytest.raises(Unavailable):
+            client.request("GET", "/api/v1/x")
+    assert proxy.requests == [("POST", "http://runyard.example:8080/api/v1/x", b'{"a":1}')]
+
+
+P = "http://p:3128"
+
+
+@pytest.mark.parametrize(("url", "env", "expected"), [
+    ("http://h:1", {}, None),
+    ("http://h:1", {"HTTP_PROXY": P}, P),
+    ("http://h:1", {"http_proxy": P}, P),
+    ("http://h:1", {"HTTPS_PROXY": P}, None),
+    ("https://h:1", {"HTTPS_PROXY": P}, P),
+    ("https://h:1", {"ALL_PROXY": P}, P),
+    ("https://h:1", {"HTTPS_PROXY": "http://s:1", "ALL_PROXY": P}, "http://s:1"),
+    ("https://h:1", {"HTTPS_PROXY": P, "NO_PROXY": "h"}, None),
+    ("https://a.acme.internal", {"HTTPS_PROXY": P, "no_proxy": "localhost,.acme.internal"}, None),
+    ("https://acme.internal.evil", {"HTTPS_PROXY": P, "no_proxy": ".acme.internal"}, P),
+    ("https://h", {"HTTPS_PROXY": P, "NO_PROXY": "*"}, None),
+    ("https://h", {"HTTPS_PROXY": ""}, None),
+])
+def test_which_proxy_an_endpoint_goes_through(url: str, env: dict[str, str], expected: str | None) -> None:
+    assert proxy_for(url, env) == expected
+
+
+@given(host=st.from_regex(r"[a-z][a-z0-9-]{0,20}(\.[a-z][a-z0-9-]{0,10}){0,3}", fullmatch=True))
+def test_no_proxy_naming_a_host_always_bypasses_the_proxy(host: str) -> None:
+    env = {"HTTPS_PROXY": P, "HTTP_PROXY": P}
+    assert proxy_for(f"https://{host}:8443", env) == P
+    assert proxy_for(f"https://{host}:8443", {**env, "NO_PROXY": f"other.example,{host}"}) is None
