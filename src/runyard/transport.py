@@ -114,7 +114,7 @@ class Connections:
         if body is not None or method in _BODY_METHODS:
             head.append(f"Content-Length: {len(body or b'')}")
         message = "\r\n".join(head).encode("latin-1") + b"\r\n\r\n" + (body or b"")
-        sock = None
+        sock = answer = None
         try:
             sock = self._take(key)
             sock.settimeout(self.timeout if timeout is None else timeout)
@@ -123,6 +123,9 @@ class Connections:
             answer.begin()
             content = answer.read()
         except (OSError, http.client.HTTPException) as exc:
+            # The answer's reader holds the socket open until it is closed too.
+            if answer is not None:
+                answer.close()
             if sock is not None:
                 sock.close()
             raise TransportError(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__) from exc

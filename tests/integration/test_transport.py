@@ -3,6 +3,7 @@ proxies from the environment, and requests that must not be sent."""
 
 from __future__ import annotations
 
+import gc
 import http.server
 import socketserver
 import threading
@@ -24,6 +25,7 @@ class Seen:
     connections: int = 0
     requests: list[tuple[str, str, bytes]] = field(default_factory=list)  # method, target, body
     close_after_answer: bool = False  # answer, then close the connection without saying so
+    no_answer: bool = False  # read the request, then close without a word
 
 
 @contextmanager
@@ -40,6 +42,9 @@ def http_server(seen: Seen) -> Iterator[int]:
         def _answer(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             seen.requests.append((self.command, self.path, body))
+            if seen.no_answer:
+                self.close_connection = True
+                return
             answer = b'{"ok": true}'
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
@@ -87,6 +92,18 @@ def test_a_connection_the_server_closed_is_not_used_again() -> None:
             # on the closed connection and fail.
             assert client.request("POST", "/x", content=b"body").status_code == 200
     assert seen.connections == 3 and len(seen.requests) == 3
+
+
+@pytest.mark.timeout(30)
+def test_a_request_the_server_drops_is_unavailable_and_leaves_no_socket_open() -> None:
+    seen = Seen(no_answer=True)
+    with http_server(seen) as port, Client([f"http://127.0.0.1:{port}"], environ={}) as client:
+        with pytest.raises(Unavailable, match="RemoteDisconnected"):
+            client.request("GET", "/x")
+        # A socket left open would warn (ResourceWarning) as it is collected:
+        # pytest fails the test that collects it.
+        gc.collect()
+    assert len(seen.requests) == 1
 
 
 @pytest.mark.timeout(30)
