@@ -120,9 +120,11 @@ class WorkerApi(Protocol):
 
     def put_outputs(self, run_id: str, lease: int, outputs: Sequence[OutputIO]) -> None: ...
 
-    def send_logs(self, run_id: str, lease: int, blocks: Sequence[LogBlock], end: RunEnd | None = None) -> LogsAck:
+    def send_logs(self, run_id: str, lease: int, blocks: Sequence[LogBlock], end: RunEnd | None = None,
+                  take_next: bool = False) -> LogsAck:
         """Store log lines; with ``end``, then report the run's end (when the
-        answer says ``ended``: older servers only store the lines)."""
+        answer says ``ended``: older servers only store the lines); with
+        ``take_next`` too, the answer may carry the worker's next run."""
 
     def source_archive(self, upload_id: str) -> bytes: ...
 
@@ -412,12 +414,14 @@ class Client:
         body = OutputsIn(lease=lease, outputs=list(outputs))
         self.request("POST", f"{API}/worker/runs/{_seg(run_id)}/outputs", json=body.model_dump(mode="json"))
 
-    def send_logs(self, run_id: str, lease: int, blocks: Sequence[LogBlock], end: RunEnd | None = None) -> LogsAck:
+    def send_logs(self, run_id: str, lease: int, blocks: Sequence[LogBlock], end: RunEnd | None = None,
+                  take_next: bool = False) -> LogsAck:
         # The LogsIn document, encoded directly: a batch may hold megabytes.
         doc: dict[str, object] = {"lease": lease,
                                   "blocks": [{"seq": b.seq, "ts": b.ts, "text": b.text} for b in blocks]}
         if end is not None:
             doc["end"] = {"state": end.state.value, "note": end.note, "changes": end.changes}
+            doc["take_next"] = take_next
         body = jsonfast.dumps(doc)
         response = self.request("POST", f"{API}/worker/runs/{_seg(run_id)}/logs", content=body,
                                 headers={"Content-Type": "application/json"})

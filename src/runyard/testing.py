@@ -30,6 +30,7 @@ from runyard.server.db.tables import metadata
 from runyard.server.services import Context
 from runyard.server.services.registry import Services
 from runyard.wire import (
+    AssignmentOut,
     DemandOut,
     FleetWorker,
     HeartbeatOut,
@@ -165,9 +166,13 @@ class InProcessWorkerApi:
     def put_outputs(self, run_id: str, lease: int, outputs: Sequence[OutputIO]) -> None:
         self.svc.runs.put_outputs(self._worker(), run_id, lease, [o.to_domain() for o in outputs])
 
-    def send_logs(self, run_id: str, lease: int, blocks: Sequence[LogBlock], end: RunEnd | None = None) -> LogsAck:
-        stop = self.svc.runs.append_logs(self._worker(), run_id, lease, list(blocks), end)
-        return LogsAck(stop_run=stop, ended=end is not None)
+    def send_logs(self, run_id: str, lease: int, blocks: Sequence[LogBlock], end: RunEnd | None = None,
+                  take_next: bool = False) -> LogsAck:
+        worker = self._worker()
+        stop = self.svc.runs.append_logs(worker, run_id, lease, list(blocks), end)
+        following = self.svc.workers.next_run(worker.id) if end is not None and take_next else None
+        return LogsAck(stop_run=stop, ended=end is not None,
+                       assignment=None if following is None else AssignmentOut.model_validate(following))
 
     def source_archive(self, upload_id: str) -> bytes:
         return self.svc.stacks.source_for_worker(self._worker(), upload_id)

@@ -348,6 +348,8 @@ class LogsIn(BaseModel):
                                             description="a line at a time (launchers before 0.2)")] = []
     end: EndIO | None = Field(None, description="the run's last report, made once these lines are stored (in "
                                                 "the same transaction): a run's last batch and its end in one request")
+    take_next: bool = Field(False, description="with end: the worker wants its next run, and the answer carries it "
+                                               "as a poll's would (none waiting: the worker polls)")
 
     @model_validator(mode="after")
     def _bounded(self) -> LogsIn:
@@ -367,6 +369,7 @@ class LogsAck(Out):
     stop_run: bool
     ended: bool = Field(False, description="the batch's end was reported (servers before 0.2 store the lines "
                                            "and ignore it: the worker then reports the end on its own)")
+    assignment: AssignmentOut | None = Field(None, description="asked with take_next: the worker's next run")
 
 
 class OutputIO(Out):

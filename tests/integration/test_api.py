@@ -146,6 +146,33 @@ def test_a_runs_last_batch_of_lines_carries_its_end(api: Api):
     assert api.client.run(other.id).state == S.READY and api.client.logs(other.id).lines == []
 
 
+def test_a_runs_end_can_bring_the_workers_next_run(api: Api):
+    pool_id, token, key = api.pool()
+    api.stack()
+    worker = api.worker(pool_id, token, key)
+    first, second = api.client.trigger("s1", RunKind.PROPOSED), api.client.trigger("s1", RunKind.PROPOSED)
+    lease = worker.poll(1).assignment.lease  # type: ignore[union-attr]
+    walk(worker, first.id, lease, S.PREPARING, S.INITIALIZING, S.PLANNING)
+    ack = worker.send_logs(first.id, lease, [LogBlock(1, 1.0, "done")], RunEnd(S.FINISHED), take_next=True)
+    assert ack.ended and ack.assignment is not None and ack.assignment.run.id == second.id
+    assert ack.assignment.run_token and ack.assignment.stack.name == "s1"
+    assert api.client.run(second.id).state == S.READY
+    # Its end, with nothing left waiting: no run, and the worker is idle.
+    lease = ack.assignment.lease
+    walk(worker, second.id, lease, S.PREPARING, S.INITIALIZING, S.PLANNING)
+    ack = worker.send_logs(second.id, lease, [], RunEnd(S.FINISHED), take_next=True)
+    assert ack.ended and ack.assignment is None
+    assert api.client.workers("p1")[0].status == "IDLE"
+    # A drained worker is given none.
+    third = api.client.trigger("s1", RunKind.PROPOSED)
+    lease = worker.poll(1).assignment.lease  # type: ignore[union-attr]
+    walk(worker, third.id, lease, S.PREPARING, S.INITIALIZING, S.PLANNING)
+    fourth = api.client.trigger("s1", RunKind.PROPOSED)
+    worker.drain_self()
+    assert worker.send_logs(third.id, lease, [], RunEnd(S.FINISHED), take_next=True).assignment is None
+    assert api.client.run(fourth.id).state == S.QUEUED
+
+
 def test_a_report_with_a_stale_lease_is_refused_and_changes_nothing(api: Api):
     pool_id, token, key = api.pool()
     api.stack()

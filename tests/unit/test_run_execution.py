@@ -4,7 +4,8 @@ The launcher is real; the server is in process and the executor a fake."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import pytest
 
@@ -14,7 +15,7 @@ from runyard.devstack import wait_for
 from runyard.launcher.launcher import Launcher
 from runyard.server.services.registry import Services
 from runyard.testing import FakeExecutor, Flaky, InProcessWorkerApi, Step
-from runyard.wire import LogsAck, RunOut
+from runyard.wire import LogsAck, PollOut, RunOut
 from tests.unit.conftest import World, calls_of
 
 S = RunState
@@ -166,12 +167,23 @@ class SendsLogs(InProcessWorkerApi):
         self.batches: list[tuple[int, str]] = []
         self.reports: list[RunState] = []
         self.drop_end = drop_end
+        self.polled: list[str] = []  # the run each poll gave ("": none)
+        self.given: list[str] = []  # the run each end's answer gave ("": none, or not asked)
 
-    def send_logs(self, run_id: str, lease: int, blocks: Sequence[LogBlock], end: RunEnd | None = None) -> LogsAck:
+    def poll(self, wait: float) -> PollOut:
+        answer = super().poll(wait)
+        self.polled.append(answer.assignment.run.id if answer.assignment else "")
+        return answer
+
+    def send_logs(self, run_id: str, lease: int, blocks: Sequence[LogBlock], end: RunEnd | None = None,
+                  take_next: bool = False) -> LogsAck:
         self.batches.append((sum(b.line_count for b in blocks), end.state.value if end else ""))
         if self.drop_end:  # as a server before 0.2: the lines are stored, the end ignored
             return super().send_logs(run_id, lease, blocks)
-        return super().send_logs(run_id, lease, blocks, end)
+        ack = super().send_logs(run_id, lease, blocks, end, take_next)
+        if end is not None:
+            self.given.append(ack.assignment.run.id if ack.assignment else "")
+        return ack
 
     def report(self, run_id: str, lease: int, state: RunState, note: str = "",
                changes: dict[str, int] | None = None) -> RunOut:
@@ -228,3 +240,71 @@ def test_an_end_on_a_stale_lease_stores_neither_its_lines_nor_its_state(world: W
         world.svc.runs.report(worker, run_id, lease + 1, S.FINISHED, blocks=[LogBlock(1, 1.0, "ghost")])
     assert world.svc.runs.get(run_id).state == S.PREPARING
     assert world.svc.logs.page(run_id).lines == ()
+
+
+def run_until(world: World, launcher: Launcher, done: Callable[[], bool]) -> None:
+    thread = threading.Thread(target=launcher.run, daemon=True)
+    thread.start()
+    wait_for(done, 10, "the runs to end")
+    launcher.stop("test over")
+    thread.join(10)
+
+
+def test_waiting_runs_follow_one_another_with_no_poll_between(world: World) -> None:
+    world.pool()
+    world.stack()
+    runs = [world.trigger(kind=RunKind.TASK, command="do-it") for _ in range(3)]
+    api = SendsLogs(world.svc)
+    launcher = world.launcher(FakeExecutor({"do-it": Step("done\n")}), api=api)
+    run_until(world, launcher, lambda: all(world.svc.runs.get(r).state == S.FINISHED for r in runs))
+    # One poll gave the first run; each end's answer gave the next; the
+    # last end found none waiting (the launcher polls again after it).
+    assert [r for r in api.polled if r] == runs[:1]
+    assert api.given == [runs[1], runs[2], ""]
+
+
+def test_a_next_run_whose_answer_was_lost_is_given_again_and_runs_once(world: World) -> None:
+    world.pool()
+    world.stack()
+    first, second = (world.trigger(kind=RunKind.TASK, command="do-it") for _ in range(2))
+    api = SendsLogs(world.svc)
+    flaky = Flaky(api, lose_answers={"send_logs": 1})  # the first run's end: it gave the second run
+    launcher = world.launcher(FakeExecutor({"do-it": Step("done\n")}), api=flaky)
+    run_until(world, launcher, lambda: world.svc.runs.get(second).state == S.FINISHED)
+    # Sent again, the end was answered as before: the same run, given again.
+    assert api.given[:2] == [second, second]
+    assert states(world, first).count(S.FINISHED) == 1
+    assert states(world, second) == [S.QUEUED, S.READY, S.PREPARING, S.PERFORMING, S.FINISHED]
+
+
+def test_a_launcher_that_takes_no_more_runs_asks_for_none(world: World) -> None:
+    world.pool()
+    world.stack()
+    first, second = (world.trigger(kind=RunKind.TASK, command="do-it") for _ in range(2))
+    api = SendsLogs(world.svc)
+    run_once(world.launcher(FakeExecutor({"do-it": Step("done\n")}), api=api, disconnect_after_job=True))
+    assert api.given == [""]
+    assert world.svc.runs.get(first).state == S.FINISHED
+    assert world.svc.runs.get(second).state == S.QUEUED  # for another worker
+
+
+def test_a_next_run_given_as_the_launcher_stops_goes_back_to_the_queue(world: World) -> None:
+    world.pool()
+    world.stack()
+    first, second = (world.trigger(kind=RunKind.TASK, command="do-it") for _ in range(2))
+
+    class StopsAtTheEnd(SendsLogs):
+        launcher: Launcher
+
+        def send_logs(self, *args: Any, **kw: Any) -> LogsAck:
+            ack = super().send_logs(*args, **kw)
+            self.launcher.stop("interrupted")  # SIGTERM, just as the answer gave the next run
+            return ack
+
+    api = StopsAtTheEnd(world.svc)
+    api.launcher = world.launcher(FakeExecutor({"do-it": Step("done\n")}), api=api)
+    api.launcher.run()
+    assert api.given == [second]
+    assert world.svc.runs.get(first).state == S.FINISHED
+    # Never started: back in the queue for another worker, not failed.
+    assert states(world, second) == [S.QUEUED, S.READY, S.QUEUED]

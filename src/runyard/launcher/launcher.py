@@ -292,7 +292,11 @@ class Launcher:
 
     def _loop(self) -> None:
         backoff = Backoff(0.2, BACKOFF_MAX)
+        following: Assignment | None = None  # given with the last run's end: no poll for it
         while not self._stopping.is_set():
+            if following is not None:
+                following = self._run(following)
+                continue
             try:
                 poll = self._poll()
                 if poll is None:
@@ -318,12 +322,22 @@ class Launcher:
             if poll.exit_reason:
                 self.stop(poll.exit_reason)
                 break
-            if poll.assignment is None:
-                continue
-            self._execute(poll.assignment.to_domain())  # domain records from here on
-            self._idle_since = self.clock()
-            if self.settings.disconnect_after_job:
-                self.stop("job-finished")
+            if poll.assignment is not None:
+                following = self._run(poll.assignment.to_domain())  # domain records from here on
+
+    def _run(self, assignment: Assignment) -> Assignment | None:
+        """Execute one run; the next one, if the server gave it with this one's end.
+        (A run given but not started when the launcher stops goes back to the
+        queue as it deregisters: the server requeues a READY run of a leaving worker.)"""
+        following = self._execute(assignment)
+        self._idle_since = self.clock()
+        if self.settings.disconnect_after_job:
+            self.stop("job-finished")
+        return following
+
+    def wants_next(self) -> bool:
+        """Whether the run that is ending may be followed by another at once."""
+        return not self._stopping.is_set() and not self.settings.disconnect_after_job
 
     def _idle_expired(self) -> bool:
         limit = self.settings.disconnect_after_idle_timeout
@@ -365,7 +379,7 @@ class Launcher:
             return result
         return None
 
-    def _execute(self, assignment: Assignment) -> None:
+    def _execute(self, assignment: Assignment) -> Assignment | None:
         ctx = RunContext(
             client=self.client,
             executor=self.executor,
@@ -380,6 +394,7 @@ class Launcher:
             sleep=self.sleep,
             tick=self.watchdog_tick,
             sources=self.sources,
+            wants_next=self.wants_next,
         )
         execution = RunExecution(ctx, assignment)
         self._current = execution
@@ -396,6 +411,7 @@ class Launcher:
         finally:
             self._current = None
             self.metrics.state.state("idle")
+        return execution.next
 
     def heartbeat_due(self) -> bool:
         """False while an idle worker holds a poll its server counts as a

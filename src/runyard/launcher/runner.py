@@ -69,6 +69,9 @@ class RunContext:
     sleep: Callable[[float], None] = time.sleep
     tick: float = 0.2  # how often the watchdog looks at the timeouts
     sources: workspace.SourceCache = field(default_factory=workspace.SourceCache)  # shared by the runs
+    # Whether the worker takes another run after this one: then the run's end
+    # asks for it, and the answer may carry it (no poll between the two).
+    wants_next: Callable[[], bool] = lambda: False
 
     def pool_public_key(self) -> rsa.RSAPublicKey:
         return self.key.public_key()
@@ -100,6 +103,7 @@ class RunExecution:
         )
         self._ws: Path | None = None
         self._session: Session | None = None
+        self.next: Assignment | None = None  # the worker's next run, if the end's answer carried it
         self.started = ctx.clock()
         self.last_output = self.started
 
@@ -165,9 +169,13 @@ class RunExecution:
         # Container, processes and workspace are gone before anyone sees the run end.
         self._release()
         end = RunEnd(state, _summary(note), changes)
-        ack = self._call(lambda: self.client.send_logs(self.run.id, self.lease, last, end), f"reporting {state.value}")
+        take_next = self.ctx.wants_next()
+        ack = self._call(lambda: self.client.send_logs(self.run.id, self.lease, last, end, take_next),
+                         f"reporting {state.value}")
         if not ack.ended:  # a server before 0.2 stored the lines only
             self.report(state, note, changes)
+        elif ack.assignment is not None:
+            self.next = ack.assignment.to_domain()
         return state
 
     def _release(self) -> None:

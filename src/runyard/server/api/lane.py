@@ -26,7 +26,6 @@ from urllib.parse import parse_qsl
 from fastapi import Request
 from fastapi.responses import Response
 from pydantic import BaseModel
-from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from runyard.core.models import Worker
@@ -73,7 +72,7 @@ def _handler(scope: Scope) -> Handler | None:
 
     async def report(request: Request, worker: Worker, svc: Services) -> Response:
         body = parse_body(ReportIn, await request.body())
-        return _json(await run_in_threadpool(workers.report, run_id, body, worker, svc))
+        return _json(await svc.ctx.short_call(workers.report, run_id, body, worker, svc))
     return report
 
 

@@ -11,9 +11,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
+from runyard.core.models import Assignment, RunEnd, Worker
 from runyard.server.api.deps import CurrentWorker, Svc, body_schema, parse_body
+from runyard.server.services.registry import Services
 from runyard.wire import (
     API,
+    AssignmentOut,
     ChallengeIn,
     ChallengeOut,
     HeartbeatOut,
@@ -124,11 +127,20 @@ def put_outputs(run_id: str, body: OutputsIn, worker: CurrentWorker, svc: Svc) -
 async def append_logs(run_id: str, request: Request, worker: CurrentWorker, svc: Svc) -> LogsAck:
     """A batch of log lines (LogsIn), parsed and validated in one pass: it may
     hold thousands. With ``end``, the run's last batch: its lines are stored
-    and the run moved in one transaction (one request where there were two)."""
+    and the run moved in one transaction (one request where there were two);
+    with ``take_next`` too, the worker's next run comes with the answer (one
+    poll less a run while runs wait)."""
     body = parse_body(LogsIn, await request.body())
     end = body.end.to_domain() if body.end is not None else None
-    stop = await run_in_threadpool(svc.runs.append_logs, worker, run_id, body.lease, body.to_domain(), end)
-    return LogsAck(stop_run=stop, ended=end is not None)
+    stop, assignment = await svc.ctx.short_call(_append_logs, svc, worker, run_id, body, end)
+    return LogsAck(stop_run=stop, ended=end is not None,
+                   assignment=None if assignment is None else AssignmentOut.model_validate(assignment))
+
+
+def _append_logs(svc: Services, worker: Worker, run_id: str, body: LogsIn,
+                 end: RunEnd | None) -> tuple[bool, Assignment | None]:
+    stop = svc.runs.append_logs(worker, run_id, body.lease, body.to_domain(), end)
+    return stop, svc.workers.next_run(worker.id) if end is not None and body.take_next else None
 
 
 @router.get("/sources/{upload_id}")

@@ -129,7 +129,7 @@ class AuthService:
         token_hash = hash_secret(token) if token else ""
         worker = self._workers.recall(token_hash)
         if worker is None:
-            worker = await to_thread.run_sync(self.check_worker_token, token)
+            worker = await self.ctx.short_call(self.check_worker_token, token)
             self._workers.keep(token_hash, worker, worker_topic(worker.id), fleet_topic(worker.pool_id))
         return worker
 

@@ -16,8 +16,6 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 
-from anyio import to_thread
-
 from runyard import jsonfast
 from runyard.core.errors import Conflict, NotFound
 from runyard.core.limits import MIB
@@ -242,7 +240,7 @@ class LogService:
         topic = run_topic(run_id)
         while True:
             seen = self.ctx.notifier.generation(topic)
-            page = await to_thread.run_sync(self.page, run_id, after)
+            page = await self.ctx.short_call(self.page, run_id, after)
             known = known or page.state
             remaining = deadline - time.monotonic()
             if page.lines or page.done or page.state != known or remaining <= 0 or self.ctx.notifier.closed:

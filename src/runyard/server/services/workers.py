@@ -127,7 +127,7 @@ class WorkerService:
         self.saw(worker.id)
         stop = False
         if worker.current_run_id:
-            stop = await to_thread.run_sync(self.runs.stop_requested, worker.current_run_id)
+            stop = await self.ctx.short_call(self.runs.stop_requested, worker.current_run_id)
         return HeartbeatAnswer(stop, "cycled" if worker.exit_requested else "")
 
     def saw(self, worker_id: str) -> None:
@@ -251,7 +251,7 @@ class WorkerService:
             if looked is not None and looked[0] == seen:
                 current, may_claim = looked[1], False  # nothing moved since the last look found nothing
             else:
-                current, may_claim = await to_thread.run_sync(self._look, worker.id)
+                current, may_claim = await self.ctx.short_call(self._look, worker.id)
                 if len(self._looked) >= LOOKS_KEPT:
                     self._looked.clear()
                 if not may_claim:
@@ -279,7 +279,26 @@ class WorkerService:
         """Claim a run for the worker; whoever claims one (or fails) passes
         the pool's turn on: more may be queued, and this poll may have had it."""
         try:
-            assignment = await to_thread.run_sync(self.runs.claim, worker_id)
+            assignment = await self.ctx.short_call(self.runs.claim, worker_id)
+        except BaseException:
+            self.ctx.notifier.pass_on(pool)
+            raise
+        if assignment is not None:
+            self.ctx.notifier.pass_on(pool)
+        return assignment
+
+    def next_run(self, worker_id: str) -> Assignment | None:
+        """The worker's next run, asked for as its run ended (in the same
+        request): what its next poll would claim at once, or None (it polls).
+        One the server gave it already and it never got is given again."""
+        worker, may_claim = self._look(worker_id)
+        if not may_claim:
+            return None
+        # As a poll's claim (_claim): whoever claims one, or fails, passes
+        # the pool's turn on (more may be queued).
+        pool = pool_topic(worker.pool_id)
+        try:
+            assignment = self.runs.claim(worker_id)
         except BaseException:
             self.ctx.notifier.pass_on(pool)
             raise
