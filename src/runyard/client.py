@@ -112,7 +112,7 @@ class WorkerApi(Protocol):
     def poll(self, wait: float) -> PollOut: ...
 
     def report(self, run_id: str, lease: int, state: RunState, note: str = "",
-               changes: dict[str, int] | None = None) -> RunOut: ...
+               changes: dict[str, int] | None = None, via: Sequence[RunState] = ()) -> RunOut: ...
 
     def put_workspace(self, run_id: str, lease: int, sealed: bytes) -> None: ...
 
@@ -397,9 +397,10 @@ class Client:
         return self._post(f"{API}/worker/poll", PollOut, params={"wait": wait}, timeout=wait + 30)
 
     def report(
-        self, run_id: str, lease: int, state: RunState, note: str = "", changes: dict[str, int] | None = None
+        self, run_id: str, lease: int, state: RunState, note: str = "", changes: dict[str, int] | None = None,
+        via: Sequence[RunState] = (),
     ) -> RunOut:
-        body = ReportIn(lease=lease, state=state, note=note, changes=changes)
+        body = ReportIn(lease=lease, state=state, note=note, changes=changes, via=list(via))
         return self._post(f"{API}/worker/runs/{_seg(run_id)}/transition", RunOut, body)
 
     def put_workspace(self, run_id: str, lease: int, sealed: bytes) -> None:
@@ -420,7 +421,10 @@ class Client:
         doc: dict[str, object] = {"lease": lease,
                                   "blocks": [{"seq": b.seq, "ts": b.ts, "text": b.text} for b in blocks]}
         if end is not None:
-            doc["end"] = {"state": end.state.value, "note": end.note, "changes": end.changes}
+            ending: dict[str, object] = {"state": end.state.value, "note": end.note, "changes": end.changes}
+            if end.via:
+                ending["via"] = [phase.value for phase in end.via]
+            doc["end"] = ending
             doc["take_next"] = take_next
         body = jsonfast.dumps(doc)
         response = self.request("POST", f"{API}/worker/runs/{_seg(run_id)}/logs", content=body,

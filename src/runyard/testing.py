@@ -153,9 +153,10 @@ class InProcessWorkerApi:
         return PollOut.model_validate(asyncio.run(self.svc.workers.poll(self._worker(), wait)))
 
     def report(self, run_id: str, lease: int, state: RunState, note: str = "",
-               changes: dict[str, int] | None = None) -> RunOut:
+               changes: dict[str, int] | None = None, via: Sequence[RunState] = ()) -> RunOut:
         self.calls.append(f"report {state.value}")
-        return RunOut.model_validate(self.svc.runs.report(self._worker(), run_id, lease, state, note, changes))
+        return RunOut.model_validate(self.svc.runs.report(self._worker(), run_id, lease, state, note, changes,
+                                                          via=via))
 
     def put_workspace(self, run_id: str, lease: int, sealed: bytes) -> None:
         self.svc.runs.put_workspace(self._worker(), run_id, lease, sealed)

@@ -313,11 +313,13 @@ class AssignmentOut(Out):
     lease: int
     run_token: str = Field("", description="the run's credential for its stack's state backend")
     log_seq: int = Field(0, description="the last log line stored: a resumed run numbers on from it")
+    reports_via: bool = Field(False, description="this server records a report's via phases (older ones: "
+                                                 "each phase is reported on its own)")
 
     def to_domain(self) -> Assignment:
         """What the launcher works with: domain records, made at its edge."""
         return Assignment(self.run.to_domain(self.lease), self.stack.to_domain(), self.lease, self.run_token,
-                          self.log_seq)
+                          self.log_seq, self.reports_via)
 
 
 class PollOut(Out):
@@ -332,9 +334,12 @@ class EndIO(BaseModel):
     state: RunState
     note: Text = ""
     changes: dict[str, int] | None = None
+    via: Annotated[list[RunState], Field(max_length=4, description=(
+        "phases the run passed through on the way to state, with nothing run in them: each is recorded, "
+        "in order, with the report"))] = []
 
     def to_domain(self) -> RunEnd:
-        return RunEnd(self.state, self.note, self.changes)
+        return RunEnd(self.state, self.note, self.changes, tuple(self.via))
 
 
 class ReportIn(EndIO):

@@ -173,6 +173,29 @@ def test_a_runs_end_can_bring_the_workers_next_run(api: Api):
     assert api.client.run(fourth.id).state == S.QUEUED
 
 
+def test_a_report_records_the_phases_it_passed_through_or_none_of_them(api: Api):
+    pool_id, token, key = api.pool()
+    api.stack()
+    worker = api.worker(pool_id, token, key)
+    run = api.client.trigger("s1", RunKind.PROPOSED)
+    answer = worker.poll(1).assignment
+    assert answer is not None and answer.reports_via
+    walk(worker, run.id, answer.lease, S.PREPARING)
+    # A phase that is not a legal step on the way: refused, nothing recorded.
+    with pytest.raises(Conflict):
+        worker.report(run.id, answer.lease, S.PLANNING, via=[S.APPLYING])
+    too_many = api.http.post(f"/api/v1/worker/runs/{run.id}/transition",
+                             headers={"Authorization": f"Bearer {worker.credential}"},
+                             json={"lease": answer.lease, "state": "PLANNING", "via": ["INITIALIZING"] * 5})
+    assert too_many.status_code == 422 and too_many.json()["message"].startswith("via: ")
+    assert api.client.run(run.id).state == S.PREPARING
+    worker.report(run.id, answer.lease, S.PLANNING, via=[S.INITIALIZING])
+    ack = worker.send_logs(run.id, answer.lease, [], RunEnd(S.FINISHED))
+    assert ack.ended
+    assert [t.state for t in api.client.run(run.id).transitions] == [
+        S.QUEUED, S.READY, S.PREPARING, S.INITIALIZING, S.PLANNING, S.FINISHED]
+
+
 def test_a_report_with_a_stale_lease_is_refused_and_changes_nothing(api: Api):
     pool_id, token, key = api.pool()
     api.stack()

@@ -186,9 +186,9 @@ class SendsLogs(InProcessWorkerApi):
         return ack
 
     def report(self, run_id: str, lease: int, state: RunState, note: str = "",
-               changes: dict[str, int] | None = None) -> RunOut:
+               changes: dict[str, int] | None = None, via: Sequence[RunState] = ()) -> RunOut:
         self.reports.append(state)
-        return super().report(run_id, lease, state, note, changes)
+        return super().report(run_id, lease, state, note, changes, via)
 
 
 def test_a_runs_last_lines_and_its_end_go_in_one_request(world: World) -> None:
@@ -308,3 +308,44 @@ def test_a_next_run_given_as_the_launcher_stops_goes_back_to_the_queue(world: Wo
     assert world.svc.runs.get(first).state == S.FINISHED
     # Never started: back in the queue for another worker, not failed.
     assert states(world, second) == [S.QUEUED, S.READY, S.QUEUED]
+
+
+PROPOSED_PATH = [S.QUEUED, S.READY, S.PREPARING, S.INITIALIZING, S.PLANNING, S.FINISHED]
+
+
+def test_a_phase_with_nothing_to_run_is_recorded_with_the_next_report(world: World) -> None:
+    world.pool()
+    world.stack(commands={"plan": "plan"})  # no init command, no init hooks
+    run_id = world.trigger(kind=RunKind.PROPOSED)
+    api = SendsLogs(world.svc)
+    run_once(world.launcher(FakeExecutor(), api=api, disconnect_after_job=True))
+    assert states(world, run_id) == PROPOSED_PATH  # every phase recorded, in order
+    assert api.reports == [S.PREPARING, S.PLANNING]  # INITIALIZING rode on PLANNING's report
+
+
+def test_phases_with_nothing_to_run_at_the_end_ride_on_the_end(world: World) -> None:
+    world.pool()
+    world.stack(commands={"apply": "apply"})  # a proposed run runs nothing of it
+    run_id = world.trigger(kind=RunKind.PROPOSED)
+    api = SendsLogs(world.svc)
+    run_once(world.launcher(FakeExecutor(), api=api, disconnect_after_job=True))
+    assert states(world, run_id) == PROPOSED_PATH
+    assert api.reports == [S.PREPARING] and api.batches[-1][1] == "FINISHED"
+
+
+def test_a_phase_with_a_hook_or_an_older_server_is_reported_on_its_own(world: World) -> None:
+    class OlderServer(SendsLogs):
+        def poll(self, wait: float) -> PollOut:
+            answer = super().poll(wait)
+            if answer.assignment is not None:  # a server before 0.3 says nothing of via
+                answer.assignment.reports_via = False
+            return answer
+
+    world.pool()
+    world.stack("hooked", commands={"plan": "plan"}, hooks={"after_init": ("hook",)})
+    world.stack("plain", commands={"plan": "plan"})
+    for stack, api in (("hooked", SendsLogs(world.svc)), ("plain", OlderServer(world.svc))):
+        run_id = world.trigger(stack, kind=RunKind.PROPOSED)
+        run_once(world.launcher(FakeExecutor(), api=api, disconnect_after_job=True))
+        assert states(world, run_id) == PROPOSED_PATH
+        assert api.reports == [S.PREPARING, S.INITIALIZING, S.PLANNING], stack

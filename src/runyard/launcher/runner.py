@@ -104,6 +104,10 @@ class RunExecution:
         self._ws: Path | None = None
         self._session: Session | None = None
         self.next: Assignment | None = None  # the worker's next run, if the end's answer carried it
+        # Phases entered with nothing to run in them, not reported yet: they
+        # go with the next report (one request where there were two or three).
+        self.passed: list[RunState] = []
+        self.reports_via = assignment.reports_via
         self.started = ctx.clock()
         self.last_output = self.started
 
@@ -152,9 +156,13 @@ class RunExecution:
     # reports ------------------------------------------------------------------
 
     def report(self, state: RunState, note: str = "", changes: dict[str, int] | None = None) -> None:
-        note = _summary(note)
-        self._call(lambda: self.client.report(self.run.id, self.lease, state, note, changes),
+        note, via = _summary(note), self._passed()
+        self._call(lambda: self.client.report(self.run.id, self.lease, state, note, changes, via),
                    f"reporting {state.value}")
+
+    def _passed(self) -> tuple[RunState, ...]:
+        passed, self.passed = tuple(self.passed), []
+        return passed
 
     def _end(self, state: RunState, note: str, changes: dict[str, int] | None = None) -> RunState:
         """Ship every log line, then report the end (the server then seals the
@@ -168,7 +176,7 @@ class RunExecution:
             raise RunAbandoned(str(exc)) from exc
         # Container, processes and workspace are gone before anyone sees the run end.
         self._release()
-        end = RunEnd(state, _summary(note), changes)
+        end = RunEnd(state, _summary(note), changes, self._passed())
         take_next = self.ctx.wants_next()
         ack = self._call(lambda: self.client.send_logs(self.run.id, self.lease, last, end, take_next),
                          f"reporting {state.value}")
@@ -309,8 +317,12 @@ class RunExecution:
         """Report ``state``, then run the phase with its before/after hooks."""
         if self.stop.is_set():
             raise _Ended(self.stop_state, self.stop_reason)
-        self.report(state)
         hooks = hooks or name
+        if self.reports_via and not command and not any(self.stack.hooks.get(f"{when}_{hooks}")
+                                                        for when in ("before", "after")):
+            self.passed.append(state)  # nothing runs in it: reported with whatever comes next
+            return
+        self.report(state)
         for hook in self.stack.hooks.get(f"before_{hooks}", []):
             self._step(session, f"before_{hooks} hook", hook)
         self._step(session, name, command)

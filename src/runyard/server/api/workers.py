@@ -101,7 +101,8 @@ async def poll(request: Request, worker: CurrentWorker, svc: Svc, wait: float = 
 
 @router.post("/runs/{run_id}/transition", response_model=RunOut)
 def report(run_id: str, body: ReportIn, worker: CurrentWorker, svc: Svc) -> RunOut:
-    return RunOut.model_validate(svc.runs.report(worker, run_id, body.lease, body.state, body.note, body.changes))
+    return RunOut.model_validate(
+        svc.runs.report(worker, run_id, body.lease, body.state, body.note, body.changes, via=body.via))
 
 
 @router.put("/runs/{run_id}/workspace", status_code=204)

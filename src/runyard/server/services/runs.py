@@ -280,6 +280,7 @@ class RunService:
         note: str = "",
         changes: dict[str, int] | None = None,
         blocks: Sequence[LogBlock] = (),
+        via: Sequence[RunState] = (),
     ) -> Run:
         """A worker proposes a transition for a run it holds (with the plan's
         change counts, when it has them, and the log lines printed before
@@ -287,7 +288,9 @@ class RunService:
         same report sent again (its answer was lost: the server died, the
         network dropped it) changes nothing and answers as the first did:
         its lines were stored with it. The answer is the run as it stands,
-        without its transitions (a worker needs none of them)."""
+        without its transitions (a worker needs none of them). ``via``: the
+        phases it passed through on the way, with nothing run in them (each
+        checked and recorded, in order, in the same transaction)."""
         with self.ctx.tx() as repo:
             current = repo.run(run_id, with_transitions=False)
             repeated = current is not None and current.state == target and current.worker_id == worker.id \
@@ -298,8 +301,11 @@ class RunService:
                     raise Conflict("upload the run's encrypted workspace before asking for confirmation")
                 if blocks:
                     self.logs.append(repo, run, blocks)
+                passing = run
+                for phase in via:
+                    passing = self._move(repo, passing, phase, Actor.WORKER, "")
                 counts = {} if changes is None else {"changes": {k: int(v) for k, v in changes.items()}}
-                current = self._move(repo, run, target, Actor.WORKER, note, **counts)
+                current = self._move(repo, passing, target, Actor.WORKER, note, **counts)
         assert current is not None
         if not repeated:
             self.finish([run] if target.terminal else [])
@@ -316,7 +322,7 @@ class RunService:
         stop. With ``end``, the run's last batch: the lines go with its end
         in one :meth:`report`."""
         if end is not None:
-            self.report(worker, run_id, lease, end.state, end.note, end.changes, blocks)
+            self.report(worker, run_id, lease, end.state, end.note, end.changes, blocks, end.via)
             return False
         with self.ctx.tx() as repo:
             run = self._held(repo, worker, run_id, lease)
