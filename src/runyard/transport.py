@@ -35,6 +35,9 @@ if TYPE_CHECKING:
 # Idle connections kept per server: a launcher uses at most a handful at once
 # (its poll, heartbeats, a run's reports and logs).
 MAX_IDLE = 8
+# A body up to this size goes out in one write with the request's head; a
+# larger one (a source archive, a workspace) after it, not copied.
+JOIN_BODY_UP_TO = 64 * 1024
 
 
 class TransportError(Exception):
@@ -113,12 +116,16 @@ class Connections:
             head.append(f"{name}: {value}")
         if body is not None or method in _BODY_METHODS:
             head.append(f"Content-Length: {len(body or b'')}")
-        message = "\r\n".join(head).encode("latin-1") + b"\r\n\r\n" + (body or b"")
+        message = "\r\n".join(head).encode("latin-1") + b"\r\n\r\n"
+        if body and len(body) <= JOIN_BODY_UP_TO:
+            message, body = message + body, None
         sock = answer = None
         try:
             sock = self._take(key)
             sock.settimeout(self.timeout if timeout is None else timeout)
             sock.sendall(message)
+            if body:
+                sock.sendall(body)
             answer = http.client.HTTPResponse(sock, method=method)
             answer.begin()
             content = answer.read()

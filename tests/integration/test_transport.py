@@ -55,7 +55,7 @@ def http_server(seen: Seen) -> Iterator[int]:
             if seen.close_after_answer:
                 self.close_connection = True
 
-        do_GET = do_POST = _answer
+        do_GET = do_POST = do_PUT = _answer
 
         def log_message(self, *args: object) -> None:
             pass
@@ -78,9 +78,12 @@ def test_requests_share_one_kept_alive_connection_and_go_out_whole() -> None:
         for i in range(5):
             assert client.request("POST", "/x", params={"i": i, "yes": True}, json={"n": i}).json() == {"ok": True}
         assert client.request("GET", "/y").status_code == 200
+        big = bytes(range(256)) * 4096  # 1 MiB: sent after the head, not joined to it
+        assert client.request("PUT", "/z", content=big).status_code == 200
     assert seen.connections == 1
     assert seen.requests[0] == ("POST", "/x?i=0&yes=true", b'{"n":0}')
-    assert seen.requests[-1] == ("GET", "/y", b"")
+    assert seen.requests[-2] == ("GET", "/y", b"")
+    assert seen.requests[-1] == ("PUT", "/z", big)
 
 
 @pytest.mark.timeout(30)
