@@ -45,3 +45,25 @@ def test_lines_of_live_runs_move_into_blocks_when_0004_upgrades(empty_database_u
             assert not inspect(conn).has_table("log_lines")
     finally:
         engine.dispose()
+
+
+def test_a_claim_reads_its_pools_queue_through_the_queue_index(empty_database_url: str) -> None:
+    """Not every waiting run of the pool, sorted: the partial index, in order."""
+    from runyard.server.db.repository import _SCHEDULABLE
+
+    engine = make_engine(empty_database_url)
+    try:
+        upgrade(engine)
+        compiled = _SCHEDULABLE.compile(dialect=engine.dialect)
+        named = compiled.construct_params({"b_pool": "p1", "b_after": "", "b_limit": 4})
+        params = tuple(named[n] for n in compiled.positiontup) if compiled.positiontup else named
+        sqlite = engine.dialect.name == "sqlite"
+        with engine.connect() as conn:
+            if not sqlite:
+                conn.exec_driver_sql("SET enable_seqscan = off")  # an empty table: make the planner choose
+            rows = conn.exec_driver_sql(("EXPLAIN QUERY PLAN " if sqlite else "EXPLAIN ") + compiled.string, params)
+            plan = " | ".join(str(row[-1] if sqlite else row[0]) for row in rows)
+        assert "ix_runs_waiting" in plan, plan
+        assert ("TEMP B-TREE" if sqlite else "Sort") not in plan, plan
+    finally:
+        engine.dispose()

@@ -69,3 +69,12 @@ def test_happy_paths_are_allowed(path):
     for a, b in itertools.pairwise(path):
         src, dst = RunState(a), RunState(b)
         assert can_transition(src, dst, Actor.WORKER) or can_transition(src, dst, Actor.SERVER), (a, b)
+
+
+def test_the_queue_index_names_exactly_the_states_a_run_waits_in_for_a_worker():
+    import re
+
+    from runyard.core.states import SCHEDULABLE
+    from runyard.server.db.tables import WAITING
+
+    assert set(re.findall(r"'([A-Z_]+)'", WAITING)) == {s.value for s in SCHEDULABLE}

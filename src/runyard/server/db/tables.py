@@ -14,6 +14,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    text,
 )
 
 metadata = MetaData()
@@ -124,6 +125,10 @@ runs = Table(
     Column("log_index", JSON, nullable=True),  # first line of each sealed log blob
 )
 Index("ix_runs_pool_state", runs.c.pool_id, runs.c.state)
+# A pool's queue in id order: a claim reads its first page without sorting
+# every waiting run (queries must name the states as these literals).
+WAITING = "state IN ('QUEUED', 'CONFIRMED')"
+Index("ix_runs_waiting", runs.c.pool_id, runs.c.id, sqlite_where=text(WAITING), postgresql_where=text(WAITING))
 Index("ix_runs_stack", runs.c.stack_id, runs.c.created_at)
 
 run_transitions = Table(
