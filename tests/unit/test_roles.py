@@ -83,3 +83,34 @@ def test_demote_gives_the_lease_up_and_the_other_site_takes_over(pair) -> None:
     clock.advance(3.4)  # released, plus the standby's head start for same-site servers
     standby.keep_lease()
     assert standby.role == "primary"
+
+
+def test_a_promote_racing_the_lease_loop_is_not_undone_by_it(pair, monkeypatch) -> None:
+    """The loop read the lease (the primary's) just before a promote, and
+    stored it just after: the promoted server answered as a standby."""
+    import threading
+
+    primary, standby, _clock = pair
+    primary.keep_lease()
+    read, promoted = threading.Event(), threading.Event()
+    real_current = standby.leases.current
+
+    def current_as_read_before_the_promote(*args: object) -> object:
+        seen = real_current(*args)
+        read.set()
+        promoted.wait(0.5)  # the promote, if it can run now, is done when this returns
+        return seen
+
+    monkeypatch.setattr(standby.leases, "current", current_as_read_before_the_promote)
+    loop = threading.Thread(target=standby.keep_lease)
+    loop.start()
+    assert read.wait(5)
+    def promote_now() -> None:
+        standby.promote()
+        promoted.set()
+
+    promote = threading.Thread(target=promote_now)
+    promote.start()
+    promote.join(5)
+    loop.join(5)
+    assert standby.role == "primary" and standby.lease is not None

@@ -10,6 +10,7 @@ token, so a server that lost the lease mid-pass changes nothing.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 
 from runyard.config import ServerSettings
@@ -44,6 +45,11 @@ class Scheduler:
         self.lease: Lease | None = None  # held by this server
         self.seen: Lease | None = None  # the lease as last read, whoever holds it
         self.led_since = 0.0
+        # The lease loop and a person's promote or demote (a request's thread)
+        # change the role one at a time: interleaved, the loop's read of the
+        # lease from before a promote was stored after it, and the promoted
+        # server answered as a standby until the loop's next turn.
+        self._changing = threading.Lock()
 
     @property
     def interval(self) -> float:
@@ -67,6 +73,10 @@ class Scheduler:
     def keep_lease(self) -> None:
         """Take or renew the lease (every ``interval``); promote
         or demote this server as the lease says."""
+        with self._changing:
+            self._keep_lease()
+
+    def _keep_lease(self) -> None:
         before = self.lease
         if self.standby:
             # Give the primary site's own servers (which look every interval) the first go.
@@ -95,22 +105,24 @@ class Scheduler:
 
     def promote(self) -> Lease | None:
         """Serve and lead now, whoever leads (planned failover; safe twice)."""
-        before = self.lease
-        self.lease = self.leases.seize()
-        if self.lease is not None:
-            self.standby = False
-            self.seen = self.lease
-        self._changed(before)
-        return self.lease
+        with self._changing:
+            before = self.lease
+            self.lease = self.leases.seize()
+            if self.lease is not None:
+                self.standby = False
+                self.seen = self.lease
+            self._changed(before)
+            return self.lease
 
     def demote(self) -> None:
         """Stand by now: give the lease up and answer nothing (safe twice)."""
-        self.standby = True
-        if self.lease is not None:
-            self.leases.release(self.lease)
-        before, self.lease = self.lease, None
-        self.seen = self.leases.current()
-        self._changed(before)
+        with self._changing:
+            self.standby = True
+            if self.lease is not None:
+                self.leases.release(self.lease)
+            before, self.lease = self.lease, None
+            self.seen = self.leases.current()
+            self._changed(before)
 
     def check_serving(self, repo: Repository) -> None:
         """Inside a claim's transaction: refuse unless this server's site
@@ -125,9 +137,10 @@ class Scheduler:
         return self.seen.address if self.seen is not None else ""
 
     def release(self) -> None:
-        if self.lease is not None:
-            self.leases.release(self.lease)
-            self.lease = None
+        with self._changing:
+            if self.lease is not None:
+                self.leases.release(self.lease)
+                self.lease = None
 
     def _fence(self) -> Callable[[Repository], None]:
         lease = self.lease
