@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import datetime as dt
 import random
@@ -276,10 +277,17 @@ class WorkerService:
             for_work = idle and (woken == "turn" or (woken == "moved" and ended[pool] != seen[pool]))
 
     async def _claim(self, worker_id: str, pool: str) -> Assignment | None:
-        """Claim a run for the worker; whoever claims one (or fails) passes
-        the pool's turn on: more may be queued, and this poll may have had it."""
         try:
-            assignment = await self.ctx.short_call(self.runs.claim, worker_id)
+            return await self.ctx.short_call(self._claim_now, worker_id, pool)
+        except asyncio.CancelledError:  # the poll ended (its launcher went): its turn goes on
+            self.ctx.notifier.pass_on(pool)
+            raise
+
+    def _claim_now(self, worker_id: str, pool: str) -> Assignment | None:
+        """Claim a run for the worker; whoever claims one (or fails) passes
+        the pool's turn on: more may be queued, and this claim may have had it."""
+        try:
+            assignment = self.runs.claim(worker_id)
         except BaseException:
             self.ctx.notifier.pass_on(pool)
             raise
@@ -292,19 +300,7 @@ class WorkerService:
         request): what its next poll would claim at once, or None (it polls).
         One the server gave it already and it never got is given again."""
         worker, may_claim = self._look(worker_id)
-        if not may_claim:
-            return None
-        # As a poll's claim (_claim): whoever claims one, or fails, passes
-        # the pool's turn on (more may be queued).
-        pool = pool_topic(worker.pool_id)
-        try:
-            assignment = self.runs.claim(worker_id)
-        except BaseException:
-            self.ctx.notifier.pass_on(pool)
-            raise
-        if assignment is not None:
-            self.ctx.notifier.pass_on(pool)
-        return assignment
+        return self._claim_now(worker_id, pool_topic(worker.pool_id)) if may_claim else None
 
     def _look(self, worker_id: str) -> tuple[Worker, bool]:
         """The worker as stored, and whether a claim could give it a run: one
