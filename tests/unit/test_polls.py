@@ -79,3 +79,29 @@ def test_a_poll_parked_while_another_took_the_pools_turn_neither_claims_nor_look
     # throughout, had nothing to do when it timed out nor when renewed.
     assert [worker_id for _, worker_id in claims] == [first.id]
     assert [worker_id for _, worker_id in looks] == [first.id]
+
+
+def test_workers_short_calls_run_as_few_at_a_time_as_the_database_takes(world: World) -> None:
+    import threading
+    import time
+
+    from runyard.server.services import SHORT_CALLS
+
+    ctx = world.svc.ctx
+    running, most = 0, 0
+    lock = threading.Lock()
+
+    def call() -> None:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        time.sleep(0.02)
+        with lock:
+            running -= 1
+
+    async def many() -> None:
+        await asyncio.gather(*(ctx.short_call(call) for _ in range(6)))
+
+    asyncio.run(many())
+    assert most == SHORT_CALLS[ctx.engine.dialect.name] == 1  # SQLite: one at a time
