@@ -25,7 +25,7 @@ import ssl
 import threading
 import urllib.request
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -50,7 +50,6 @@ class Reply:
 
     status_code: int
     content: bytes
-    headers: Mapping[str, str] = field(default_factory=dict)  # names in lower case
 
     @property
     def text(self) -> str:
@@ -136,7 +135,7 @@ class Connections:
             if sock is not None:
                 sock.close()
             raise TransportError(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__) from exc
-        reply = Reply(answer.status, content, {k.lower(): v for k, v in answer.getheaders()})
+        reply = Reply(answer.status, content)
         if answer.will_close:
             sock.close()
         else:
@@ -210,7 +209,7 @@ class ProxiedHttp:
                                           timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT)
         except httpx.TransportError as exc:
             raise TransportError(f"{type(exc).__name__}: {exc}") from exc
-        return Reply(answer.status_code, answer.content, {k.lower(): v for k, v in answer.headers.items()})
+        return Reply(answer.status_code, answer.content)
 
     def close(self) -> None:
         self._client.close()
