@@ -169,9 +169,7 @@ class InProcessWorkerApi:
 
     def send_logs(self, run_id: str, lease: int, blocks: Sequence[LogBlock], end: RunEnd | None = None,
                   take_next: bool = False) -> LogsAck:
-        worker = self._worker()
-        stop = self.svc.runs.append_logs(worker, run_id, lease, list(blocks), end)
-        following = self.svc.workers.next_run(worker.id) if end is not None and take_next else None
+        stop, following = self.svc.workers.append_logs(self._worker(), run_id, lease, list(blocks), end, take_next)
         return LogsAck(stop_run=stop, ended=end is not None,
                        assignment=None if following is None else AssignmentOut.model_validate(following))
 

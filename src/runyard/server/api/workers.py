@@ -11,9 +11,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from runyard.core.models import Assignment, RunEnd, Worker
 from runyard.server.api.deps import CurrentWorker, Svc, body_schema, parse_body
-from runyard.server.services.registry import Services
 from runyard.wire import (
     API,
     AssignmentOut,
@@ -133,15 +131,10 @@ async def append_logs(run_id: str, request: Request, worker: CurrentWorker, svc:
     poll less a run while runs wait)."""
     body = parse_body(LogsIn, await request.body())
     end = body.end.to_domain() if body.end is not None else None
-    stop, assignment = await svc.ctx.short_call(_append_logs, svc, worker, run_id, body, end)
+    stop, assignment = await svc.ctx.short_call(svc.workers.append_logs, worker, run_id, body.lease,
+                                                 body.to_domain(), end, body.take_next)
     return LogsAck(stop_run=stop, ended=end is not None,
                    assignment=None if assignment is None else AssignmentOut.model_validate(assignment))
-
-
-def _append_logs(svc: Services, worker: Worker, run_id: str, body: LogsIn,
-                 end: RunEnd | None) -> tuple[bool, Assignment | None]:
-    stop = svc.runs.append_logs(worker, run_id, body.lease, body.to_domain(), end)
-    return stop, svc.workers.next_run(worker.id) if end is not None and body.take_next else None
 
 
 @router.get("/sources/{upload_id}")

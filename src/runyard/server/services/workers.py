@@ -8,7 +8,7 @@ import datetime as dt
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from anyio import to_thread
 
@@ -23,8 +23,10 @@ from runyard.core.models import (
     Demand,
     FleetMember,
     HeartbeatAnswer,
+    LogBlock,
     PollAnswer,
     Pool,
+    RunEnd,
     Worker,
     may_register_again,
 )
@@ -294,6 +296,13 @@ class WorkerService:
         if assignment is not None:
             self.ctx.notifier.pass_on(pool)
         return assignment
+
+    def append_logs(self, worker: Worker, run_id: str, lease: int, blocks: Sequence[LogBlock],
+                    end: RunEnd | None = None, take_next: bool = False) -> tuple[bool, Assignment | None]:
+        """A worker's log batch (RunService.append_logs: whether the run was
+        asked to stop); with its run's end and ``take_next``, its next run too."""
+        stop = self.runs.append_logs(worker, run_id, lease, blocks, end)
+        return stop, self.next_run(worker.id) if end is not None and take_next else None
 
     def next_run(self, worker_id: str) -> Assignment | None:
         """The worker's next run, asked for as its run ended (in the same
