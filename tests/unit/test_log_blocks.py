@@ -3,15 +3,17 @@ a page at a time, and sealed into several blobs read one at a time."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import re
+import threading
 from dataclasses import dataclass, field, replace
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from runyard.core.models import LogBlock, Run
+from runyard.core.models import LogBlock, LogPage, Run, RunEnd
 from runyard.core.states import RunKind, RunState
 from runyard.server.services import logs as logs_module
 from runyard.server.services.logs import MAX_LINE, LogService, decode, encode, lines_after
@@ -208,3 +210,45 @@ def test_a_log_sealed_in_one_blob_by_an_old_release_still_reads(world: World) ->
     assert [ln.msg for ln in world.svc.logs.page(run_id, after=0).lines] == ["old", "lines"]
     assert [ln.msg for ln in world.svc.logs.page(run_id, after=1).lines] == ["lines"]
     assert world.svc.logs.page(run_id, after=2).done
+
+
+def test_a_run_ends_without_the_object_store_and_the_after_ends_pass_does_its_part(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker's end report is a short call (on SQLite it may run on the event
+    loop): the workspace and the log reach the object store on the next pass."""
+    api, run_id, lease = held_run(world)
+    api.put_workspace(run_id, lease, b"sealed workspace")
+    api.send_logs(run_id, lease, [LogBlock(1, 1.0, "working")])
+    deletes = calls_of(monkeypatch, MemoryBlobStore, "delete")
+    puts = calls_of(monkeypatch, MemoryBlobStore, "put")
+    api.report(run_id, lease, RunState.PERFORMING, via=[RunState.PREPARING])
+    api.send_logs(run_id, lease, [], RunEnd(RunState.FINISHED))
+    assert deletes == [] and puts == []
+    assert world.blobs.exists(f"workspaces/{run_id}.sealed")
+
+    assert world.svc.runs.after_ends() == [run_id]
+    assert not world.blobs.exists(f"workspaces/{run_id}.sealed")
+    assert [ln.msg for ln in world.svc.logs.page(run_id).lines] == ["working"]  # from its sealed blob
+    assert world.svc.runs.after_ends() == []  # each run once
+
+
+def test_a_follower_reads_a_sealed_log_off_the_event_loop(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    api, run_id, lease = held_run(world)
+    api.report(run_id, lease, RunState.PERFORMING, via=[RunState.PREPARING])
+    api.send_logs(run_id, lease, [LogBlock(1, 1.0, "one\ntwo")], RunEnd(RunState.FINISHED))
+    world.svc.runs.after_ends()
+    readers: list[int] = []
+    real_get = MemoryBlobStore.get
+
+    def get(self: MemoryBlobStore, key: str) -> bytes:
+        readers.append(threading.get_ident())
+        return real_get(self, key)
+
+    monkeypatch.setattr(MemoryBlobStore, "get", get)
+
+    async def follow() -> tuple[int, LogPage]:
+        return threading.get_ident(), await world.svc.logs.follow(run_id, 0, 0)
+
+    loop_thread, page = asyncio.run(follow())
+    assert [ln.msg for ln in page.lines] == ["one", "two"]
+    assert readers and loop_thread not in readers

@@ -4,6 +4,10 @@ nothing it waits for moved, and at once when something did."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -82,9 +86,6 @@ def test_a_poll_parked_while_another_took_the_pools_turn_neither_claims_nor_look
 
 
 def test_workers_short_calls_run_as_few_at_a_time_as_the_database_takes(world: World) -> None:
-    import threading
-    import time
-
     from runyard.server.services import SHORT_CALLS
 
     ctx = world.svc.ctx
@@ -103,5 +104,53 @@ def test_workers_short_calls_run_as_few_at_a_time_as_the_database_takes(world: W
     async def many() -> None:
         await asyncio.gather(*(ctx.short_call(call) for _ in range(6)))
 
-    asyncio.run(many())
+    with writing_elsewhere(world):  # the calls go to threads
+        asyncio.run(many())
     assert most == SHORT_CALLS[ctx.engine.dialect.name] == 1  # SQLite: one at a time
+
+
+@contextlib.contextmanager
+def writing_elsewhere(world: World) -> Iterator[None]:
+    """Another thread of the server holds a write transaction open throughout."""
+    opened, done = threading.Event(), threading.Event()
+
+    def writer() -> None:
+        with world.svc.ctx.tx():
+            opened.set()
+            done.wait(10)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    assert opened.wait(10)
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join(10)
+
+
+def test_on_sqlite_a_short_call_runs_on_the_event_loop_unless_another_thread_is_writing(world: World) -> None:
+    ctx = world.svc.ctx
+
+    async def where() -> tuple[int, int]:
+        return threading.get_ident(), await ctx.short_call(threading.get_ident)
+
+    loop_thread, ran_on = asyncio.run(where())
+    assert ran_on == loop_thread  # no hand-off to a thread and back
+
+    proceed = threading.Event()
+
+    def slow() -> int:
+        proceed.wait(10)
+        return threading.get_ident()
+
+    async def while_another_writes() -> tuple[int, int, bool]:
+        waiting = asyncio.ensure_future(ctx.short_call(slow))
+        await asyncio.sleep(0.05)  # the loop goes on serving others meanwhile
+        pending = not waiting.done()
+        proceed.set()
+        return threading.get_ident(), await waiting, pending
+
+    with writing_elsewhere(world):
+        loop_thread, ran_on, pending = asyncio.run(while_another_writes())
+    assert ran_on != loop_thread and pending

@@ -127,7 +127,7 @@ def create_app(settings: ServerSettings, svc: Services | None = None) -> FastAPI
                 loop.stop()
             await asyncio.gather(*tasks)
             services.workers.flush_seen()
-            services.logs.seal_queued()
+            services.runs.after_ends()
             scheduler.release()  # another server takes over at once, not after the lease expires
             services.ctx.notifier.close()
             services.ctx.engine.dispose()

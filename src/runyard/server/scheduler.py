@@ -179,7 +179,7 @@ class Scheduler:
             Loop("scheduler lease", self.keep_lease, self.interval),
             # On every server: the heartbeats it took, in one write.
             Loop("heartbeats", self.services.workers.flush_seen, min(1.0, s.worker_lost_after / 10)),
-            Loop("log sealer", self.services.logs.seal_queued, SEAL_INTERVAL),
+            Loop("log sealer", self.services.runs.after_ends, SEAL_INTERVAL),
             Loop("reaper", self._as_leader("reaper", self._reap), s.reaper_interval),
             Loop("drift scheduler", self._as_leader("drift scheduler", self._drift), s.drift_interval),
             Loop("sweeper", self._as_leader("sweeper", self._sweep), s.sweep_interval),

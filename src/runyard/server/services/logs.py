@@ -11,10 +11,14 @@ lets one run print tens of megabytes a second."""
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import logging
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from typing import NamedTuple
+
+from anyio import to_thread
 
 from runyard import jsonfast
 from runyard.core.errors import Conflict, NotFound
@@ -31,6 +35,7 @@ MAX_LINE = 64 * 1024  # longer lines are cut; a run cannot fill the DB with one 
 MAX_SEQ = 2**31 - 1  # the seq column is a 32-bit integer on PostgreSQL
 SEAL_CHUNK = 4 * MIB  # a sealed blob holds about this much
 PAGE_TEXT = 2 * MIB  # of message text in one page (besides its line count)
+PAGE_LINES = 5000  # lines in one page
 ROWS_AT_ONCE = 8  # stored batches read per query
 
 
@@ -89,6 +94,14 @@ def _fit(block: LogBlock, after: int) -> LogBlock | None:
     skip = max(after - block.seq + 1, 0)
     msgs = [m[:MAX_LINE] for m in msgs[skip:]]
     return LogBlock(block.seq + skip, block.ts, "\n".join(msgs))
+
+
+class Sealed(NamedTuple):
+    """Where a sealed log's lines are: the first line of each blob (None: one
+    blob, as releases before chunked logs sealed them)."""
+
+    run_id: str
+    chunks: list[int] | None
 
 
 class LogService:
@@ -211,9 +224,15 @@ class LogService:
             bodies = (self.ctx.blobs.get(chunk_key(run_id, first)).decode() for first in index[start:])
         return lines_after((block for body in bodies for block in decode(body)), after, limit)
 
-    def page(self, run_id: str, after: int = 0, limit: int = 5000) -> LogPage:
+    def page(self, run_id: str, after: int = 0, limit: int = PAGE_LINES) -> LogPage:
         """The run's lines after sequence number ``after``, with its state: at
         most ``limit`` lines and about PAGE_TEXT of text."""
+        page, sealed = self._stored_page(run_id, after, limit)
+        return page if sealed is None else self._sealed_page(page, sealed, after, limit)
+
+    def _stored_page(self, run_id: str, after: int, limit: int) -> tuple[LogPage, Sealed | None]:
+        """The page as far as the database has it (one read transaction), and
+        where the log is sealed if its lines are in the object store instead."""
         after = min(max(after, 0), MAX_SEQ)  # "after everything" must not overflow the column
         with self.ctx.read() as repo:
             run = repo.run(run_id, with_transitions=False)
@@ -225,12 +244,17 @@ class LogService:
             at_end = 0 < run.log_seq <= after
             lines = [] if at_end else self._stored(repo, run_id, after, limit)
             sealed, index = repo.log_seal(run_id) if not lines and not at_end else (False, None)
-        if sealed:
-            lines = self._sealed(run_id, index, after, limit)  # blob reads hold no transaction open
         # The terminal transition commits before the log is sealed, and the
         # rows stay until it is: once a run is terminal, every line it will
         # ever have is readable from one place or the other.
-        return LogPage(tuple(lines), run.state, run.state.terminal and not lines, run.reason)
+        page = LogPage(tuple(lines), run.state, run.state.terminal and not lines, run.reason)
+        return page, (Sealed(run_id, index) if sealed else None)
+
+    def _sealed_page(self, page: LogPage, sealed: Sealed, after: int, limit: int) -> LogPage:
+        """``page`` with the lines read from the sealed log's blobs (no
+        transaction is held open while they are read)."""
+        lines = self._sealed(sealed.run_id, sealed.chunks, min(max(after, 0), MAX_SEQ), limit)
+        return dataclasses.replace(page, lines=tuple(lines), done=page.state.terminal and not lines)
 
     async def follow(self, run_id: str, after: int, wait: float, known: RunState | None = None) -> LogPage:
         """A long poll: the next page as soon as there is a line, the run's
@@ -240,7 +264,9 @@ class LogService:
         topic = run_topic(run_id)
         while True:
             seen = self.ctx.notifier.generation(topic)
-            page = await self.ctx.short_call(self.page, run_id, after)
+            page, sealed = await self.ctx.short_call(self._stored_page, run_id, after, PAGE_LINES)
+            if sealed is not None:  # the object store may be a network away: not a short call
+                page = await to_thread.run_sync(self._sealed_page, page, sealed, after, PAGE_LINES)
             known = known or page.state
             remaining = deadline - time.monotonic()
             if page.lines or page.done or page.state != known or remaining <= 0 or self.ctx.notifier.closed:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import builtins
 import dataclasses
 import datetime as dt
+import logging
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol
 
@@ -17,6 +19,8 @@ from runyard.server.db.repository import Repository
 from runyard.server.notifier import pool_topic, run_topic, worker_topic
 from runyard.server.services import Context
 from runyard.server.services.logs import LogService
+
+log = logging.getLogger("runyard.server")
 
 
 def workspace_key(run_id: str) -> str:
@@ -45,6 +49,8 @@ class RunService:
         # Checked in every claim's transaction: raises when this server must
         # not assign runs (it stands by). Set by the app; none in tests.
         self.gate: Callable[[Repository], None] = lambda repo: None
+        self._to_drop: set[str] = set()  # workspaces of ended runs, dropped by after_ends
+        self._lock = threading.Lock()
 
     # people ---------------------------------------------------------------
 
@@ -394,10 +400,25 @@ class RunService:
 
     def finish(self, ended: Sequence[Run]) -> None:
         """After the transaction that ended these runs committed: have each log
-        sealed into the object store (by the log sealer, off this request) and
-        drop the workspace an apply no longer needs.
+        sealed into the object store and the workspace an apply no longer
+        needs dropped, both by :meth:`after_ends`, off the request (which
+        may be a worker's short call: the object store is never used in one).
         Each run is as read in that transaction, so ``has_workspace`` is current."""
         for run in ended:
             self.logs.seal_soon(run.id)
             if run.has_workspace:
-                self.ctx.blobs.delete(workspace_key(run.id))
+                with self._lock:
+                    self._to_drop.add(run.id)
+
+    def after_ends(self) -> builtins.list[str]:
+        """The object store's part of ending the runs that ended here since
+        the last pass (the log sealer's loop): drop their workspaces, seal
+        their logs. Returns the runs whose logs it sealed."""
+        with self._lock:
+            dropping, self._to_drop = sorted(self._to_drop), set()
+        for run_id in dropping:
+            try:
+                self.ctx.blobs.delete(workspace_key(run_id))
+            except Exception:  # a leftover blob costs storage only: logged, not retried
+                log.exception("dropping the workspace of run %s failed", run_id)
+        return self.logs.seal_queued()
