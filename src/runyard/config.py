@@ -220,6 +220,11 @@ class LauncherSettings(Settings):
     heartbeat_interval: Duration = Field(5.0, description="how often a launcher busy with a run tells the server it "
                                          "is alive (an idle one holds a poll, which says it)")
     long_poll: Duration = Field(25.0, description="how long one poll for work is held open")
+    report_hold: Duration = Field(
+        0.25, description="a phase the server need not know of before its commands run (preparing; a run that "
+                          "changes nothing) is reported with the next report if that comes this soon (0: each "
+                          "phase at once)"
+    )
     metrics_port: int = Field(0, description="serve Prometheus metrics on this port of 127.0.0.1 (0: off)")
     disconnect_after_job: bool = Field(False, description="exit after one run")
     disconnect_after_idle_timeout: Duration = Field(0.0, description="exit after this long without work (0: never)")

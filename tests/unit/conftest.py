@@ -67,7 +67,9 @@ class World:
     def settings(self, **overrides: Any) -> LauncherSettings:
         values = {"token": self.token, "pool_private_key": base64.b64encode(key_to_pem(pool_key())).decode(),
                   "work_dir": self.tmp / f"work-{len(self.launchers)}", "long_poll": "0.05s",
-                  "heartbeat_interval": "0.02s", **overrides}
+                  # Each phase reported at once unless a test holds them
+                  # (test_run_execution.py: held reports).
+                  "heartbeat_interval": "0.02s", "report_hold": "0s", **overrides}
         settings, _ = LauncherSettings.resolve(values, env={})
         return settings
 

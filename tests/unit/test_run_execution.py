@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from runyard.core.errors import Conflict
 from runyard.core.models import LogBlock, RunEnd
 from runyard.core.states import RunKind, RunState
 from runyard.devstack import wait_for
@@ -349,3 +350,81 @@ def test_a_phase_with_a_hook_or_an_older_server_is_reported_on_its_own(world: Wo
         run_once(world.launcher(FakeExecutor(), api=api, disconnect_after_job=True))
         assert states(world, run_id) == PROPOSED_PATH
         assert api.reports == [S.PREPARING, S.INITIALIZING, S.PLANNING], stack
+
+
+# held reports (launcher/reports.py) ---------------------------------------------
+
+
+def test_a_run_that_changes_nothing_and_passes_within_the_hold_costs_one_request(world: World) -> None:
+    world.pool()
+    world.stack(commands={"init": "init", "plan": "plan"})
+    run_id = world.trigger(kind=RunKind.PROPOSED)
+    api = SendsLogs(world.svc)
+    run_once(world.launcher(FakeExecutor(), api=api, disconnect_after_job=True, report_hold="10s"))
+    assert states(world, run_id) == PROPOSED_PATH  # every phase recorded, in order
+    assert api.reports == [] and api.batches == [(2, "FINISHED")]  # all of it with the end
+
+
+def test_a_held_phase_is_reported_on_its_own_when_the_hold_ends(world: World) -> None:
+    world.pool()
+    world.stack(commands={"plan": "plan"})
+    run_id = world.trigger(kind=RunKind.PROPOSED)
+    heard = threading.Event()
+
+    class Hears(SendsLogs):
+        def report(self, *args: Any, **kw: Any) -> RunOut:
+            answer = super().report(*args, **kw)
+            heard.set()
+            return answer
+
+    api = Hears(world.svc)
+    seen_while_planning: list[RunState] = []
+
+    def slow_plan() -> None:  # a plan longer than the hold
+        assert heard.wait(10)
+        seen_while_planning.append(world.svc.runs.get(run_id).state)
+
+    executor = FakeExecutor({"plan": Step(on_start=slow_plan)})
+    run_once(world.launcher(executor, api=api, disconnect_after_job=True, report_hold="20ms"))
+    assert seen_while_planning == [S.PLANNING]  # shown while it ran, with the phases before it
+    assert api.reports == [S.PLANNING]
+    assert states(world, run_id) == PROPOSED_PATH
+
+
+@pytest.mark.parametrize(("kind", "command", "first"), [(RunKind.TASK, "do-it", S.PERFORMING),
+                                                        (RunKind.TRACKED, "", S.INITIALIZING)])
+def test_a_run_that_may_change_something_is_reported_before_its_first_command(
+        world: World, kind: RunKind, command: str, first: RunState) -> None:
+    world.pool()
+    world.stack(autodeploy=True)
+    run_id = world.trigger(kind=kind, command=command)
+    api = SendsLogs(world.svc)
+    known_at_first_command: list[RunState] = []
+
+    def first_command() -> None:
+        if not known_at_first_command:
+            known_at_first_command.append(world.svc.runs.get(run_id).state)
+
+    steps = {name: Step(on_start=first_command) for name in ("do-it", "init")}
+    run_once(world.launcher(FakeExecutor(steps), api=api, disconnect_after_job=True, report_hold="10s"))
+    assert known_at_first_command == [first]
+    assert api.reports[0] == first  # PREPARING went with it
+    assert S.PREPARING in states(world, run_id) and world.svc.runs.get(run_id).state == S.FINISHED
+
+
+def test_a_held_report_the_server_refuses_stops_the_run_and_abandons_it(world: World) -> None:
+    world.pool()
+    world.stack(commands={"plan": "plan"})
+    run_id = world.trigger(kind=RunKind.PROPOSED)
+
+    class Refuses(SendsLogs):
+        def report(self, *args: Any, **kw: Any) -> RunOut:
+            raise Conflict("run changed meanwhile; the report was refused")
+
+    api = Refuses(world.svc)
+    executor = FakeExecutor({"plan": Step(hang=True)})  # runs until stopped
+    run_once(world.launcher(executor, api=api, disconnect_after_job=True, report_hold="20ms"))
+    assert executor.commands == ["plan"]  # stopped once the refusal came
+    assert [end for _, end in api.batches if end] == []  # and never reported an end
+    # The server never heard the run start: back in the queue once the worker left.
+    assert states(world, run_id) == [S.QUEUED, S.READY, S.QUEUED]

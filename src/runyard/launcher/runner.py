@@ -29,6 +29,7 @@ from runyard.launcher import workspace
 from runyard.launcher.executors import Executor, ExecutorError, RunSpec, Session, StepStopped
 from runyard.launcher.logship import LogShipper
 from runyard.launcher.policy import InitializationPolicy
+from runyard.launcher.reports import PhaseReports
 from runyard.launcher.workflows import (
     OUTPUTS_JSON,
     PLAN_JSON,
@@ -104,10 +105,11 @@ class RunExecution:
         self._ws: Path | None = None
         self._session: Session | None = None
         self.next: Assignment | None = None  # the worker's next run, if the end's answer carried it
-        # Phases entered with nothing to run in them, not reported yet: they
-        # go with the next report (one request where there were two or three).
-        self.passed: list[RunState] = []
+        # Phases go to the server together where they may (reports.py); a
+        # server before 0.3 takes one phase a report.
         self.reports_via = assignment.reports_via
+        self.reports = PhaseReports(self._send_report, ctx.settings.report_hold if self.reports_via else 0.0,
+                                    lambda exc: self.request_stop(f"the server refused a report: {exc}"))
         self.started = ctx.clock()
         self.last_output = self.started
 
@@ -156,13 +158,13 @@ class RunExecution:
     # reports ------------------------------------------------------------------
 
     def report(self, state: RunState, note: str = "", changes: dict[str, int] | None = None) -> None:
-        note, via = _summary(note), self._passed()
-        self._call(lambda: self.client.report(self.run.id, self.lease, state, note, changes, via),
-                   f"reporting {state.value}")
+        with self.reports.next() as passed:
+            self._send_report(state, passed, _summary(note), changes)
 
-    def _passed(self) -> tuple[RunState, ...]:
-        passed, self.passed = tuple(self.passed), []
-        return passed
+    def _send_report(self, state: RunState, passed: tuple[RunState, ...], note: str = "",
+                     changes: dict[str, int] | None = None) -> None:
+        self._call(lambda: self.client.report(self.run.id, self.lease, state, note, changes, passed),
+                   f"reporting {state.value}")
 
     def _end(self, state: RunState, note: str, changes: dict[str, int] | None = None) -> RunState:
         """Ship every log line, then report the end (the server then seals the
@@ -176,10 +178,11 @@ class RunExecution:
             raise RunAbandoned(str(exc)) from exc
         # Container, processes and workspace are gone before anyone sees the run end.
         self._release()
-        end = RunEnd(state, _summary(note), changes, self._passed())
         take_next = self.ctx.wants_next()
-        ack = self._call(lambda: self.client.send_logs(self.run.id, self.lease, last, end, take_next),
-                         f"reporting {state.value}")
+        with self.reports.next() as passed:
+            end = RunEnd(state, _summary(note), changes, passed)
+            ack = self._call(lambda: self.client.send_logs(self.run.id, self.lease, last, end, take_next),
+                             f"reporting {state.value}")
         if not ack.ended:  # a server before 0.2 stored the lines only
             self.report(state, note, changes)
         elif ack.assignment is not None:
@@ -208,7 +211,7 @@ class RunExecution:
             denied = self._policy_denials()
             if denied:
                 return self._end(RunState.FAILED, "denied by the run initialization policy: " + "; ".join(denied))
-            self.report(RunState.PREPARING)
+            self.reports.hold(RunState.PREPARING)  # nothing of the user's runs in it
             watchdog.start()
             ws = self._ws = workspace.create(self.settings.work_dir, self.run.id)
             # A confirmed run resumes from the workspace its plan left, on any worker.
@@ -235,6 +238,7 @@ class RunExecution:
             log.exception("run %s failed inside the launcher", self.run.id)
             return self._end(RunState.FAILED, f"launcher error: {type(exc).__name__}: {exc}")
         finally:
+            self.reports.close()
             self._release()
             if self.shipper.failure is None:
                 with contextlib.suppress(RunyardError):
@@ -314,15 +318,20 @@ class RunExecution:
             raise _Ended(RunState.FAILED, f"{name} command exited with code {code}")
 
     def _phase(self, session: Session, state: RunState, name: str, command: str, hooks: str = "") -> None:
-        """Report ``state``, then run the phase with its before/after hooks."""
+        """Report ``state``, then run the phase with its before/after hooks.
+        The server knows of the phase before its first command runs if the
+        run may change something; else it may hear of it with the next report."""
         if self.stop.is_set():
             raise _Ended(self.stop_state, self.stop_reason)
         hooks = hooks or name
         if self.reports_via and not command and not any(self.stack.hooks.get(f"{when}_{hooks}")
                                                         for when in ("before", "after")):
-            self.passed.append(state)  # nothing runs in it: reported with whatever comes next
+            self.reports.ride(state)  # nothing runs in it
             return
-        self.report(state)
+        if self.run.kind.writes:
+            self.reports.report(state)
+        else:
+            self.reports.hold(state)
         for hook in self.stack.hooks.get(f"before_{hooks}", []):
             self._step(session, f"before_{hooks} hook", hook)
         self._step(session, name, command)
