@@ -3,26 +3,28 @@ idled, and a dead one costs at most one request."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import psycopg
 import pytest
-from sqlalchemy import exc, text
+from sqlalchemy import Engine, exc, text
 
 from runyard.devstack import PostgresCluster
 from runyard.server.db import dialects
 from runyard.server.db.dialects import make_engine
 
 
-def backend_pid(engine) -> int:  # type: ignore[no-untyped-def]
+def backend_pid(engine: Engine) -> int:
     with engine.connect() as conn:
         return int(conn.execute(text("SELECT pg_backend_pid()")).scalar_one())
 
 
-def pings_of(engine, monkeypatch: pytest.MonkeyPatch) -> list[int]:  # type: ignore[no-untyped-def]
+def pings_of(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The backend of each connection pinged from now on."""
     pinged: list[int] = []
     real = engine.dialect.do_ping
 
-    def ping(dbapi_conn) -> bool:  # type: ignore[no-untyped-def]
+    def ping(dbapi_conn: Any) -> bool:
         pinged.append(dbapi_conn.info.backend_pid)
         return bool(real(dbapi_conn))
 
