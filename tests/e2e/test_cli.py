@@ -60,6 +60,23 @@ def test_first_start_makes_an_admin_key_once(tmp_path):
         again.stop()
 
 
+def test_a_second_server_on_one_sqlite_file_is_refused_and_the_first_goes_on(tmp_path):
+    first = ServerProcess(tmp_path / "data", free_port()).start()
+    assert first.proc is not None
+    try:
+        second = subprocess.run([*RUNYARD, "server", "--data-dir", str(tmp_path / "data"), "--port", str(free_port())],
+                                env=clean_env(), capture_output=True, text=True, timeout=60)
+        assert second.returncode != 0
+        assert f"another runyard server (pid {first.proc.pid} on" in second.stderr
+        assert "one server per SQLite file" in second.stderr
+        assert cli(first, "pool", "list").returncode == 0
+    finally:
+        first.stop()
+    # Its lock goes with it: the next server on the file starts.
+    again = ServerProcess(tmp_path / "data", free_port(), admin_key=first.admin_key).start()
+    again.stop()
+
+
 def test_bad_input_gets_clear_errors_and_makes_nothing(server, tmp_path):
     (tmp_path / "bad.csr").write_text("not a csr")
     r = cli(server, "pool", "create", "x", "--csr", str(tmp_path / "bad.csr"))

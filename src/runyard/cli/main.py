@@ -53,10 +53,11 @@ def main() -> None:
 @settings_options(ServerSettings)
 def server(**flags: Any) -> None:
     """Start the control plane (API, scheduler, state and logs)."""
-    from runyard.server.app import bootstrap_admin_key, build_services, create_app
+    from runyard.server.app import bootstrap_admin_key, build_services, create_app, hold_sqlite_file
     from runyard.server.serve import serve
 
     settings, _ = ServerSettings.resolve(flags)
+    held = hold_sqlite_file(settings)  # noqa: F841 - the lock lasts while it is open
     services = build_services(settings)
     key = bootstrap_admin_key(services, settings)
     if key:

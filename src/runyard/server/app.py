@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import hmac
 import logging
 import os
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import IO
 
 from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
-from sqlalchemy import Engine
+from sqlalchemy import Engine, make_url
 
 from runyard import __version__
 from runyard.config import ServerSettings
-from runyard.core.errors import Unauthorized
+from runyard.core.errors import InvalidInput, Unauthorized
 from runyard.crypto import SecretBox, new_secret
 from runyard.server import errors
 from runyard.server.api import cluster, pools, runs, stacks, state, workers
@@ -60,6 +62,36 @@ def build_services(settings: ServerSettings, blobs: BlobStore | None = None) -> 
     )
     identity = f"{socket.gethostname()}:{settings.port}:{os.getpid()}:{new_secret('')[:8]}"
     return Services.build(ctx, identity, settings.scheduler_lease_ttl, settings.site_name())
+
+
+def hold_sqlite_file(settings: ServerSettings) -> IO[str] | None:
+    """On SQLite, make this process the one server of the database file, or
+    refuse to start: a second server would contend with it for the write
+    lock, and a server runs the workers' short calls on its event loop on
+    the promise that no other process writes (``Context.short_call``). The
+    lock (``<database>.server``) is held while the returned file stays open,
+    and goes with the process however it ends."""
+    url = make_url(settings.db_url())
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    path = Path(f"{url.database}.server")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    held = open(path, "a+")  # noqa: SIM115 - held open for the life of the process
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        held.seek(0)
+        holder = held.read().strip() or "a process"
+        held.close()
+        raise InvalidInput(
+            f"another runyard server ({holder}) uses the SQLite database {url.database}: one server per "
+            "SQLite file; several servers share a PostgreSQL database (docs/several-servers.md)"
+        ) from None
+    held.seek(0)
+    held.truncate()
+    held.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+    held.flush()
+    return held
 
 
 def site_blobs(settings: ServerSettings) -> BlobStore:
