@@ -4,8 +4,10 @@ Launchers use the process executor, so the figures are runyard's own cost
 (benchmarks/docker_overhead.py measures what a container adds).
 
 1. One idle launcher; trivial task runs (`true`) triggered one after another:
-   time from the trigger call returning to the run's start (the worker's
-   PREPARING report), p50/p90/p99 over --runs runs. Also the server-side
+   time from the trigger call being sent to the run's start (the worker's
+   PREPARING report), p50/p90/p99 over --runs runs; the same from the call's
+   answer (a trigger answered later, as the claim ran beside it, looks
+   quicker by this one); the trigger call itself; and the server-side
    QUEUED -> READY (assignment) time.
 2. --launchers launchers; --burst proposed runs (plan: `true`) triggered at
    once: runs per second sustained until the last one finished. (Proposed
@@ -38,17 +40,23 @@ from runyard.core.states import RunKind, RunState
 def latency(runs: int, db: str) -> None:
     with bench_stack(db=db) as bench:
         bench.add_launchers(1, RUNYARD_EXECUTOR="process")
-        to_start, to_assign = [], []
+        sent_to_start, to_start, trigger, to_assign = [], [], [], []
         for _ in range(runs):
+            sent = time.time()
             run = bench.client.trigger("bench", RunKind.TASK, "true")
             returned = time.time()
             bench.wait_finished(run.id)
             done = {t.state: t.at.timestamp() for t in bench.client.run(run.id).transitions}
+            sent_to_start.append((done[RunState.PREPARING] - sent) * 1000)
             to_start.append((done[RunState.PREPARING] - returned) * 1000)
+            trigger.append((returned - sent) * 1000)
             to_assign.append((done[RunState.READY] - done[RunState.QUEUED]) * 1000)
         print(f"dispatch latency ({db}), 1 idle launcher, {runs} trivial task runs (ms)")
         print(f"  {'measure':<34}{'p50':>8}{'p90':>8}{'p99':>8}")
-        for name, values in (("trigger returned -> run started", to_start), ("queued -> assigned (server)", to_assign)):
+        for name, values in (("trigger sent -> run started", sent_to_start),
+                             ("trigger returned -> run started", to_start),
+                             ("the trigger call", trigger),
+                             ("queued -> assigned (server)", to_assign)):
             print(f"  {name:<34}" + "".join(f"{percentile(values, p):>8.1f}" for p in (50, 90, 99)))
 
 
