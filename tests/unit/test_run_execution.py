@@ -428,3 +428,32 @@ def test_a_held_report_the_server_refuses_stops_the_run_and_abandons_it(world: W
     assert [end for _, end in api.batches if end] == []  # and never reported an end
     # The server never heard the run start: back in the queue once the worker left.
     assert states(world, run_id) == [S.QUEUED, S.READY, S.QUEUED]
+
+
+def test_a_report_through_several_phases_is_one_move_and_one_insert(world: World) -> None:
+    from sqlalchemy import event
+
+    world.pool()
+    world.stack(commands={"plan": "plan"})
+    world.trigger(kind=RunKind.PROPOSED)
+    launcher = world.launcher()
+    launcher.register()
+    api = launcher.client
+    assert isinstance(api, InProcessWorkerApi)
+    assignment = api.poll(0).assignment
+    assert assignment is not None
+    writes: list[tuple[str, bool]] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, _params: Any, _context: Any, many: bool) -> None:
+        if statement.split()[0] in ("UPDATE", "INSERT"):
+            writes.append((" ".join(statement.split()[:3]), many))
+
+    event.listen(world.svc.ctx.engine, "before_cursor_execute", seen)
+    try:
+        api.send_logs(assignment.run.id, assignment.lease, [],
+                      RunEnd(S.FINISHED, via=(S.PREPARING, S.INITIALIZING, S.PLANNING)))
+    finally:
+        event.remove(world.svc.ctx.engine, "before_cursor_execute", seen)
+    assert states(world, assignment.run.id) == PROPOSED_PATH
+    assert writes == [("UPDATE runs SET", False), ("INSERT INTO run_transitions", True),
+                      ("UPDATE workers SET", False)]

@@ -345,8 +345,11 @@ class Repository(LogQueries):
         found = self.conn.execute(_TRANSITIONS, {"b_id": run_id})
         return [Transition(RunState(r.state), rows.ts(r.at), r.note) for r in found]
 
-    def add_transition(self, run_id: str, state: RunState, now: float, note: str = "") -> None:
-        self.conn.execute(_ADD_TRANSITION, {"run_id": run_id, "state": state.value, "at": now, "note": note})
+    def add_transitions(self, run_id: str, now: float, moves: Sequence[tuple[RunState, str]]) -> None:
+        """Record the run's moves at ``now``, in order: (state, note) each, in
+        one statement (a report that passed through phases is one)."""
+        params = [{"run_id": run_id, "state": state.value, "at": now, "note": note} for state, note in moves]
+        self.conn.execute(_ADD_TRANSITION, params if len(params) > 1 else params[0])
 
     def move_run(
         self,

@@ -83,7 +83,7 @@ class RunService:
                 transitions=(Transition(RunState.QUEUED, stamp),),
             )
             repo.add_run(run)
-            repo.add_transition(run.id, RunState.QUEUED, now)
+            repo.add_transitions(run.id, now, [(RunState.QUEUED, "")])
         self.ctx.notifier.notify(pool_topic(run.pool_id))
         return run  # as stored: no second read
 
@@ -295,8 +295,8 @@ class RunService:
         network dropped it) changes nothing and answers as the first did:
         its lines were stored with it. The answer is the run as it stands,
         without its transitions (a worker needs none of them). ``via``: the
-        phases it passed through on the way, with nothing run in them (each
-        checked and recorded, in order, in the same transaction)."""
+        phases it passed through on the way that it did not report on their
+        own (each checked and recorded, in order, with the same move)."""
         with self.ctx.tx() as repo:
             current = repo.run(run_id, with_transitions=False)
             repeated = current is not None and current.state == target and current.worker_id == worker.id \
@@ -307,11 +307,8 @@ class RunService:
                     raise Conflict("upload the run's encrypted workspace before asking for confirmation")
                 if blocks:
                     self.logs.append(repo, run, blocks)
-                passing = run
-                for phase in via:
-                    passing = self._move(repo, passing, phase, Actor.WORKER, "")
                 counts = {} if changes is None else {"changes": {k: int(v) for k, v in changes.items()}}
-                current = self._move(repo, passing, target, Actor.WORKER, note, **counts)
+                current = self._move(repo, run, target, Actor.WORKER, note, via=via, **counts)
         assert current is not None
         if not repeated:
             self.finish([run] if target.terminal else [])
@@ -379,11 +376,16 @@ class RunService:
         self._move(repo, run, RunState.FAILED, Actor.SERVER, reason)
         return True
 
-    def _move(self, repo: Repository, run: Run, target: RunState, actor: Actor, note: str, **values: object) -> Run:
-        """The one writer of run state: the transition table, then a
-        compare-and-set on (state, lease) with any other column it changes.
-        Returns the run as moved (without its transitions)."""
-        check_transition(run.state, target, actor)
+    def _move(self, repo: Repository, run: Run, target: RunState, actor: Actor, note: str,
+              via: Sequence[RunState] = (), **values: object) -> Run:
+        """The one writer of run state: the transition table (for each phase
+        of ``via`` on the way, then ``target``), then one compare-and-set on
+        (state, lease) with any other column it changes, and the transitions
+        in one insert. Returns the run as moved (without its transitions)."""
+        state = run.state
+        for step in (*via, target):
+            check_transition(state, step, actor)
+            state = step
         now = self.ctx.clock()
         values["state"] = target.value
         if target.terminal:
@@ -391,7 +393,7 @@ class RunService:
         moved = repo.move_run(run.id, run.state, run.lease, now, **values)
         if moved is None:
             raise StaleLease(f"run {run.id} changed meanwhile; the report was refused")
-        repo.add_transition(run.id, target, now, note)
+        repo.add_transitions(run.id, now, [*((phase, "") for phase in via), (target, note)])
         if run.worker_id and run.state.on_worker and not target.on_worker:
             repo.set_worker_run(run.worker_id, None, expect=run.id)
         if target.terminal:
