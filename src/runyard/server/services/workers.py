@@ -302,14 +302,17 @@ class WorkerService:
         """A worker's log batch (RunService.append_logs: whether the run was
         asked to stop); with its run's end and ``take_next``, its next run too."""
         stop = self.runs.append_logs(worker, run_id, lease, blocks, end)
-        return stop, self.next_run(worker.id) if end is not None and take_next else None
+        return stop, self.next_run(worker) if end is not None and take_next else None
 
-    def next_run(self, worker_id: str) -> Assignment | None:
+    def next_run(self, worker: Worker) -> Assignment | None:
         """The worker's next run, asked for as its run ended (in the same
         request): what its next poll would claim at once, or None (it polls).
-        One the server gave it already and it never got is given again."""
-        worker, may_claim = self._look(worker_id)
-        return self._claim_now(worker_id, pool_topic(worker.pool_id)) if may_claim else None
+        One the server gave it already and it never got is given again. The
+        claim without a look first (a poll's look spares an idle pool's polls
+        a write transaction each): when nothing waits, the claim reads what
+        the look would have; when something does, the look was a
+        transaction more."""
+        return self._claim_now(worker.id, pool_topic(worker.pool_id))
 
     def _look(self, worker_id: str) -> tuple[Worker, bool]:
         """The worker as stored, and whether a claim could give it a run: one
