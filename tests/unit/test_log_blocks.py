@@ -117,7 +117,7 @@ def test_a_sealed_log_lies_in_several_blobs_and_a_page_reads_only_the_one_it_nee
         api.send_logs(run_id, lease, [LogBlock(first, float(first), text)])
     world.svc.runs.report(world.svc.auth.check_worker_token(api.credential), run_id, lease, RunState.PREPARING)
     world.svc.runs.report(world.svc.auth.check_worker_token(api.credential), run_id, lease, RunState.FAILED, "x")
-    assert world.svc.logs.seal_queued() == [run_id]
+    assert world.svc.runs.after_ends() == [run_id]
     keys = sorted(world.blobs.keys(f"logs/{run_id}/"))
     assert len(keys) == 10  # each 100-line block is over the chunk size: a blob each
 
@@ -156,7 +156,7 @@ def test_the_runs_that_ended_since_the_last_pass_are_sealed_in_one_transaction(
         world.svc.runs.report(worker, run_id, lease, RunState.FAILED, "x")
         ended.append(run_id)
     writes = calls_of(monkeypatch, type(world.svc.ctx), "tx")
-    assert world.svc.logs.seal_queued() == sorted(ended)
+    assert world.svc.runs.after_ends() == sorted(ended)
     assert len(writes) == 1
     for number, run_id in enumerate(ended):
         assert [ln.msg for ln in world.svc.logs.page(run_id, after=0, limit=10).lines] == [f"run {number}", "bye"]
@@ -187,7 +187,7 @@ def test_a_page_at_the_end_of_the_log_reads_no_log_rows_and_the_next_line_still_
     worker = world.svc.auth.check_worker_token(api.credential)
     world.svc.runs.report(worker, run_id, lease, RunState.PREPARING)
     world.svc.runs.report(worker, run_id, lease, RunState.FAILED, "x")
-    world.svc.logs.seal_queued()
+    world.svc.runs.after_ends()
     assert world.svc.logs.page(run_id, after=3).done
     assert [ln.msg for ln in world.svc.logs.page(run_id, after=1).lines] == ["two", "three"]
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import logging
-import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import NamedTuple
@@ -107,8 +106,6 @@ class Sealed(NamedTuple):
 class LogService:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
-        self._to_seal: set[str] = set()
-        self._lock = threading.Lock()
 
     def append(self, repo: Repository, run: Run, blocks: Sequence[LogBlock]) -> None:
         """Store the lines after the last one stored. A line stored already is
@@ -131,19 +128,6 @@ class LogService:
         raise Conflict(f"log lines of run {run.id} are being stored by another request: send them again")
 
     # sealing ------------------------------------------------------------------
-
-    def seal_soon(self, run_id: str) -> None:
-        """Seal this ended run's log on the next pass of :meth:`seal_queued`
-        (off the request that ended the run)."""
-        with self._lock:
-            self._to_seal.add(run_id)
-
-    def seal_queued(self) -> list[str]:
-        """Seal the logs of runs that ended here since the last pass."""
-        with self._lock:
-            queued, self._to_seal = sorted(self._to_seal), set()
-        self.seal(queued)
-        return queued
 
     def seal(self, run_ids: Sequence[str]) -> None:
         """Write each ended run's whole log to the object store, then drop its rows.

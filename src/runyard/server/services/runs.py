@@ -49,7 +49,9 @@ class RunService:
         # Checked in every claim's transaction: raises when this server must
         # not assign runs (it stands by). Set by the app; none in tests.
         self.gate: Callable[[Repository], None] = lambda repo: None
-        self._to_drop: set[str] = set()  # workspaces of ended runs, dropped by after_ends
+        # Runs that ended here since the last after_ends pass: whether each
+        # left a workspace to drop.
+        self._ended: dict[str, bool] = {}
         self._lock = threading.Lock()
 
     # people ---------------------------------------------------------------
@@ -406,21 +408,21 @@ class RunService:
         needs dropped, both by :meth:`after_ends`, off the request (which
         may be a worker's short call: the object store is never used in one).
         Each run is as read in that transaction, so ``has_workspace`` is current."""
-        for run in ended:
-            self.logs.seal_soon(run.id)
-            if run.has_workspace:
-                with self._lock:
-                    self._to_drop.add(run.id)
+        with self._lock:
+            for run in ended:
+                self._ended[run.id] = run.has_workspace
 
     def after_ends(self) -> builtins.list[str]:
         """The object store's part of ending the runs that ended here since
         the last pass (the log sealer's loop): drop their workspaces, seal
         their logs. Returns the runs whose logs it sealed."""
         with self._lock:
-            dropping, self._to_drop = sorted(self._to_drop), set()
-        for run_id in dropping:
+            ended, self._ended = self._ended, {}
+        for run_id in sorted(run_id for run_id, has_workspace in ended.items() if has_workspace):
             try:
                 self.ctx.blobs.delete(workspace_key(run_id))
             except Exception:  # a leftover blob costs storage only: logged, not retried
                 log.exception("dropping the workspace of run %s failed", run_id)
-        return self.logs.seal_queued()
+        sealing = sorted(ended)
+        self.logs.seal(sealing)
+        return sealing
