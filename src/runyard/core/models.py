@@ -262,7 +262,7 @@ class RunEnd(NamedTuple):
     state: RunState
     note: str = ""
     changes: dict[str, int] | None = None
-    via: tuple[RunState, ...] = ()  # phases passed on the way, with nothing run in them
+    via: tuple[RunState, ...] = ()  # phases passed on the way, not reported on their own
 
 
 @dataclass(frozen=True)
@@ -275,8 +275,8 @@ class Assignment:
     lease: int
     run_token: str = ""
     log_seq: int = 0  # the last log line stored: a resumed run numbers on from it
-    # The server records a report's ``via`` phases: a phase with nothing to
-    # run need not be a request of its own (False from servers before 0.3).
+    # The server records a report's ``via`` phases: a phase need not be a
+    # request of its own (launcher/reports.py; False from servers before 0.3).
     reports_via: bool = True
 
 

@@ -348,8 +348,8 @@ class Repository(LogQueries):
     def add_transitions(self, run_id: str, now: float, moves: Sequence[tuple[RunState, str]]) -> None:
         """Record the run's moves at ``now``, in order: (state, note) each, in
         one statement (a report that passed through phases is one)."""
-        params = [{"run_id": run_id, "state": state.value, "at": now, "note": note} for state, note in moves]
-        self.conn.execute(_ADD_TRANSITION, params if len(params) > 1 else params[0])
+        self.conn.execute(_ADD_TRANSITION, [{"run_id": run_id, "state": state.value, "at": now, "note": note}
+                                            for state, note in moves])
 
     def move_run(
         self,

@@ -7,7 +7,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import TypeVar, TypeVarTuple
 
@@ -45,8 +45,7 @@ class Context:
     worker_lost_after: float = 60.0  # a worker silent this long is lost
     secrets: SecretBox = field(default_factory=lambda: SecretBox(os.urandom(32)))  # see app.secret_box
     # SQLite has one writer at a time: writers of this process queue here, in
-    # order, instead of sleeping in SQLite's busy handler (PostgreSQL: no lock).
-    _writes: AbstractContextManager[object] = field(init=False, repr=False)
+    # order, instead of sleeping in SQLite's busy handler (PostgreSQL: none).
     _write_lock: threading.RLock | None = field(default=None, init=False, repr=False)
 
     _short: tuple[asyncio.AbstractEventLoop, CapacityLimiter] | None = field(default=None, init=False, repr=False)
@@ -54,11 +53,10 @@ class Context:
     def __post_init__(self) -> None:
         if self.engine.dialect.name == "sqlite":
             self._write_lock = threading.RLock()
-        self._writes = self._write_lock or nullcontext()
 
     async def short_call(self, fn: Callable[[*Ts], T], *args: *Ts) -> T:
-        """``fn(*args)`` for the workers' hot path: a poll's look and claim, a
-        report, a log batch, a token check, a log follower's page. Short
+        """``fn(*args)`` for the hot path: a poll's look and claim, a report, a
+        log batch, a token check, a log follower's page, a trigger. Short
         calls that use the database and nothing else (never the object
         store: it may be a network away).
 
@@ -66,7 +64,7 @@ class Context:
         runs on the event loop itself, holding the write lock: a local file
         answers in well under a millisecond, and handing the call to a
         thread and back cost more than the call (measured: 8 launchers,
-        77-84 -> 83-89 runs/s, the server 0.5 ms of CPU less a run). Only
+        72-84 -> 83-89 runs/s, the server 0.5 ms of CPU less a run). Only
         this process writes a server's SQLite file, so with the lock held
         nothing can make the call wait. Otherwise, and on PostgreSQL (whose
         every query waits on the network), in a thread: a few at a time (by
@@ -99,7 +97,7 @@ class Context:
     @contextmanager
     def tx(self) -> Iterator[Repository]:
         """One transaction; committed when the block ends without an error."""
-        with self._writes, self.engine.begin() as conn:
+        with self._write_lock or nullcontext(), self.engine.begin() as conn:
             yield Repository(conn)
 
     @contextmanager

@@ -96,11 +96,13 @@ def _fit(block: LogBlock, after: int) -> LogBlock | None:
 
 
 class Sealed(NamedTuple):
-    """Where a sealed log's lines are: the first line of each blob (None: one
-    blob, as releases before chunked logs sealed them)."""
+    """Where a page's lines are when its run's log is sealed: the first line of
+    each blob (None: one blob, as releases before chunked logs sealed them),
+    and the line the page starts after."""
 
     run_id: str
     chunks: list[int] | None
+    after: int
 
 
 class LogService:
@@ -212,7 +214,7 @@ class LogService:
         """The run's lines after sequence number ``after``, with its state: at
         most ``limit`` lines and about PAGE_TEXT of text."""
         page, sealed = self._stored_page(run_id, after, limit)
-        return page if sealed is None else self._sealed_page(page, sealed, after, limit)
+        return page if sealed is None else self._sealed_page(page, sealed, limit)
 
     def _stored_page(self, run_id: str, after: int, limit: int) -> tuple[LogPage, Sealed | None]:
         """The page as far as the database has it (one read transaction), and
@@ -232,12 +234,12 @@ class LogService:
         # rows stay until it is: once a run is terminal, every line it will
         # ever have is readable from one place or the other.
         page = LogPage(tuple(lines), run.state, run.state.terminal and not lines, run.reason)
-        return page, (Sealed(run_id, index) if sealed else None)
+        return page, (Sealed(run_id, index, after) if sealed else None)
 
-    def _sealed_page(self, page: LogPage, sealed: Sealed, after: int, limit: int) -> LogPage:
+    def _sealed_page(self, page: LogPage, sealed: Sealed, limit: int) -> LogPage:
         """``page`` with the lines read from the sealed log's blobs (no
         transaction is held open while they are read)."""
-        lines = self._sealed(sealed.run_id, sealed.chunks, min(max(after, 0), MAX_SEQ), limit)
+        lines = self._sealed(sealed.run_id, sealed.chunks, sealed.after, limit)
         return dataclasses.replace(page, lines=tuple(lines), done=page.state.terminal and not lines)
 
     async def follow(self, run_id: str, after: int, wait: float, known: RunState | None = None) -> LogPage:
@@ -250,7 +252,7 @@ class LogService:
             seen = self.ctx.notifier.generation(topic)
             page, sealed = await self.ctx.short_call(self._stored_page, run_id, after, PAGE_LINES)
             if sealed is not None:  # the object store may be a network away: not a short call
-                page = await to_thread.run_sync(self._sealed_page, page, sealed, after, PAGE_LINES)
+                page = await to_thread.run_sync(self._sealed_page, page, sealed, PAGE_LINES)
             known = known or page.state
             remaining = deadline - time.monotonic()
             if page.lines or page.done or page.state != known or remaining <= 0 or self.ctx.notifier.closed:
