@@ -23,6 +23,7 @@ import select
 import socket
 import ssl
 import threading
+import time
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -35,6 +36,10 @@ if TYPE_CHECKING:
 # Idle connections kept per server: a launcher uses at most a handful at once
 # (its poll, heartbeats, a run's reports and logs).
 MAX_IDLE = 8
+# An idle connection is used again only this long: the server closes one idle
+# for longer (runyard's own after 75 s; a load balancer in front often after
+# 60 s), and a request sent as it closes is lost with it.
+REUSE_IDLE_UP_TO = 50.0
 # A body up to this size goes out in one write with the request's head; a
 # larger one (a source archive, a workspace) after it, not copied.
 JOIN_BODY_UP_TO = 64 * 1024
@@ -42,6 +47,10 @@ JOIN_BODY_UP_TO = 64 * 1024
 
 class TransportError(Exception):
     """The request got no answer: the server is unreachable, or the connection failed."""
+
+
+class _Unanswered(TransportError):
+    """The connection was closed or reset before any of the answer came."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +91,8 @@ def proxy_for(url: str, environ: Mapping[str, str]) -> str | None:
 
 _Key = tuple[str, str, int]  # scheme, host, port
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+# Requests that can be sent twice with the effect of once (RFC 9110 9.2.2).
+_IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 _BAD_IN_HEADER = re.compile(r"[\r\n\0]")
 
 
@@ -95,7 +106,7 @@ class Connections:
     def __init__(self, context: ssl.SSLContext, timeout: float) -> None:
         self.context = context
         self.timeout = timeout
-        self._idle: dict[_Key, list[socket.socket]] = {}
+        self._idle: dict[_Key, list[tuple[float, socket.socket]]] = {}  # since, connection
         self._lock = threading.Lock()
         self._closed = False  # then a request's connection is closed after it, not kept
 
@@ -118,23 +129,42 @@ class Connections:
         message = "\r\n".join(head).encode("latin-1") + b"\r\n\r\n"
         if body and len(body) <= JOIN_BODY_UP_TO:
             message, body = message + body, None
-        sock = answer = None
+        for fresh in (False, True):
+            try:
+                sock, reused = self._take(key, fresh)
+            except OSError as exc:  # refused, unreachable, a failed TLS handshake
+                raise TransportError(_said(exc)) from exc
+            try:
+                return self._exchange(key, sock, method, message, body, timeout)
+            except _Unanswered:
+                # A kept-alive connection the server closed just as the request
+                # went out (its idle timeout): the server never read it, but
+                # nothing tells that from a request it read and then died on,
+                # so only a request that may run twice is sent again.
+                if not reused or method not in _IDEMPOTENT:
+                    raise
+        raise AssertionError("unreachable")  # a new connection's request returns or raises
+
+    def _exchange(self, key: _Key, sock: socket.socket, method: str, message: bytes, body: bytes | None,
+                  timeout: float | None) -> Reply:
+        answer, headed = None, False
         try:
-            sock = self._take(key)
             sock.settimeout(self.timeout if timeout is None else timeout)
             sock.sendall(message)
             if body:
                 sock.sendall(body)
             answer = http.client.HTTPResponse(sock, method=method)
             answer.begin()
+            headed = True
             content = answer.read()
         except (OSError, http.client.HTTPException) as exc:
             # The answer's reader holds the socket open until it is closed too.
             if answer is not None:
                 answer.close()
-            if sock is not None:
-                sock.close()
-            raise TransportError(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__) from exc
+            sock.close()
+            if isinstance(exc, ConnectionError) and not headed:  # reset or closed before any answer
+                raise _Unanswered(_said(exc)) from exc
+            raise TransportError(_said(exc)) from exc
         reply = Reply(answer.status, content)
         if answer.will_close:
             sock.close()
@@ -142,33 +172,34 @@ class Connections:
             self._give(key, sock)
         return reply
 
-    def _take(self, key: _Key) -> socket.socket:
-        """An idle connection the server has not closed, else a new one."""
-        while True:
+    def _take(self, key: _Key, fresh: bool) -> tuple[socket.socket, bool]:
+        """An idle connection the server has not closed and has had no time to
+        close, else (or when ``fresh``) a new one; and whether it was idle."""
+        while not fresh:
             with self._lock:
                 idle = self._idle.get(key)
-                sock = idle.pop() if idle else None
+                since, sock = idle.pop() if idle else (0.0, None)
             if sock is None:
                 break
-            if _usable(sock):
-                return sock
+            if time.monotonic() - since < REUSE_IDLE_UP_TO and _usable(sock):
+                return sock, True
             sock.close()
         scheme, host, port = key
         sock = socket.create_connection((host, port), self.timeout)
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if scheme == "https":
-                return self.context.wrap_socket(sock, server_hostname=host)
+                return self.context.wrap_socket(sock, server_hostname=host), False
         except BaseException:
             sock.close()
             raise
-        return sock
+        return sock, False
 
     def _give(self, key: _Key, sock: socket.socket) -> None:
         with self._lock:
             idle = None if self._closed else self._idle.setdefault(key, [])
             if idle is not None and len(idle) < MAX_IDLE:
-                idle.append(sock)
+                idle.append((time.monotonic(), sock))
                 return
         sock.close()
 
@@ -178,8 +209,12 @@ class Connections:
             self._closed = True
             idle, self._idle = self._idle, {}
         for socks in idle.values():
-            for sock in socks:
+            for _, sock in socks:
                 sock.close()
+
+
+def _said(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 def _usable(sock: socket.socket) -> bool:
