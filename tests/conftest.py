@@ -1,4 +1,4 @@
-"""Shared fixtures: real PostgreSQL, real server and launcher processes.
+"""Shared fixtures: real PostgreSQL, a real Chromium, real server and launcher processes.
 
 Locally, a missing component skips the tests that need it, saying why; in CI
 (CI=true) it is a failure: nothing is silently skipped there.
@@ -11,6 +11,7 @@ import shutil
 import uuid
 from collections.abc import Generator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pluggy
 import pytest
@@ -19,6 +20,7 @@ from runyard.devstack import PG_BIN, PostgresCluster, migrate
 from runyard.devstack import free_port as devstack_free_port
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
 def missing(reason: str) -> None:
@@ -61,6 +63,27 @@ def postgres() -> Iterator[PostgresCluster]:
         yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """Chromium through Playwright (the system's: Playwright's own download needs the internet)."""
+    if not Path(CHROMIUM).exists():
+        missing("no Chromium at /usr/bin/chromium (apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        missing("the playwright package is not installed")
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+        )
+        try:
+            yield chromium
+        finally:
+            chromium.close()
 
 
 @pytest.fixture(scope="session")

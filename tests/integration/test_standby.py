@@ -6,8 +6,10 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
+import pytest
 
 from runyard.client import Client
 from runyard.config import ServerSettings
@@ -66,3 +68,26 @@ def test_a_standby_refuses_the_api_names_the_primary_and_serves_once_promoted(tm
         with Client([primary], ADMIN) as client:
             assert client.promote().role == "primary"
         wait_for(lambda: role(standby) == "standby", 10, "the standby to stand by again")
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_a_person_on_the_standby_is_shown_the_same_page_on_the_primary(tmp_path: Path, database_url: str,
+                                                                       browser: Any) -> None:
+    with serve(tmp_path, "a", database_url, site="eu-west") as primary, \
+            serve(tmp_path, "b", database_url, standby=True, site="eu-central") as standby:
+        wait_for(lambda: role(primary) == "primary", 10, "the primary to take the lease")
+        answer = httpx.get(f"{standby}/ui/stacks")
+        assert answer.status_code == 503 and answer.headers["content-type"].startswith("text/html")
+        assert answer.headers["retry-after"] == "1" and answer.headers["x-runyard-primary"] == primary
+        page = browser.new_page()
+        try:
+            page.goto(f"{standby}/ui/stacks?label=a%26b")
+            assert page.inner_text("h1") == "This runyard server is a standby"
+            assert page.get_attribute("#primary", "href") == f"{primary}/ui/stacks?label=a%26b"
+            page.click("#primary")
+            page.wait_for_url(f"{primary}/ui/login")  # the primary serves it: it asks who is there
+            # The API still answers clients in JSON.
+            assert httpx.get(f"{standby}/api/v1/pools").json()["primary"] == primary
+        finally:
+            page.close()

@@ -1,14 +1,17 @@
 """A standby answers health checks and the cluster status only: every other
 request gets 503, a Retry-After and the primary's address, so clients (and
-launchers, which move to the next endpoint of their token) go there."""
+launchers, which move to the next endpoint of their token) go there. A web
+page gets a page that says so and links to the same page on the primary."""
 
 from __future__ import annotations
 
 import json
 
+from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from runyard.server.scheduler import Scheduler
+from runyard.server.web import pages
 
 # What a standby still answers: its health, its role, and the commands that
 # change its role (dr promote / demote).
@@ -27,6 +30,9 @@ class StandbyGate:
             await self.app(scope, receive, send)
             return
         primary = self.scheduler.primary_address()
+        if scope["path"].startswith("/ui"):
+            await pages.standby(Request(scope), primary, self.retry_after)(scope, receive, send)
+            return
         where = f" at {primary}" if primary else ""
         message = f"this runyard server is a standby; the primary serves{where}"
         body = json.dumps({"error": "standby", "message": message, "primary": primary}).encode()

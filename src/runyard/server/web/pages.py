@@ -62,6 +62,17 @@ def render(request: Request, svc: Services, name: str, status: int = 200, **cont
     return HTMLResponse(html, status_code=status)
 
 
+def standby(request: Request, primary: str, retry_after: int) -> HTMLResponse:
+    """What a person's browser gets from a standby: who serves the page instead."""
+    page = ""
+    if primary.startswith(("http://", "https://")):
+        query = request.url.query
+        page = primary.rstrip("/") + request.url.path + (f"?{query}" if query else "")
+    html = _templates.get_template("standby.html").render(
+        request=request, csrf="", partial=False, primary=primary, primary_page=page)
+    return HTMLResponse(html, status_code=503, headers={"Retry-After": str(retry_after), "X-Runyard-Primary": primary})
+
+
 def _check_csrf(session: sessions.Session, token: str) -> None:
     if token != session.csrf:
         raise NeedLogin()
