@@ -2,10 +2,18 @@
 standby holds the lease, and until a run triggered right after the kill has
 started (the launcher moves to the standby by itself).
 
+How the primary is lost (--lose):
+  kill   kill -9: its port refuses connections at once (the default);
+  host   it is stopped (SIGSTOP) and every packet to and from its port is
+         dropped (iptables, as root): a machine or a region that is gone,
+         which clients learn of only by waiting;
+  freeze it is stopped (SIGSTOP) only: its kernel still takes connections
+         and acknowledges what is sent, but nothing answers.
+
 A primary and a standby (two sites) on one throwaway PostgreSQL, one
 launcher (process executor) that knows both; a fresh pair per drill.
 
-Usage: python benchmarks/failover.py [--drills 10] [--lease 10s]
+Usage: python benchmarks/failover.py [--drills 10] [--lease 10s] [--lose kill|host|freeze]
 """
 
 from __future__ import annotations
@@ -13,8 +21,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import signal
+import subprocess
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from _stack import percentile
@@ -34,7 +45,21 @@ from runyard.devstack import (
 )
 
 
-def drill(postgres: PostgresCluster, lease: str) -> tuple[float, float]:
+@contextlib.contextmanager
+def dropped(port: int) -> Iterator[None]:
+    """Every packet to and from ``port`` dropped, for the block."""
+    rules = [["INPUT", "-p", "tcp", "--dport", str(port), "-j", "DROP"],
+             ["OUTPUT", "-p", "tcp", "--sport", str(port), "-j", "DROP"]]
+    for rule in rules:
+        subprocess.run(["iptables", "-w", "-I", *rule], check=True)
+    try:
+        yield
+    finally:
+        for rule in rules:
+            subprocess.run(["iptables", "-w", "-D", *rule], check=True)
+
+
+def drill(postgres: PostgresCluster, lease: str, lose: str) -> tuple[float, float]:
     tmp = Path(tempfile.mkdtemp(prefix="runyard-failover-"))
     url = postgres.new_database()
     ports = free_port(), free_port()
@@ -48,6 +73,7 @@ def drill(postgres: PostgresCluster, lease: str) -> tuple[float, float]:
                             extra_env={**common, "RUNYARD_SITE": "two", "RUNYARD_STANDBY": "true"}).start()
     client = Client([primary.endpoint, standby.endpoint], primary.admin_key)
     launcher = None
+    stack = contextlib.ExitStack()
     try:
         creds = make_pool(client, "bench")
         src = tmp / "src"
@@ -58,26 +84,35 @@ def drill(postgres: PostgresCluster, lease: str) -> tuple[float, float]:
         launcher.start()
         wait_for_launchers(client, "bench", 1, set(), [launcher])
         assert primary.proc is not None
-        primary.proc.send_signal(signal.SIGKILL)
+        if lose == "host":
+            stack.enter_context(dropped(ports[0]))
+        primary.proc.send_signal(signal.SIGKILL if lose == "kill" else signal.SIGSTOP)
         killed, killed_at = time.monotonic(), time.time()
+        took_lease: list[float] = []
+
+        def watch() -> None:  # apart: the trigger below may wait on the lost primary
+            while standby.role() != "primary":
+                time.sleep(0.02)
+            took_lease.append(time.monotonic() - killed)
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
         run_id = ""
-        took_lease = 0.0
-        while not run_id or not took_lease:
-            if not took_lease and standby.role() == "primary":
-                took_lease = time.monotonic() - killed
-            if not run_id:
-                with contextlib.suppress(Unavailable):  # nobody serves for a while: that is the point
-                    run_id = client.trigger("bench", RunKind.TASK, "true").id
+        while not run_id:
+            with contextlib.suppress(Unavailable):  # nobody serves for a while: that is the point
+                run_id = client.trigger("bench", RunKind.TASK, "true").id
             time.sleep(0.02)
+        watcher.join()
         while not client.run(run_id).state.terminal:
             time.sleep(0.02)
         preparing = next(t.at for t in client.run(run_id).transitions if t.state == RunState.PREPARING)
-        return took_lease, preparing.timestamp() - killed_at
+        return took_lease[0], preparing.timestamp() - killed_at
     finally:
+        stack.close()
         client.close()
         if launcher is not None:
             launcher.stop()
-        primary.stop()
+        primary.stop(signal.SIGTERM if lose == "kill" else signal.SIGKILL)
         standby.stop()
 
 
@@ -85,18 +120,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--drills", type=int, default=10)
     parser.add_argument("--lease", default="10s", help="RUNYARD_SCHEDULER_LEASE_TTL of both servers")
+    parser.add_argument("--lose", choices=("kill", "host", "freeze"), default="kill",
+                        help="how the primary is lost (see above)")
     args = parser.parse_args()
     postgres = PostgresCluster()
     postgres.start()
     try:
-        results = [drill(postgres, args.lease) for _ in range(args.drills)]
+        results = [drill(postgres, args.lease, args.lose) for _ in range(args.drills)]
     finally:
         postgres.stop()
     leases, runs = [r[0] for r in results], [r[1] for r in results]
-    print(f"failover after kill -9 of the primary, lease {args.lease}, {args.drills} drills (s)")
+    how = {"kill": "kill -9 of the primary", "host": "the primary's host lost", "freeze": "SIGSTOP of the primary"}
+    print(f"failover after {how[args.lose]}, lease {args.lease}, {args.drills} drills (s)")
     print(f"  {'measure':<40}{'p50':>8}{'max':>8}")
-    print(f"  {'kill -> the standby holds the lease':<40}{percentile(leases, 50):>8.1f}{max(leases):>8.1f}")
-    print(f"  {'kill -> a run triggered then started':<40}{percentile(runs, 50):>8.1f}{max(runs):>8.1f}")
+    print(f"  {'lost -> the standby holds the lease':<40}{percentile(leases, 50):>8.1f}{max(leases):>8.1f}")
+    print(f"  {'lost -> a run triggered then started':<40}{percentile(runs, 50):>8.1f}{max(runs):>8.1f}")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 import re
 import ssl
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 from urllib.parse import urlencode
@@ -65,6 +66,12 @@ from runyard.wire import (
 )
 
 M = TypeVar("M", bound=BaseModel)
+
+# An endpoint whose request timed out is tried after the others for this
+# long, and not at all when another one answered (a standby saying so): a
+# server whose host is gone costs a timeout each time it is tried. One that
+# refused or reset the connection costs nothing to try again (a restart).
+PASS_OVER_FOR = 10.0
 
 _BY_CODE: dict[str, type[RunyardError]] = {
     cls.code: cls
@@ -180,7 +187,8 @@ def _seg(value: object) -> str:
 
 
 class Client:
-    """Talks to the first endpoint that answers, in the order given."""
+    """Talks to the first endpoint that answers: the one that answered last,
+    then the others in the order given (see PASS_OVER_FOR)."""
 
     def __init__(
         self,
@@ -189,11 +197,14 @@ class Client:
         timeout: float = 30.0,
         extra_ca: Path | None = None,
         environ: Mapping[str, str] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not endpoints:
             raise InvalidInput("no server endpoint: pass --endpoint or set RUNYARD_ENDPOINT")
         self.endpoints = [e.rstrip("/") for e in endpoints]
         self._current = 0
+        self._clock = clock
+        self._timed_out_at: dict[int, float] = {}  # endpoint index -> when a request to it timed out
         self.credential = credential
         context = _trust(extra_ca)
         self._direct = Connections(context, timeout)
@@ -234,15 +245,21 @@ class Client:
         if params:
             path += "?" + urlencode({k: _query_value(v) for k, v in params.items()})
         last: Exception | None = None
-        for attempt in range(len(self.endpoints)):
-            index = (self._current + attempt) % len(self.endpoints)
+        answered = False
+        for index, passed_over in self._order():
+            if passed_over and answered:
+                break
             try:
                 response = self._routes[index].request(method, self.endpoints[index] + path, sent, body, timeout)
             except TransportError as exc:
                 last = exc
+                if exc.timed_out:
+                    self._timed_out_at[index] = self._clock()
                 continue
             except ValueError as exc:  # a header that would break the request apart
                 raise InvalidInput(f"cannot send the request: {exc}") from exc
+            self._timed_out_at.pop(index, None)
+            answered = True
             if response.status_code == 503 and len(self.endpoints) > 1 and _is_standby(response):
                 last = _error(response)  # a standby: the primary is another endpoint of the list
                 continue
@@ -251,6 +268,14 @@ class Client:
                 raise _error(response)
             return response
         raise Unavailable(f"cannot reach the runyard server at {', '.join(self.endpoints)}: {last}")
+
+    def _order(self) -> list[tuple[int, bool]]:
+        """The endpoints to try, from the one that answered last, those that
+        timed out lately at the end; each with whether it timed out lately."""
+        now, count = self._clock(), len(self.endpoints)
+        rotated = [(self._current + step) % count for step in range(count)]
+        slow = {i for i, at in self._timed_out_at.items() if now - at < PASS_OVER_FOR}
+        return [(i, False) for i in rotated if i not in slow] + [(i, True) for i in rotated if i in slow]
 
     def _get(self, path: str, model: type[M], **kw: Any) -> M:
         return model.model_validate_json(self.request("GET", path, **kw).content)

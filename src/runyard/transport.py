@@ -40,13 +40,29 @@ MAX_IDLE = 8
 # for longer (runyard's own after 75 s; a load balancer in front often after
 # 60 s), and a request sent as it closes is lost with it.
 REUSE_IDLE_UP_TO = 50.0
+# A server that does not take the connection in this long is not there (a
+# host that is gone drops the handshake: only the timeout tells).
+CONNECT_TIMEOUT = 5.0
+# A peer that acknowledges nothing for this long is gone, even while a
+# request waits on a long answer (a held poll): TCP keepalive probes the
+# connection after KEEPALIVE_IDLE s of quiet, every KEEPALIVE_INTERVAL s, and
+# the kernel gives up after SILENT_PEER_TIMEOUT s without an acknowledgement.
+KEEPALIVE_IDLE = 5
+KEEPALIVE_INTERVAL = 2
+SILENT_PEER_TIMEOUT = 11
 # A body up to this size goes out in one write with the request's head; a
 # larger one (a source archive, a workspace) after it, not copied.
 JOIN_BODY_UP_TO = 64 * 1024
 
 
 class TransportError(Exception):
-    """The request got no answer: the server is unreachable, or the connection failed."""
+    """The request got no answer: the server is unreachable, or the connection
+    failed; ``timed_out`` when nothing said so and only waiting told (a host
+    that is gone), which is what makes trying that server again costly."""
+
+    def __init__(self, message: str, *, timed_out: bool = False) -> None:
+        super().__init__(message)
+        self.timed_out = timed_out
 
 
 class _Unanswered(TransportError):
@@ -133,7 +149,7 @@ class Connections:
             try:
                 sock, reused = self._take(key, fresh)
             except OSError as exc:  # refused, unreachable, a failed TLS handshake
-                raise TransportError(_said(exc)) from exc
+                raise TransportError(_said(exc), timed_out=isinstance(exc, TimeoutError)) from exc
             try:
                 return self._exchange(key, sock, method, message, body, timeout)
             except _Unanswered:
@@ -164,7 +180,7 @@ class Connections:
             sock.close()
             if isinstance(exc, ConnectionError) and not headed:  # reset or closed before any answer
                 raise _Unanswered(_said(exc)) from exc
-            raise TransportError(_said(exc)) from exc
+            raise TransportError(_said(exc), timed_out=isinstance(exc, TimeoutError)) from exc
         reply = Reply(answer.status, content)
         if answer.will_close:
             sock.close()
@@ -185,9 +201,10 @@ class Connections:
                 return sock, True
             sock.close()
         scheme, host, port = key
-        sock = socket.create_connection((host, port), self.timeout)
+        sock = socket.create_connection((host, port), min(self.timeout, CONNECT_TIMEOUT))
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            _notice_a_silent_peer(sock)
             if scheme == "https":
                 return self.context.wrap_socket(sock, server_hostname=host), False
         except BaseException:
@@ -211,6 +228,21 @@ class Connections:
         for socks in idle.values():
             for _, sock in socks:
                 sock.close()
+
+
+def _notice_a_silent_peer(sock: socket.socket) -> None:
+    """Keepalive probes and a bound on unacknowledged data, where the system
+    has them (Linux has all four): a server whose host vanished fails the
+    request in about SILENT_PEER_TIMEOUT s instead of its whole timeout. A
+    server that is only slow acknowledges both, so its answers wait as long
+    as they need."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for name, value in (("TCP_KEEPIDLE", KEEPALIVE_IDLE), ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL),
+                        ("TCP_KEEPCNT", (SILENT_PEER_TIMEOUT - KEEPALIVE_IDLE) // KEEPALIVE_INTERVAL),
+                        ("TCP_USER_TIMEOUT", SILENT_PEER_TIMEOUT * 1000)):
+        option = getattr(socket, name, None)
+        if option is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, option, value)
 
 
 def _said(exc: BaseException) -> str:
@@ -243,7 +275,8 @@ class ProxiedHttp:
             answer = self._client.request(method, url, headers=dict(headers), content=body,
                                           timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT)
         except httpx.TransportError as exc:
-            raise TransportError(f"{type(exc).__name__}: {exc}") from exc
+            raise TransportError(f"{type(exc).__name__}: {exc}",
+                                 timed_out=isinstance(exc, httpx.TimeoutException)) from exc
         return Reply(answer.status_code, answer.content)
 
     def close(self) -> None:

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import gc
 import http.server
+import os
+import shutil
 import socketserver
+import subprocess
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +22,8 @@ from runyard import transport
 from runyard.client import Client
 from runyard.core.errors import InvalidInput, Unavailable
 from runyard.transport import proxy_for
+from tests.conftest import missing
+from tests.harness import wait_for
 
 
 @dataclass
@@ -29,6 +34,7 @@ class Seen:
     no_answer: bool = False  # read the request, then close without a word
     answer_one_a_connection: bool = False  # a second request on a connection: no_answer
     closed: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(0))  # a connection closed
+    answer_when: threading.Event | None = None  # answer only once this is set
 
 
 @contextmanager
@@ -48,6 +54,8 @@ def http_server(seen: Seen) -> Iterator[int]:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             seen.requests.append((self.command, self.path, body))
             self.answered += 1
+            if seen.answer_when is not None:
+                seen.answer_when.wait(60)
             if seen.no_answer or (seen.answer_one_a_connection and self.answered > 1):
                 self.close_connection = True
                 return
@@ -234,3 +242,80 @@ def test_no_proxy_naming_a_host_always_bypasses_the_proxy(host: str) -> None:
     env = {"HTTPS_PROXY": P, "HTTP_PROXY": P}
     assert proxy_for(f"https://{host}:8443", env) == P
     assert proxy_for(f"https://{host}:8443", {**env, "NO_PROXY": f"other.example,{host}"}) is None
+
+
+@contextmanager
+def silent(port: int) -> Iterator[None]:
+    """The host behind ``port`` is gone: every packet to and from it is dropped
+    (its kernel no longer answers, as when a machine or its network is lost)."""
+    iptables = shutil.which("iptables")
+    if iptables is None or os.geteuid() != 0:
+        missing("dropping packets needs iptables (with docker.io) and root")
+    assert iptables is not None
+    rules = [["INPUT", "-p", "tcp", "--dport", str(port), "-j", "DROP"],
+             ["OUTPUT", "-p", "tcp", "--sport", str(port), "-j", "DROP"]]
+    added: list[list[str]] = []
+    try:
+        for rule in rules:
+            done = subprocess.run([iptables, "-w", "-I", *rule], capture_output=True, text=True, timeout=30)
+            if done.returncode != 0:
+                missing(f"iptables cannot add a rule here: {done.stderr.strip()}")
+            added.append(rule)
+        yield
+    finally:
+        for rule in added:
+            subprocess.run([iptables, "-w", "-D", *rule], check=True, timeout=30)
+
+
+@pytest.fixture
+def quick_to_notice(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same mechanism, on a shorter clock."""
+    monkeypatch.setattr(transport, "CONNECT_TIMEOUT", 1.0)
+    monkeypatch.setattr(transport, "KEEPALIVE_IDLE", 1)
+    monkeypatch.setattr(transport, "KEEPALIVE_INTERVAL", 1)
+    monkeypatch.setattr(transport, "SILENT_PEER_TIMEOUT", 3)
+
+
+@pytest.mark.timeout(60)
+def test_a_server_whose_host_is_lost_while_it_holds_a_request_fails_it_without_waiting_out_its_timeout(
+        quick_to_notice: None) -> None:
+    seen = Seen(answer_when=threading.Event())
+    failed: list[BaseException] = []
+    with http_server(seen) as port, Client([f"http://127.0.0.1:{port}"], environ={}) as client:
+        def held() -> None:
+            try:
+                client.request("POST", "/poll", timeout=600, content=b"")
+            except Unavailable as exc:
+                failed.append(exc)
+
+        waiting = threading.Thread(target=held)
+        waiting.start()
+        wait_for(lambda: len(seen.requests) == 1, 10, "the server to hold the request")
+        with silent(port):
+            waiting.join(30)  # without keepalive probes it waits its 600 s
+            assert not waiting.is_alive()
+        assert seen.answer_when is not None
+        seen.answer_when.set()
+    assert len(failed) == 1 and "Connection timed out" in str(failed[0])
+
+
+@pytest.mark.timeout(60)
+def test_a_slow_server_is_waited_for_past_the_silent_peer_timeout(quick_to_notice: None) -> None:
+    # Its kernel acknowledges the probes: only a host that is gone is given up on.
+    seen = Seen(answer_when=threading.Event())
+    with http_server(seen) as port, Client([f"http://127.0.0.1:{port}"], environ={}) as client:
+        assert seen.answer_when is not None
+        timer = threading.Timer(2 * transport.SILENT_PEER_TIMEOUT, seen.answer_when.set)
+        timer.start()
+        assert client.request("GET", "/slow", timeout=600).json() == {"ok": True}
+        assert seen.answer_when.is_set()
+
+
+@pytest.mark.timeout(60)
+def test_connecting_to_a_host_that_is_gone_gives_up_after_the_connect_timeout(quick_to_notice: None) -> None:
+    seen = Seen()
+    with http_server(seen) as port, silent(port), \
+            Client([f"http://127.0.0.1:{port}"], environ={}, timeout=600) as client, \
+            pytest.raises(Unavailable, match="timed out"):
+        client.request("GET", "/x")  # without its own bound, connecting waits as long as the kernel tries
+    assert seen.connections == 0
