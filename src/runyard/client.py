@@ -67,10 +67,11 @@ from runyard.wire import (
 
 M = TypeVar("M", bound=BaseModel)
 
-# An endpoint whose request timed out is tried after the others for this
-# long, and not at all when another one answered (a standby saying so): a
-# server whose host is gone costs a timeout each time it is tried. One that
-# refused or reset the connection costs nothing to try again (a restart).
+# An endpoint that was silent (its host is gone: see TransportError) is tried
+# after the others for this long, and not at all when another one answered
+# (a standby saying so): each try costs seconds of waiting. One that refused
+# or reset the connection costs nothing to try again (a restart), and one
+# that was slow to answer is still there.
 PASS_OVER_FOR = 10.0
 
 _BY_CODE: dict[str, type[RunyardError]] = {
@@ -204,7 +205,7 @@ class Client:
         self.endpoints = [e.rstrip("/") for e in endpoints]
         self._current = 0
         self._clock = clock
-        self._timed_out_at: dict[int, float] = {}  # endpoint index -> when a request to it timed out
+        self._silent_at: dict[int, float] = {}  # endpoint index -> when it was last silent
         self.credential = credential
         context = _trust(extra_ca)
         self._direct = Connections(context, timeout)
@@ -253,12 +254,12 @@ class Client:
                 response = self._routes[index].request(method, self.endpoints[index] + path, sent, body, timeout)
             except TransportError as exc:
                 last = exc
-                if exc.timed_out:
-                    self._timed_out_at[index] = self._clock()
+                if exc.silent:
+                    self._silent_at[index] = self._clock()
                 continue
             except ValueError as exc:  # a header that would break the request apart
                 raise InvalidInput(f"cannot send the request: {exc}") from exc
-            self._timed_out_at.pop(index, None)
+            self._silent_at.pop(index, None)
             answered = True
             if response.status_code == 503 and len(self.endpoints) > 1 and _is_standby(response):
                 last = _error(response)  # a standby: the primary is another endpoint of the list
@@ -270,12 +271,12 @@ class Client:
         raise Unavailable(f"cannot reach the runyard server at {', '.join(self.endpoints)}: {last}")
 
     def _order(self) -> list[tuple[int, bool]]:
-        """The endpoints to try, from the one that answered last, those that
-        timed out lately at the end; each with whether it timed out lately."""
+        """The endpoints to try, from the one that answered last, those silent
+        lately at the end; each with whether it was silent lately."""
         now, count = self._clock(), len(self.endpoints)
         rotated = [(self._current + step) % count for step in range(count)]
-        slow = {i for i, at in self._timed_out_at.items() if now - at < PASS_OVER_FOR}
-        return [(i, False) for i in rotated if i not in slow] + [(i, True) for i in rotated if i in slow]
+        silent = {i for i, at in self._silent_at.items() if now - at < PASS_OVER_FOR}
+        return [(i, False) for i in rotated if i not in silent] + [(i, True) for i in rotated if i in silent]
 
     def _get(self, path: str, model: type[M], **kw: Any) -> M:
         return model.model_validate_json(self.request("GET", path, **kw).content)

@@ -15,6 +15,7 @@ getting its answer (refused, reset, timed out, a broken TLS handshake) is a
 
 from __future__ import annotations
 
+import errno
 import http
 import http.client
 import json
@@ -57,12 +58,14 @@ JOIN_BODY_UP_TO = 64 * 1024
 
 class TransportError(Exception):
     """The request got no answer: the server is unreachable, or the connection
-    failed; ``timed_out`` when nothing said so and only waiting told (a host
-    that is gone), which is what makes trying that server again costly."""
+    failed. ``silent`` when the server's host said nothing at all, neither
+    taking the connection nor acknowledging what was sent (a host that is
+    gone): trying it again costs the same wait. A server that is only slow to
+    answer is not silent."""
 
-    def __init__(self, message: str, *, timed_out: bool = False) -> None:
+    def __init__(self, message: str, *, silent: bool = False) -> None:
         super().__init__(message)
-        self.timed_out = timed_out
+        self.silent = silent
 
 
 class _Unanswered(TransportError):
@@ -149,7 +152,7 @@ class Connections:
             try:
                 sock, reused = self._take(key, fresh)
             except OSError as exc:  # refused, unreachable, a failed TLS handshake
-                raise TransportError(_said(exc), timed_out=isinstance(exc, TimeoutError)) from exc
+                raise TransportError(_said(exc), silent=isinstance(exc, TimeoutError)) from exc
             try:
                 return self._exchange(key, sock, method, message, body, timeout)
             except _Unanswered:
@@ -180,7 +183,10 @@ class Connections:
             sock.close()
             if isinstance(exc, ConnectionError) and not headed:  # reset or closed before any answer
                 raise _Unanswered(_said(exc)) from exc
-            raise TransportError(_said(exc), timed_out=isinstance(exc, TimeoutError)) from exc
+            # The kernel's ETIMEDOUT: keepalive probes or sent data went
+            # unacknowledged (a plain read timeout has no errno).
+            silent = isinstance(exc, TimeoutError) and exc.errno == errno.ETIMEDOUT
+            raise TransportError(_said(exc), silent=silent) from exc
         reply = Reply(answer.status, content)
         if answer.will_close:
             sock.close()
@@ -275,8 +281,7 @@ class ProxiedHttp:
             answer = self._client.request(method, url, headers=dict(headers), content=body,
                                           timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT)
         except httpx.TransportError as exc:
-            raise TransportError(f"{type(exc).__name__}: {exc}",
-                                 timed_out=isinstance(exc, httpx.TimeoutException)) from exc
+            raise TransportError(f"{type(exc).__name__}: {exc}", silent=isinstance(exc, httpx.ConnectTimeout)) from exc
         return Reply(answer.status_code, answer.content)
 
     def close(self) -> None:
