@@ -65,9 +65,11 @@ def postgres() -> Iterator[PostgresCluster]:
         cluster.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """Chromium through Playwright (the system's: Playwright's own download needs the internet)."""
+    """Chromium through Playwright (the system's: Playwright's own download needs the internet).
+    For a module at most: Playwright's sync API keeps an event loop running in
+    this thread while it is open, and asyncio.run() refuses to start beside it."""
     if not Path(CHROMIUM).exists():
         missing("no Chromium at /usr/bin/chromium (apt-get install chromium)")
     try:
