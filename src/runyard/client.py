@@ -11,6 +11,7 @@ import os
 import re
 import ssl
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -361,8 +362,12 @@ class Client:
     def stack(self, ref: str) -> StackOut:
         return self._get(f"{API}/stacks/{_seg(ref)}", StackOut)
 
-    def trigger(self, stack: str, kind: RunKind = RunKind.TRACKED, command: str = "") -> RunOut:
-        return self._post(f"{API}/stacks/{_seg(stack)}/runs", RunOut, RunTrigger(kind=kind, command=command))
+    def trigger(self, stack: str, kind: RunKind = RunKind.TRACKED, command: str = "", key: str = "") -> RunOut:
+        """Queue a run. Every try of this call (each endpoint) carries one
+        Idempotency-Key, ``key`` or a new random one, so a trigger whose answer
+        was lost and that another server then took queues one run, not two."""
+        return self._post(f"{API}/stacks/{_seg(stack)}/runs", RunOut, RunTrigger(kind=kind, command=command),
+                          headers={"Idempotency-Key": key or uuid.uuid4().hex})
 
     def runs(self, stack: str | None = None, limit: int = 100) -> list[RunOut]:
         params: dict[str, Any] = {"limit": limit}

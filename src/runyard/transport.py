@@ -159,8 +159,9 @@ class Connections:
                 # A kept-alive connection the server closed just as the request
                 # went out (its idle timeout): the server never read it, but
                 # nothing tells that from a request it read and then died on,
-                # so only a request that may run twice is sent again.
-                if not reused or method not in _IDEMPOTENT:
+                # so only a request that may run twice is sent again (an
+                # idempotent method, or one with a key the server dedupes on).
+                if not reused or (method not in _IDEMPOTENT and "Idempotency-Key" not in headers):
                     raise
         raise AssertionError("unreachable")  # a new connection's request returns or raises
 

@@ -73,6 +73,14 @@ def test_a_run_sees_only_its_stack_variables(server, launcher, tmp_path):
     names = {line.split("=", 1)[0] for line in log_text(server, json.loads(r.stdout)["id"]).splitlines()
              if "=" in line and not line.startswith("[runyard]")}
     assert "LAUNCHER_ONLY_SECRET" not in names and "RUNYARD_TOKEN" not in names
+    # A CI job that retries its step with the same key gets the same run.
+    keyed = [cli(server, "run", "task", "s1", "--command", "true", "--idempotency-key", "ci-42/1", check=True)
+             .stdout.strip() for _ in range(2)]
+    assert keyed[0] == keyed[1] and len(keyed[0]) == 26
+    refused = cli(server, "run", "task", "s1", "--command", "false", "--idempotency-key", "ci-42/1")
+    assert refused.returncode == 4 and "a new run needs a new key" in refused.stderr
+    bad = cli(server, "run", "task", "s1", "--command", "true", "--idempotency-key", "two words")
+    assert bad.returncode == 2 and "idempotency-key" in bad.stderr.lower()
     assert {"GREETING", "TOKEN", "RUNYARD_RUN_ID", "PATH"} <= names
 
 

@@ -142,6 +142,16 @@ def test_a_post_lost_as_the_server_closes_a_kept_connection_is_not_sent_twice() 
 
 
 @pytest.mark.timeout(30)
+def test_a_post_with_an_idempotency_key_lost_that_way_is_sent_again() -> None:
+    # The key tells the server it is the same request (a run trigger).
+    seen = Seen(answer_one_a_connection=True)
+    with http_server(seen) as port, Client([f"http://127.0.0.1:{port}"], environ={}) as client:
+        client.request("POST", "/a", content=b"1")
+        assert client.request("POST", "/b", content=b"2", headers={"Idempotency-Key": "k"}).status_code == 200
+    assert [r[1] for r in seen.requests] == ["/a", "/b", "/b"] and seen.connections == 2
+
+
+@pytest.mark.timeout(30)
 def test_a_connection_idle_for_longer_than_the_reuse_limit_is_not_used_again(
         monkeypatch: pytest.MonkeyPatch) -> None:
     seen = Seen()

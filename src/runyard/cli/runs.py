@@ -85,23 +85,30 @@ def _await_change(client: Client, r: RunOut) -> RunOut:
         return r
 
 
+KEY_OPTION = click.option(
+    "--idempotency-key", "key", default="", metavar="KEY",
+    help="the same KEY again (a CI job's retry) gets the run it queued first instead of a new one; "
+         "up to 128 letters, digits and . _ : + = / -")
+
+
 @run.command("trigger")
 @click.argument("stack_name")
 @click.option("--proposed", is_flag=True, help="plan only, change nothing")
 @click.option("--drift-detection", is_flag=True, help="a drift-detection run now, as the stack's schedule queues them")
 @click.option("--wait", is_flag=True, help="wait for the end; exit non-zero unless it finished")
 @click.option("--follow", "-f", is_flag=True, help="with --wait: print the log as it comes")
+@KEY_OPTION
 @OUTPUT_OPTION
 @with_client
 def run_trigger(client: Client, stack_name: str, proposed: bool, drift_detection: bool, wait: bool, follow: bool,
-                output: str) -> None:
+                key: str, output: str) -> None:
     """Queue a tracked run (or a proposed one) on a stack.
 
     With --wait: exit 0 when the run finished, 10 when its plan waits for
     `runyard run confirm`, 1 otherwise.
     """
     kind = RunKind.DRIFT_DETECTION if drift_detection else RunKind.PROPOSED if proposed else RunKind.TRACKED
-    r = client.trigger(stack_name, kind)
+    r = client.trigger(stack_name, kind, key=key)
     if wait or follow:
         click.echo(f"run {r.id} queued", err=True)
         _wait_and_exit(client, r, follow, output)
@@ -113,11 +120,12 @@ def run_trigger(client: Client, stack_name: str, proposed: bool, drift_detection
 @click.option("--command", "command", required=True, help="the command to run in the stack's workspace")
 @click.option("--wait", is_flag=True, help="wait for the end; exit non-zero unless it finished")
 @click.option("--follow", "-f", is_flag=True, help="with --wait: print the log as it comes")
+@KEY_OPTION
 @OUTPUT_OPTION
 @with_client
-def run_task(client: Client, stack_name: str, command: str, wait: bool, follow: bool, output: str) -> None:
+def run_task(client: Client, stack_name: str, command: str, wait: bool, follow: bool, key: str, output: str) -> None:
     """Run one command on a stack's worker."""
-    r = client.trigger(stack_name, RunKind.TASK, command)
+    r = client.trigger(stack_name, RunKind.TASK, command, key=key)
     if wait or follow:
         click.echo(f"run {r.id} queued", err=True)
         _wait_and_exit(client, r, follow, output)

@@ -33,6 +33,8 @@ MAX_PEM = 16 * KIB  # a CSR or certificate
 MAX_METADATA_ENTRIES = 50
 MAX_METADATA_KEY = 64
 MAX_METADATA_VALUE = 256
+MAX_TRIGGER_KEY = 128  # an Idempotency-Key: letters, digits and . _ : + = / -
+TRIGGER_KEY_PATTERN = rf"^[A-Za-z0-9._:+=/-]{{1,{MAX_TRIGGER_KEY}}}$"
 
 # Logs: a longer line is split into pieces of this size on the worker.
 MAX_LOG_LINE = 16 * KIB

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
 
+from fastapi import APIRouter, Header
+
+from runyard.core import limits as lim
 from runyard.server.api.deps import Svc, User
 from runyard.wire import API, LogsOut, RunOut, RunTrigger
 
@@ -11,9 +14,14 @@ router = APIRouter(prefix=API, tags=["runs"])
 
 
 @router.post("/stacks/{ref}/runs", status_code=201, response_model=RunOut)
-async def trigger_run(ref: str, body: RunTrigger, svc: Svc, _: User) -> RunOut:
+async def trigger_run(
+    ref: str, body: RunTrigger, svc: Svc, _: User,
+    idempotency_key: Annotated[str, Header(pattern=lim.TRIGGER_KEY_PATTERN,
+                                           description="the same key again gets the run it queued first")] = "",
+) -> RunOut:
     # A short call, as the workers' are: CI systems trigger runs by the score.
-    return RunOut.model_validate(await svc.ctx.short_call(svc.runs.trigger, ref, body.kind, body.command))
+    run = await svc.ctx.short_call(svc.runs.trigger, ref, body.kind, body.command, idempotency_key)
+    return RunOut.model_validate(run)
 
 
 @router.get("/runs", response_model=list[RunOut])

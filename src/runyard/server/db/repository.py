@@ -292,13 +292,23 @@ class Repository(LogQueries):
 
     # runs -----------------------------------------------------------------
 
-    def add_run(self, run: Run) -> None:
-        self.conn.execute(_ADD_RUN, {
+    def add_run(self, run: Run, trigger_key: str = "") -> bool:
+        """Store a new run; with a ``trigger_key`` another run holds, store
+        nothing and return False."""
+        values = {
             "id": run.id, "stack_id": run.stack_id, "pool_id": run.pool_id, "kind": run.kind.value,
             "state": run.state.value, "command": run.command, "worker_id": None, "lease": 0,
             "stop_requested": False, "reason": "", "log_sealed": False,
             "created_at": run.created_at.timestamp(), "updated_at": run.updated_at.timestamp(),
-        })
+        }
+        if trigger_key:
+            return self._insert_if_absent(t.runs, **values, trigger_key=trigger_key)
+        self.conn.execute(_ADD_RUN, values)
+        return True
+
+    def run_by_trigger_key(self, key: str) -> Run | None:
+        row = self.conn.execute(select(t.runs).where(t.runs.c.trigger_key == key)).first()
+        return rows.run(row, self.transitions(row.id)) if row else None
 
     def run(self, run_id: str, with_transitions: bool = True) -> Run | None:
         row = self.conn.execute(_RUN, {"b_id": run_id}).first()

@@ -123,8 +123,10 @@ runs = Table(
     Column("has_workspace", Boolean, nullable=False, server_default="0"),
     Column("log_seq", Integer, nullable=False, server_default="0"),  # the last log line stored
     Column("log_index", JSON, nullable=True),  # first line of each sealed log blob
+    Column("trigger_key", String(128), nullable=True),  # the Idempotency-Key it was triggered with
 )
 Index("ix_runs_pool_state", runs.c.pool_id, runs.c.state)
+Index("ux_runs_trigger_key", runs.c.trigger_key, unique=True)
 # A pool's queue in id order: a claim reads its first page without sorting
 # every waiting run (queries must name the states as these literals).
 WAITING = "state IN ('QUEUED', 'CONFIRMED')"

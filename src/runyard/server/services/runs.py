@@ -56,7 +56,10 @@ class RunService:
 
     # people ---------------------------------------------------------------
 
-    def trigger(self, stack_ref: str, kind: RunKind, command: str = "") -> Run:
+    def trigger(self, stack_ref: str, kind: RunKind, command: str = "", key: str = "") -> Run:
+        """Queue a run. With a ``key`` (the client's Idempotency-Key), a trigger
+        sent again, to this server or another, gets the run the first one
+        queued; the same key with another stack, kind or command is a Conflict."""
         if kind == RunKind.TASK and not command.strip():
             raise InvalidInput("a task needs a command: --command 'CMD'")
         now = self.ctx.clock()
@@ -84,7 +87,13 @@ class RunService:
                 updated_at=stamp,
                 transitions=(Transition(RunState.QUEUED, stamp),),
             )
-            repo.add_run(run)
+            if not repo.add_run(run, key):
+                first = repo.run_by_trigger_key(key)
+                assert first is not None  # the row that holds the key
+                if (first.stack_id, first.kind, first.command) != (stack.id, kind, command):
+                    raise Conflict(f"the Idempotency-Key {key!r} was sent with another run ({first.id}): "
+                                   "a new run needs a new key")
+                return first
             repo.add_transitions(run.id, now, [(RunState.QUEUED, "")])
         self.ctx.notifier.notify(pool_topic(run.pool_id))
         return run  # as stored: no second read
