@@ -91,3 +91,28 @@ def test_a_person_on_the_standby_is_shown_the_same_page_on_the_primary(tmp_path:
             assert httpx.get(f"{standby}/api/v1/pools").json()["primary"] == primary
         finally:
             page.close()
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_an_open_page_says_when_its_server_stands_by_and_links_to_the_new_primary(
+        tmp_path: Path, database_url: str, browser: Any) -> None:
+    with serve(tmp_path, "a", database_url, site="eu-west") as primary, \
+            serve(tmp_path, "b", database_url, standby=True, site="eu-central") as standby:
+        wait_for(lambda: role(primary) == "primary", 10, "the primary to take the lease")
+        page = browser.new_page()
+        try:
+            page.goto(f"{primary}/ui/pools")
+            page.fill("#api_key", ADMIN)
+            page.click("button[type=submit]")
+            page.wait_for_url(f"{primary}/ui/pools")
+            assert page.is_hidden("#standby")
+            with Client([standby], ADMIN) as client:
+                client.promote()  # the page's server stands by within a second
+            page.wait_for_selector("#standby", state="visible", timeout=15_000)
+            assert page.get_attribute("#standby-primary", "href") == f"{standby}/ui/pools"
+            page.click("#standby-primary")
+            page.wait_for_url(f"{standby}/ui/pools")  # one session key for both sites: still signed in
+            assert page.inner_text("h1") == "Worker pools"
+        finally:
+            page.close()
