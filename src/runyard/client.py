@@ -74,6 +74,11 @@ M = TypeVar("M", bound=BaseModel)
 # or reset the connection costs nothing to try again (a restart), and one
 # that was slow to answer is still there.
 PASS_OVER_FOR = 10.0
+# A held call (a poll, a log follow, a demand watch) is answered when its wait
+# ends; this long past that, its server is taken to be gone. A server whose
+# process hangs while its machine lives acknowledges everything, so only this
+# tells: it bounds how long a launcher's idle poll stays with such a server.
+HELD_ANSWER_MARGIN = 10.0
 
 _BY_CODE: dict[str, type[RunyardError]] = {
     cls.code: cls
@@ -335,7 +340,7 @@ class Client:
 
     def demand(self, pool: str, since: int = -1, wait: float = 0) -> DemandOut:
         return self._get(f"{API}/pools/{_seg(pool)}/demand", DemandOut, params={"since": since, "wait": wait},
-                         timeout=wait + 30)
+                         timeout=wait + HELD_ANSWER_MARGIN)
 
     def remove_worker(self, worker_id: str, reason: str) -> None:
         self.request("POST", f"{API}/workers/{_seg(worker_id)}/remove", params={"reason": reason})
@@ -404,8 +409,8 @@ class Client:
 
     def logs(self, run_id: str, after: int = 0, wait: float = 0) -> LogsOut:
         return self._get(
-            f"{API}/runs/{_seg(run_id)}/logs", LogsOut, params={"after": after, "wait": wait}, timeout=wait + 30
-        )
+            f"{API}/runs/{_seg(run_id)}/logs", LogsOut, params={"after": after, "wait": wait},
+            timeout=wait + HELD_ANSWER_MARGIN)
 
     # workers ------------------------------------------------------------------
 
@@ -425,7 +430,7 @@ class Client:
         self.request("POST", f"{API}/worker/drain")
 
     def poll(self, wait: float) -> PollOut:
-        return self._post(f"{API}/worker/poll", PollOut, params={"wait": wait}, timeout=wait + 30)
+        return self._post(f"{API}/worker/poll", PollOut, params={"wait": wait}, timeout=wait + HELD_ANSWER_MARGIN)
 
     def report(
         self, run_id: str, lease: int, state: RunState, note: str = "", changes: dict[str, int] | None = None,

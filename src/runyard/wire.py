@@ -291,7 +291,7 @@ class RegisterIn(BaseModel):
     version: Text = ""
 
 
-# False from servers before 0.2 (the field is absent): launchers keep heartbeating.
+# False from servers that lack the field: launchers keep heartbeating.
 PollKeepsAlive = Annotated[bool, Field(description="this server counts a held poll as the worker's heartbeat: "
                                                    "an idle launcher holding one sends none")]
 
@@ -350,7 +350,7 @@ class LogsIn(BaseModel):
     lease: int
     blocks: Annotated[list[LogBlockIO], Field(max_length=lim.MAX_LOG_BATCH_LINES)] = []
     lines: Annotated[list[LogLineIO], Field(max_length=lim.MAX_LOG_BATCH_LINES,
-                                            description="a line at a time (launchers before 0.2)")] = []
+                                            description="a line at a time (launchers that send no blocks)")] = []
     end: EndIO | None = Field(None, description="the run's last report, made once these lines are stored (in "
                                                 "the same transaction): a run's last batch and its end in one request")
     take_next: bool = Field(False, description="with end: the worker wants its next run, and the answer carries it "
@@ -372,7 +372,7 @@ class LogsIn(BaseModel):
 
 class LogsAck(Out):
     stop_run: bool
-    ended: bool = Field(False, description="the batch's end was reported (servers before 0.2 store the lines "
+    ended: bool = Field(False, description="the batch's end was reported (servers that lack this field store the lines "
                                            "and ignore it: the worker then reports the end on its own)")
     assignment: AssignmentOut | None = Field(None, description="asked with take_next: the worker's next run")
 

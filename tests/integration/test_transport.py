@@ -18,6 +18,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from runyard import client as client_module
 from runyard import transport
 from runyard.client import Client
 from runyard.core.errors import InvalidInput, Unavailable
@@ -329,3 +330,18 @@ def test_connecting_to_a_host_that_is_gone_gives_up_after_the_connect_timeout(qu
             pytest.raises(Unavailable, match="timed out"):
         client.request("GET", "/x")  # without its own bound, connecting waits as long as the kernel tries
     assert seen.connections == 0
+
+
+@pytest.mark.timeout(20)
+def test_a_held_poll_that_a_hung_server_never_answers_ends_soon_after_its_wait(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # A hung process on a live machine acknowledges everything: only the
+    # poll's own timeout (its wait plus a margin) tells.
+    monkeypatch.setattr(client_module, "HELD_ANSWER_MARGIN", 1.0)
+    seen = Seen(answer_when=threading.Event())
+    with http_server(seen) as port, Client([f"http://127.0.0.1:{port}"], "tok", environ={}) as client:
+        with pytest.raises(Unavailable, match="timed out"):
+            client.poll(1.0)  # a margin of 30 s, as before, outlasts this test
+        assert seen.answer_when is not None
+        seen.answer_when.set()
+    assert seen.requests[0][1] == "/api/v1/worker/poll?wait=1.0"

@@ -276,7 +276,7 @@ class Assignment:
     run_token: str = ""
     log_seq: int = 0  # the last log line stored: a resumed run numbers on from it
     # The server records a report's ``via`` phases: a phase need not be a
-    # request of its own (launcher/reports.py; False from servers before 0.3).
+    # request of its own (launcher/reports.py; False from servers that predate it).
     reports_via: bool = True
 
 

@@ -106,7 +106,7 @@ class RunExecution:
         self._session: Session | None = None
         self.next: Assignment | None = None  # the worker's next run, if the end's answer carried it
         # Phases go to the server together where they may (reports.py); a
-        # server before 0.3 takes one phase a report.
+        # server without `reports_via` takes one phase a report.
         self.reports_via = assignment.reports_via
         self.reports = PhaseReports(self._send_report, ctx.settings.report_hold if self.reports_via else 0.0,
                                     lambda exc: self.request_stop(f"the server refused a report: {exc}"))
@@ -183,7 +183,7 @@ class RunExecution:
             end = RunEnd(state, _summary(note), changes, passed)
             ack = self._call(lambda: self.client.send_logs(self.run.id, self.lease, last, end, take_next),
                              f"reporting {state.value}")
-        if not ack.ended:  # a server before 0.2 stored the lines only
+        if not ack.ended:  # a server that ignores `end` stored the lines only
             self.report(state, note, changes)
         elif ack.assignment is not None:
             self.next = ack.assignment.to_domain()

@@ -54,7 +54,7 @@ def encode(blocks: Sequence[LogBlock]) -> bytes:
 
 
 def decode(body: str) -> Iterator[LogBlock]:
-    """The blocks of a sealed blob (a line per document, as releases before 0.2 wrote them, too).
+    """The blocks of a sealed blob (a line per document, as earlier code wrote them, too).
     Split at newlines only: a document holds other line breaks (NEL, U+2028)
     unescaped."""
     for raw in body.split("\n"):

@@ -18,7 +18,7 @@ def state_key(stack_id: str, digest: str) -> str:
 
 
 def _legacy_key(stack_id: str, version: int) -> str:
-    return f"states/{stack_id}/{version:08d}.tfstate"  # before 0.2: named by version
+    return f"states/{stack_id}/{version:08d}.tfstate"  # stored by earlier code: named by version
 
 
 class StateService:
