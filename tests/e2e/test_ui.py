@@ -210,3 +210,17 @@ def test_pool_settings_and_plan_confirmation_from_the_ui(server, pool, launcher,
     page.wait_for_function("document.getElementById('state').innerText === 'FINISHED'")
     page.wait_for_function("document.getElementById('log').innerText.includes('applied')")
     shot(page, "15-run-confirmed-and-applied")
+
+    # A double click sends a trigger form twice: one run.
+    page.goto(f"{server.endpoint}/ui/stacks/gated")
+    with server.client() as client:
+        before = len(client.runs("gated"))
+    page.evaluate("""async () => {
+        const form = [...document.querySelectorAll("form")]
+            .find((f) => f.querySelector("input[name=kind][value=PROPOSED]"));
+        for (let i = 0; i < 2; i++) {
+            await fetch(form.action, {method: "POST", body: new FormData(form), credentials: "same-origin"});
+        }
+    }""")
+    with server.client() as client:
+        assert len(client.runs("gated")) == before + 1

@@ -6,10 +6,12 @@ import builtins
 import dataclasses
 import datetime as dt
 import logging
+import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol
 
+from runyard.core import limits as lim
 from runyard.core.errors import Conflict, InvalidInput, NotFound, StaleLease
 from runyard.core.ids import new_ulid
 from runyard.core.models import Assignment, LogBlock, Output, Run, RunEnd, Transition, Worker
@@ -21,6 +23,7 @@ from runyard.server.services import Context
 from runyard.server.services.logs import LogService
 
 log = logging.getLogger("runyard.server")
+_TRIGGER_KEY = re.compile(lim.TRIGGER_KEY_PATTERN)
 
 
 def workspace_key(run_id: str) -> str:
@@ -62,6 +65,8 @@ class RunService:
         queued; the same key with another stack, kind or command is a Conflict."""
         if kind == RunKind.TASK and not command.strip():
             raise InvalidInput("a task needs a command: --command 'CMD'")
+        if key and not _TRIGGER_KEY.match(key):
+            raise InvalidInput(f"an Idempotency-Key is 1 to {lim.MAX_TRIGGER_KEY} letters, digits and . _ : + = / -")
         now = self.ctx.clock()
         stamp = dt.datetime.fromtimestamp(now, dt.UTC)
         with self.ctx.tx() as repo:

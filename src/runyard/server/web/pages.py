@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -37,6 +38,7 @@ _templates = Environment(
 )
 _templates.filters["markdown"] = lambda text: Markup(_markdown.render(text or ""))
 _templates.filters["when"] = lambda d: d.strftime("%Y-%m-%d %H:%M:%S") if d else "-"
+_templates.globals["new_key"] = lambda: secrets.token_hex(16)  # a trigger form's Idempotency-Key
 
 
 class NeedLogin(Exception):
@@ -206,9 +208,11 @@ def stack_page(ref: str, request: Request, svc: Svc) -> HTMLResponse:
 
 
 @router.post("/stacks/{ref}/trigger")
-def trigger(ref: str, request: Request, svc: Svc, csrf: str = Form(""), kind: str = Form("TRACKED")) -> Response:
+def trigger(ref: str, request: Request, svc: Svc, csrf: str = Form(""), kind: str = Form("TRACKED"),
+            key: str = Form("")) -> Response:
     _check_csrf(current(request, svc), csrf)
-    run = svc.runs.trigger(ref, RunKind.PROPOSED if kind == "PROPOSED" else RunKind.TRACKED)
+    # Each form carries a key of its own: a double click queues one run.
+    run = svc.runs.trigger(ref, RunKind.PROPOSED if kind == "PROPOSED" else RunKind.TRACKED, key=key)
     return back(f"/ui/runs/{run.id}")
 
 
