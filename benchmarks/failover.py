@@ -21,11 +21,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import signal
-import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 from _stack import percentile
@@ -40,23 +38,10 @@ from runyard.devstack import (
     free_port,
     make_pool,
     make_shell_stack,
+    packets_dropped,
     wait_for,
     wait_for_launchers,
 )
-
-
-@contextlib.contextmanager
-def dropped(port: int) -> Iterator[None]:
-    """Every packet to and from ``port`` dropped, for the block."""
-    rules = [["INPUT", "-p", "tcp", "--dport", str(port), "-j", "DROP"],
-             ["OUTPUT", "-p", "tcp", "--sport", str(port), "-j", "DROP"]]
-    for rule in rules:
-        subprocess.run(["iptables", "-w", "-I", *rule], check=True)
-    try:
-        yield
-    finally:
-        for rule in rules:
-            subprocess.run(["iptables", "-w", "-D", *rule], check=True)
 
 
 def drill(postgres: PostgresCluster, lease: str, lose: str) -> tuple[float, float]:
@@ -85,7 +70,7 @@ def drill(postgres: PostgresCluster, lease: str, lose: str) -> tuple[float, floa
         wait_for_launchers(client, "bench", 1, set(), [launcher])
         assert primary.proc is not None
         if lose == "host":
-            stack.enter_context(dropped(ports[0]))
+            stack.enter_context(packets_dropped(ports[0]))
         primary.proc.send_signal(signal.SIGKILL if lose == "kill" else signal.SIGSTOP)
         killed, killed_at = time.monotonic(), time.time()
         took_lease: list[float] = []

@@ -10,13 +10,14 @@ import os
 import shutil
 import uuid
 from collections.abc import Generator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pluggy
 import pytest
 
-from runyard.devstack import PG_BIN, PostgresCluster, migrate
+from runyard.devstack import PG_BIN, PostgresCluster, migrate, packets_dropped
 from runyard.devstack import free_port as devstack_free_port
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -28,6 +29,15 @@ def missing(reason: str) -> None:
     if IN_CI:
         pytest.fail(f"required test component missing in CI: {reason}")
     pytest.skip(reason)
+
+
+@contextmanager
+def gone(port: int) -> Iterator[None]:
+    """The host behind ``port`` is lost: its packets are dropped for the block."""
+    if shutil.which("iptables") is None or os.geteuid() != 0:
+        missing("dropping packets needs iptables (docker.io brings it) and root")
+    with packets_dropped(port):
+        yield
 
 
 def free_port() -> int:

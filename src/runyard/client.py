@@ -70,9 +70,10 @@ M = TypeVar("M", bound=BaseModel)
 
 # An endpoint that was silent (its host is gone: see TransportError) is tried
 # after the others for this long, and not at all when another one answered
-# (a standby saying so): each try costs seconds of waiting. One that refused
-# or reset the connection costs nothing to try again (a restart), and one
-# that was slow to answer is still there.
+# (a standby saying so) unless that standby names it as the primary (it holds
+# a live lease, so it is back): each try costs seconds of waiting. One that
+# refused or reset the connection costs nothing to try again (a restart), and
+# one that was slow to answer is still there.
 PASS_OVER_FOR = 10.0
 # A held call (a poll, a log follow, a demand watch) is answered when its wait
 # ends; this long past that, its server is taken to be gone. A server whose
@@ -169,11 +170,18 @@ def _trust(extra_ca: Path | None) -> ssl.SSLContext:
     return context
 
 
-def _is_standby(response: Reply) -> bool:
+def _standby_names(response: Reply) -> str | None:
+    """A standby's answer: the primary it names ("" while none holds the
+    lease); None for any other answer."""
+    if response.status_code != 503:
+        return None
     try:
-        return bool(response.json().get("error") == "standby")
+        doc = response.json()
     except ValueError:
-        return False
+        return None
+    if not isinstance(doc, dict) or doc.get("error") != "standby":
+        return None
+    return str(doc.get("primary") or "").rstrip("/")
 
 
 def _query_value(value: object) -> str:
@@ -253,9 +261,10 @@ class Client:
             path += "?" + urlencode({k: _query_value(v) for k, v in params.items()})
         last: Exception | None = None
         answered = False
+        vouched: set[int] = set()  # passed over, but a standby says it holds the lease
         for index, passed_over in self._order():
-            if passed_over and answered:
-                break
+            if passed_over and answered and index not in vouched:
+                continue
             try:
                 response = self._routes[index].request(method, self.endpoints[index] + path, sent, body, timeout)
             except TransportError as exc:
@@ -267,8 +276,11 @@ class Client:
                 raise InvalidInput(f"cannot send the request: {exc}") from exc
             self._silent_at.pop(index, None)
             answered = True
-            if response.status_code == 503 and len(self.endpoints) > 1 and _is_standby(response):
+            named = _standby_names(response) if len(self.endpoints) > 1 else None
+            if named is not None:
                 last = _error(response)  # a standby: the primary is another endpoint of the list
+                if named in self.endpoints:
+                    vouched.add(self.endpoints.index(named))
                 continue
             self._current = index
             if response.status_code >= 400:

@@ -1,12 +1,14 @@
 """The DR drill: a primary and a standby in two sites on one PostgreSQL, each
 with its own bucket (moto), two launchers that know both. The primary is
-killed with SIGKILL in the middle of dispatching; the standby takes over by
+lost in the middle of dispatching, killed with SIGKILL or with its host gone
+(stopped, every packet to and from it dropped); the standby takes over by
 itself; every run ends as it would have, none starts twice, every log is
 whole. Then the old primary comes back as a standby and fails back."""
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import signal
 import time
@@ -23,7 +25,7 @@ from runyard.client import Client
 from runyard.core.states import RunKind, RunState
 from runyard.crypto import generate_key, key_to_pem, make_csr
 from runyard.devstack import PostgresCluster
-from tests.conftest import free_port
+from tests.conftest import free_port, gone
 from tests.harness import LauncherProcess, PoolCreds, ServerProcess, cli, wait_for
 
 TICKS = 100  # the long run prints a line every 50 ms
@@ -74,8 +76,9 @@ def starts(run: dict) -> int:  # type: ignore[type-arg]
     return [t["state"] for t in run["transitions"]].count("PREPARING")
 
 
+@pytest.mark.parametrize("lose", ["kill", "host"])
 def test_the_standby_takes_over_by_itself_and_nothing_is_lost_or_run_twice(sites: Sites, tmp_path: Path,
-                                                                         sync_dir: Path) -> None:
+                                                                         sync_dir: Path, lose: str) -> None:
     launchers = [LauncherProcess(sites.creds, tmp_path / f"w{i}", extra_env={"RUNYARD_EXECUTOR": "process"})
                  .start() for i in range(2)]
     client = both(sites)
@@ -105,16 +108,20 @@ def test_the_standby_takes_over_by_itself_and_nothing_is_lost_or_run_twice(sites
         with ThreadPoolExecutor(4) as pool:
             burst = list(pool.map(lambda _: client.trigger("s1", RunKind.PROPOSED).id, range(8)))
         assert sites.primary.proc is not None
-        sites.primary.proc.send_signal(signal.SIGKILL)
-        killed = time.monotonic()
+        with contextlib.ExitStack() as lost:
+            if lose == "host":  # it neither refuses nor answers: only waiting tells
+                lost.enter_context(gone(sites.primary.port))
+            sites.primary.proc.send_signal(signal.SIGKILL if lose == "kill" else signal.SIGSTOP)
+            killed = time.monotonic()
+            wait_for(lambda: sites.standby.role() == "primary", 20, "the standby to take over")
+            took = time.monotonic() - killed
+            assert took < 15, f"the standby took {took:.1f}s to hold the lease"
+            # After the failure: confirm the waiting plan through the new primary.
+            client.confirm(gated.id)
+            every = [ticking.id, gated.id, *burst]
+            wait_for(lambda: all(client.run(r).state.terminal for r in every), 90, "every run to end")
+        sites.primary.proc.kill()
         sites.primary.proc.wait(10)
-        wait_for(lambda: sites.standby.role() == "primary", 20, "the standby to take over")
-        took = time.monotonic() - killed
-        assert took < 15, f"the standby took {took:.1f}s to hold the lease"
-        # After the failure: confirm the waiting plan through the new primary.
-        client.confirm(gated.id)
-        every = [ticking.id, gated.id, *burst]
-        wait_for(lambda: all(client.run(r).state.terminal for r in every), 90, "every run to end")
         runs = {r: json.loads(cli(sites.standby, "run", "show", r, "-o", "json", check=True).stdout) for r in every}
         assert {r["state"] for r in runs.values()} == {"FINISHED"}, {k: (v["state"], v["reason"])
                                                                      for k, v in runs.items()}

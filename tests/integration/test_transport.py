@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import gc
 import http.server
-import os
-import shutil
 import socketserver
-import subprocess
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,7 +20,7 @@ from runyard import transport
 from runyard.client import Client
 from runyard.core.errors import InvalidInput, Unavailable
 from runyard.transport import proxy_for
-from tests.conftest import missing
+from tests.conftest import gone
 from tests.harness import wait_for
 
 
@@ -255,29 +252,6 @@ def test_no_proxy_naming_a_host_always_bypasses_the_proxy(host: str) -> None:
     assert proxy_for(f"https://{host}:8443", {**env, "NO_PROXY": f"other.example,{host}"}) is None
 
 
-@contextmanager
-def silent(port: int) -> Iterator[None]:
-    """The host behind ``port`` is gone: every packet to and from it is dropped
-    (its kernel no longer answers, as when a machine or its network is lost)."""
-    iptables = shutil.which("iptables")
-    if iptables is None or os.geteuid() != 0:
-        missing("dropping packets needs iptables (with docker.io) and root")
-    assert iptables is not None
-    rules = [["INPUT", "-p", "tcp", "--dport", str(port), "-j", "DROP"],
-             ["OUTPUT", "-p", "tcp", "--sport", str(port), "-j", "DROP"]]
-    added: list[list[str]] = []
-    try:
-        for rule in rules:
-            done = subprocess.run([iptables, "-w", "-I", *rule], capture_output=True, text=True, timeout=30)
-            if done.returncode != 0:
-                missing(f"iptables cannot add a rule here: {done.stderr.strip()}")
-            added.append(rule)
-        yield
-    finally:
-        for rule in added:
-            subprocess.run([iptables, "-w", "-D", *rule], check=True, timeout=30)
-
-
 @pytest.fixture
 def quick_to_notice(monkeypatch: pytest.MonkeyPatch) -> None:
     """The same mechanism, on a shorter clock."""
@@ -302,7 +276,7 @@ def test_a_server_whose_host_is_lost_while_it_holds_a_request_fails_it_without_w
         waiting = threading.Thread(target=held)
         waiting.start()
         wait_for(lambda: len(seen.requests) == 1, 10, "the server to hold the request")
-        with silent(port):
+        with gone(port):
             waiting.join(30)  # without keepalive probes it waits its 600 s
             assert not waiting.is_alive()
         assert seen.answer_when is not None
@@ -325,7 +299,7 @@ def test_a_slow_server_is_waited_for_past_the_silent_peer_timeout(quick_to_notic
 @pytest.mark.timeout(60)
 def test_connecting_to_a_host_that_is_gone_gives_up_after_the_connect_timeout(quick_to_notice: None) -> None:
     seen = Seen()
-    with http_server(seen) as port, silent(port), \
+    with http_server(seen) as port, gone(port), \
             Client([f"http://127.0.0.1:{port}"], environ={}, timeout=600) as client, \
             pytest.raises(Unavailable, match="timed out"):
         client.request("GET", "/x")  # without its own bound, connecting waits as long as the kernel tries

@@ -5,6 +5,7 @@ at once."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +19,9 @@ from runyard.core.errors import Unavailable
 from runyard.testing import FakeClock
 from runyard.transport import Reply, TransportError
 
-STANDBY = b'{"error": "standby", "message": "a standby", "primary": ""}'
+
+def standby_naming(primary: str) -> Reply:
+    return Reply(503, json.dumps({"error": "standby", "message": "a standby", "primary": primary}).encode())
 
 
 @dataclass
@@ -45,7 +48,7 @@ class Route:
 
 
 GONE, DOWN, SLOW = "gone", "down", "slow"
-STANDS_BY, SERVES = Reply(503, STANDBY), Reply(200, b"{}")
+STANDS_BY, SERVES = standby_naming(""), Reply(200, b"{}")  # a standby while no lease runs
 
 
 def client_over(*routes: Route, clock: FakeClock) -> Client:
@@ -68,6 +71,18 @@ def test_a_gone_primary_is_not_asked_again_while_the_standby_answers() -> None:
     standby.reply = SERVES
     assert client.request("GET", "/x").status_code == 200
     assert len(primary.asked) == 1
+
+
+def test_a_silent_primary_a_standby_names_as_the_lease_holder_is_asked_at_once() -> None:
+    # It came back and holds a live lease (a failback): no need to wait out the pass over.
+    clock = FakeClock()
+    primary, standby = Route(GONE), Route(STANDS_BY)
+    client = client_over(primary, standby, clock=clock)
+    with pytest.raises(Unavailable):
+        client.request("GET", "/x")
+    primary.reply, standby.reply = SERVES, standby_naming("http://site-0/")
+    assert client.request("GET", "/x").status_code == 200
+    assert len(primary.asked) == 2 and client.endpoint == "http://site-0"
 
 
 @pytest.mark.parametrize(("failure", "passed_over_for"), [
@@ -99,7 +114,7 @@ def test_when_no_endpoint_answers_each_is_asked_even_if_it_was_silent_lately() -
     assert client.request("GET", "/x").status_code == 200
 
 
-REPLIES = st.sampled_from([GONE, DOWN, SLOW, STANDS_BY, SERVES])
+REPLIES = st.sampled_from([GONE, DOWN, SLOW, STANDS_BY, standby_naming("http://site-2"), SERVES])
 
 
 @given(st.lists(st.tuples(st.lists(REPLIES, min_size=3, max_size=3), st.floats(0, 2 * PASS_OVER_FOR)),

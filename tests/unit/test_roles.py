@@ -47,9 +47,13 @@ def test_a_standby_serves_nothing_while_the_primary_renews(pair) -> None:
 def test_the_standby_promotes_itself_when_the_primary_stops_renewing(pair) -> None:
     primary, standby, clock = pair
     primary.keep_lease()
+    standby.keep_lease()
+    assert standby.primary_address() == "http://a"
     clock.advance(10.5)  # expired, but a same-site server gets the first go (two intervals)
     standby.keep_lease()
     assert standby.role == "standby"
+    # Nobody serves now: a client is not sent back to a primary whose host may be gone.
+    assert standby.primary_address() == ""
     clock.advance(3.4)
     standby.keep_lease()
     assert standby.role == "primary" and standby.lease is not None and standby.lease.token == 2

@@ -134,7 +134,10 @@ class Scheduler:
             raise Standby(held.address if held else "")
 
     def primary_address(self) -> str:
-        return self.seen.address if self.seen is not None else ""
+        # Only while the lease runs: a lapsed holder serves nobody, and a
+        # client must not be sent back to a server whose host may be gone.
+        seen = self.seen
+        return seen.address if seen is not None and seen.expires_at >= self.services.ctx.clock() else ""
 
     def release(self) -> None:
         with self._changing:
