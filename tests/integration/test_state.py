@@ -102,9 +102,34 @@ def test_confirm_and_discard_only_apply_to_unconfirmed_runs(api: Api):
     assert api.client.workers("p1")[0].status == "IDLE"  # the worker is free while people decide
     assert api.client.run(run.id).changes == {"add": 1, "change": 0, "destroy": 0}
     assert api.client.confirm(run.id).state == RunState.CONFIRMED
+    # Sent again (a lost answer, a failover): the decision stands, nothing moves twice.
+    assert api.client.confirm(run.id).state == RunState.CONFIRMED
+    with pytest.raises(Conflict, match="only an UNCONFIRMED run"):
+        api.client.discard(run.id)
     again = worker.poll(2).assignment
     assert again is not None and again.run.id == run.id and again.lease == lease + 1
     assert worker.get_workspace(run.id, again.lease) == b"sealed bytes"
+    worker.report(run.id, again.lease, RunState.PREPARING)
+    assert api.client.confirm(run.id).state == RunState.PREPARING  # confirmed, and gone on since
+    assert [t.state for t in api.client.run(run.id).transitions].count(RunState.CONFIRMED) == 1
+
+
+def test_a_discard_sent_again_stands_and_a_confirm_after_it_is_refused(api: Api):
+    from runyard.core.errors import Conflict
+
+    pool_id, token, key = api.pool()
+    api.stack()
+    worker = api.worker(pool_id, token, key)
+    run = api.client.trigger("s1", RunKind.TRACKED)
+    lease = worker.poll(2).assignment.lease  # type: ignore[union-attr]
+    for state_ in (RunState.PREPARING, RunState.INITIALIZING, RunState.PLANNING):
+        worker.report(run.id, lease, state_)
+    worker.put_workspace(run.id, lease, b"sealed bytes")
+    worker.report(run.id, lease, RunState.UNCONFIRMED, changes={"add": 1, "change": 0, "destroy": 0})
+    assert api.client.discard(run.id).state == RunState.DISCARDED
+    assert api.client.discard(run.id).state == RunState.DISCARDED
+    with pytest.raises(Conflict, match="only an UNCONFIRMED run"):
+        api.client.confirm(run.id)
 
 
 def _at(hour: int, minute: int) -> float:

@@ -134,6 +134,8 @@ class RunService:
 
     def _decide(self, run_id: str, target: RunState, note: str) -> Run:
         run = self.get(run_id)
+        if run.state != RunState.UNCONFIRMED and _decided(run, target):
+            return run  # the same decision sent again (its answer was lost): it stands
         if run.state != RunState.UNCONFIRMED:
             raise Conflict(f"run {run.id} is {run.state.value}: only an UNCONFIRMED run can be confirmed or discarded")
         with self.ctx.tx() as repo:
@@ -440,3 +442,11 @@ class RunService:
         sealing = sorted(ended)
         self.logs.seal(sealing)
         return sealing
+
+
+def _decided(run: Run, target: RunState) -> bool:
+    """Whether a person already made this decision on the run's plan: it was
+    confirmed (and may have gone on since), or it was discarded."""
+    if target == RunState.DISCARDED:
+        return run.state == RunState.DISCARDED
+    return any(t.state == target for t in run.transitions)
