@@ -20,6 +20,10 @@ from tests.integration.conftest import running
 
 ADMIN = "ryk_standby_test_admin"
 KEY = "one-secret-key-for-both-sites"
+# Short, for quick role changes, but long enough that a holder on a busy
+# machine renews in time: at 1 s, a renewal late by a second in CI let the
+# old primary take the lease back right after a promote.
+LEASE_TTL = 3
 
 
 @contextlib.contextmanager
@@ -27,7 +31,7 @@ def serve(tmp_path: Path, name: str, database_url: str, **settings: object) -> I
     port = free_port()
     resolved, _ = ServerSettings.resolve(
         {"data_dir": tmp_path / name, "database_url": database_url, "admin_api_key": ADMIN, "secret_key": KEY,
-         "port": port, "scheduler_lease_ttl": "1s", **settings}, env={})
+         "port": port, "scheduler_lease_ttl": f"{LEASE_TTL}s", **settings}, env={})
     svc = build_services(resolved)
     svc.auth.bootstrap_admin_key(ADMIN)
     with running(create_app(resolved, svc), port):
@@ -46,7 +50,7 @@ def test_a_standby_refuses_the_api_names_the_primary_and_serves_once_promoted(tm
         assert role(standby) == "standby"
         auth = {"Authorization": f"Bearer {ADMIN}"}
         refused = httpx.get(f"{standby}/api/v1/pools", headers=auth)
-        assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+        assert refused.status_code == 503 and refused.headers["retry-after"] == str(LEASE_TTL)
         assert refused.json()["error"] == "standby" and refused.json()["primary"] == primary
         assert httpx.get(f"{standby}/readyz").status_code == 503
         assert httpx.get(f"{primary}/readyz").status_code == 200
@@ -79,7 +83,7 @@ def test_a_person_on_the_standby_is_shown_the_same_page_on_the_primary(tmp_path:
         wait_for(lambda: role(primary) == "primary", 10, "the primary to take the lease")
         answer = httpx.get(f"{standby}/ui/stacks")
         assert answer.status_code == 503 and answer.headers["content-type"].startswith("text/html")
-        assert answer.headers["retry-after"] == "1" and answer.headers["x-runyard-primary"] == primary
+        assert answer.headers["retry-after"] == str(LEASE_TTL) and answer.headers["x-runyard-primary"] == primary
         page = browser.new_page()
         try:
             page.goto(f"{standby}/ui/stacks?label=a%26b")
