@@ -275,6 +275,7 @@ def test_cancel_ends_a_queued_run_and_asks_a_worker_to_stop_a_running_one(api: A
     api.stack()
     queued = api.client.trigger("s1", RunKind.PROPOSED)
     assert api.client.cancel(queued.id).state == S.CANCELED
+    assert api.client.cancel(queued.id).state == S.CANCELED  # sent again (a lost answer): it stands
     worker = api.worker(pool_id, token, key)
     running = api.client.trigger("s1", RunKind.PROPOSED)
     lease = worker.poll(1).assignment.lease  # type: ignore[union-attr]
@@ -284,8 +285,13 @@ def test_cancel_ends_a_queued_run_and_asks_a_worker_to_stop_a_running_one(api: A
     assert worker.send_logs(running.id, lease, [LogBlock(1, 1.0, "stopping")]).stop_run
     worker.report(running.id, lease, S.STOPPED, "stopped by user")
     assert api.client.run(running.id).state == S.STOPPED
-    with pytest.raises(Conflict, match="already STOPPED"):
-        api.client.cancel(running.id)
+    assert api.client.cancel(running.id).state == S.STOPPED  # the cancel that stopped it, again
+    # A run that ended on its own is not canceled after the fact.
+    done = api.client.trigger("s1", RunKind.PROPOSED)
+    lease = worker.poll(1).assignment.lease  # type: ignore[union-attr]
+    walk(worker, done.id, lease, S.PREPARING, S.INITIALIZING, S.PLANNING, S.FINISHED)
+    with pytest.raises(Conflict, match="already FINISHED"):
+        api.client.cancel(done.id)
 
 
 def test_a_lost_worker_fails_its_run_and_its_late_reports_are_refused(api: Api):

@@ -155,6 +155,8 @@ class RunService:
     def cancel(self, run_id: str) -> Run:
         """Cancel a waiting run at once; ask the worker to stop a running one."""
         run = self.get(run_id)
+        if _canceled(run):
+            return run  # sent again (its answer was lost): the cancel stands
         with self.ctx.tx() as repo:
             ended = True
             if run.state in SCHEDULABLE:
@@ -450,3 +452,10 @@ def _decided(run: Run, target: RunState) -> bool:
     if target == RunState.DISCARDED:
         return run.state == RunState.DISCARDED
     return any(t.state == target for t in run.transitions)
+
+
+def _canceled(run: Run) -> bool:
+    """Whether a person's cancel already ended the run."""
+    last = run.transitions[-1] if run.transitions else None
+    return run.state == RunState.CANCELED or (run.state == RunState.STOPPED and run.stop_requested) or (
+        run.state == RunState.DISCARDED and last is not None and last.note == "canceled by user")
