@@ -8,9 +8,9 @@ import json
 import httpx
 import pytest
 
-from runyard.core.errors import InvalidInput
+from runyard.core.errors import Conflict, InvalidInput
 from runyard.core.states import RunKind, RunState
-from tests.integration.conftest import ADMIN, Api
+from tests.integration.conftest import ADMIN, Api, walk
 
 
 def state(serial: int, lineage: str = "L1", extra: str = "") -> bytes:
@@ -89,8 +89,6 @@ def test_confirm_and_discard_only_apply_to_unconfirmed_runs(api: Api):
     worker = api.worker(pool_id, token, key)
     run = api.client.trigger("s1", RunKind.TRACKED)
     lease = worker.poll(2).assignment.lease  # type: ignore[union-attr]
-    from runyard.core.errors import Conflict
-
     with pytest.raises(Conflict, match="only an UNCONFIRMED run"):
         api.client.confirm(run.id)
     for state_ in (RunState.PREPARING, RunState.INITIALIZING, RunState.PLANNING):
@@ -115,17 +113,14 @@ def test_confirm_and_discard_only_apply_to_unconfirmed_runs(api: Api):
 
 
 def test_a_discard_sent_again_stands_and_a_confirm_after_it_is_refused(api: Api):
-    from runyard.core.errors import Conflict
-
     pool_id, token, key = api.pool()
     api.stack()
     worker = api.worker(pool_id, token, key)
     run = api.client.trigger("s1", RunKind.TRACKED)
     lease = worker.poll(2).assignment.lease  # type: ignore[union-attr]
-    for state_ in (RunState.PREPARING, RunState.INITIALIZING, RunState.PLANNING):
-        worker.report(run.id, lease, state_)
-    worker.put_workspace(run.id, lease, b"sealed bytes")
-    worker.report(run.id, lease, RunState.UNCONFIRMED, changes={"add": 1, "change": 0, "destroy": 0})
+    walk(worker, run.id, lease, RunState.PREPARING, RunState.INITIALIZING, RunState.PLANNING)
+    worker.put_workspace(run.id, lease, b"plan")
+    worker.report(run.id, lease, RunState.UNCONFIRMED)
     assert api.client.discard(run.id).state == RunState.DISCARDED
     assert api.client.discard(run.id).state == RunState.DISCARDED
     with pytest.raises(Conflict, match="only an UNCONFIRMED run"):
