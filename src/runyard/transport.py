@@ -148,22 +148,19 @@ class Connections:
         message = "\r\n".join(head).encode("latin-1") + b"\r\n\r\n"
         if body and len(body) <= JOIN_BODY_UP_TO:
             message, body = message + body, None
-        for fresh in (False, True):
+        kept = self._kept(key)
+        if kept is not None:
             try:
-                sock, reused = self._take(key, fresh)
-            except OSError as exc:  # refused, unreachable, a failed TLS handshake
-                raise TransportError(_said(exc), silent=isinstance(exc, TimeoutError)) from exc
-            try:
-                return self._exchange(key, sock, method, message, body, timeout)
+                return self._exchange(key, kept, method, message, body, timeout)
             except _Unanswered:
-                # A kept-alive connection the server closed just as the request
-                # went out (its idle timeout): the server never read it, but
-                # nothing tells that from a request it read and then died on,
-                # so only a request that may run twice is sent again (an
-                # idempotent method, or one with a key the server dedupes on).
-                if not reused or (method not in _IDEMPOTENT and "Idempotency-Key" not in headers):
+                # The server closed the kept connection just as the request
+                # went out (its idle timeout): it never read it, but nothing
+                # tells that from a request it read and then died on, so only a
+                # request that may run twice is sent again (an idempotent
+                # method, or one with a key the server dedupes on).
+                if method not in _IDEMPOTENT and "Idempotency-Key" not in headers:
                     raise
-        raise AssertionError("unreachable")  # a new connection's request returns or raises
+        return self._exchange(key, self._connect(key), method, message, body, timeout)
 
     def _exchange(self, key: _Key, sock: socket.socket, method: str, message: bytes, body: bytes | None,
                   timeout: float | None) -> Reply:
@@ -195,29 +192,32 @@ class Connections:
             self._give(key, sock)
         return reply
 
-    def _take(self, key: _Key, fresh: bool) -> tuple[socket.socket, bool]:
+    def _kept(self, key: _Key) -> socket.socket | None:
         """An idle connection the server has not closed and has had no time to
-        close, else (or when ``fresh``) a new one; and whether it was idle."""
-        while not fresh:
+        close, if there is one."""
+        while True:
             with self._lock:
                 idle = self._idle.get(key)
                 since, sock = idle.pop() if idle else (0.0, None)
-            if sock is None:
-                break
-            if time.monotonic() - since < REUSE_IDLE_UP_TO and _usable(sock):
-                return sock, True
+            if sock is None or (time.monotonic() - since < REUSE_IDLE_UP_TO and _usable(sock)):
+                return sock
             sock.close()
+
+    def _connect(self, key: _Key) -> socket.socket:
+        """A new connection (refused, unreachable or a failed TLS handshake:
+        a TransportError)."""
         scheme, host, port = key
-        sock = socket.create_connection((host, port), min(self.timeout, CONNECT_TIMEOUT))
         try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            _notice_a_silent_peer(sock)
-            if scheme == "https":
-                return self.context.wrap_socket(sock, server_hostname=host), False
-        except BaseException:
-            sock.close()
-            raise
-        return sock, False
+            sock = socket.create_connection((host, port), min(self.timeout, CONNECT_TIMEOUT))
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                _notice_a_silent_peer(sock)
+                return self.context.wrap_socket(sock, server_hostname=host) if scheme == "https" else sock
+            except BaseException:
+                sock.close()
+                raise
+        except OSError as exc:
+            raise TransportError(_said(exc), silent=isinstance(exc, TimeoutError)) from exc
 
     def _give(self, key: _Key, sock: socket.socket) -> None:
         with self._lock:
