@@ -135,9 +135,9 @@ class RunService:
 
     def _decide(self, run_id: str, target: RunState, note: str) -> Run:
         run = self.get(run_id)
-        if run.state != RunState.UNCONFIRMED and _decided(run, target):
-            return run  # the same decision sent again (its answer was lost): it stands
         if run.state != RunState.UNCONFIRMED:
+            if _decided(run, target):
+                return run  # the same decision sent again (its answer was lost): it stands
             raise Conflict(f"run {run.id} is {run.state.value}: only an UNCONFIRMED run can be confirmed or discarded")
         with self.ctx.tx() as repo:
             self._move(repo, run, target, Actor.SERVER, note)
