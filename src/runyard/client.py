@@ -291,8 +291,11 @@ class Client:
     def _order(self) -> list[tuple[int, bool]]:
         """The endpoints to try, from the one that answered last, those silent
         lately at the end; each with whether it was silent lately."""
-        now, count = self._clock(), len(self.endpoints)
+        count = len(self.endpoints)
         rotated = [(self._current + step) % count for step in range(count)]
+        if not self._silent_at:  # every call of a healthy client: no clock, no sets
+            return [(i, False) for i in rotated]
+        now = self._clock()
         silent = {i for i, at in self._silent_at.items() if now - at < PASS_OVER_FOR}
         return [(i, False) for i in rotated if i not in silent] + [(i, True) for i in rotated if i in silent]
 
