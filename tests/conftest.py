@@ -17,7 +17,7 @@ from typing import Any
 import pluggy
 import pytest
 
-from runyard.devstack import PG_BIN, PostgresCluster, migrate, packets_dropped
+from runyard.devstack import PG_BIN, PostgresCluster, cannot_drop_packets, migrate, packets_dropped
 from runyard.devstack import free_port as devstack_free_port
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -34,8 +34,9 @@ def missing(reason: str) -> None:
 @contextmanager
 def gone(port: int) -> Iterator[None]:
     """The host behind ``port`` is lost: its packets are dropped for the block."""
-    if shutil.which("iptables") is None or os.geteuid() != 0:
-        missing("dropping packets needs iptables (docker.io brings it) and root")
+    reason = cannot_drop_packets()
+    if reason:
+        missing(reason)
     with packets_dropped(port):
         yield
 

@@ -56,27 +56,34 @@ def wait_for(check: Callable[[], T], timeout: float = 30, what: str = "condition
         time.sleep(interval)
 
 
+def cannot_drop_packets() -> str:
+    """Why :func:`packets_dropped` cannot work here, or "" when it can."""
+    if shutil.which("iptables") is None or os.geteuid() != 0:
+        return "dropping packets needs iptables (docker.io brings it) and root"
+    return ""
+
+
 @contextmanager
 def packets_dropped(port: int) -> Iterator[None]:
     """Every TCP packet to and from ``port`` on this host dropped, for the
     block (iptables; root): a server there is as gone as a lost machine,
     refusing nothing and acknowledging nothing."""
-    iptables = shutil.which("iptables")
-    if iptables is None or os.geteuid() != 0:
-        raise DevStackError("dropping packets needs iptables (docker.io brings it) and root")
+    reason = cannot_drop_packets()
+    if reason:
+        raise DevStackError(reason)
     rules = [["INPUT", "-p", "tcp", "--dport", str(port), "-j", "DROP"],
              ["OUTPUT", "-p", "tcp", "--sport", str(port), "-j", "DROP"]]
     added: list[list[str]] = []
     try:
         for rule in rules:
-            done = subprocess.run([iptables, "-w", "-I", *rule], capture_output=True, text=True, timeout=30)
+            done = subprocess.run(["iptables", "-w", "-I", *rule], capture_output=True, text=True, timeout=30)
             if done.returncode != 0:
                 raise DevStackError(f"iptables cannot add a rule here: {done.stderr.strip()}")
             added.append(rule)
         yield
     finally:
         for rule in added:
-            subprocess.run([iptables, "-w", "-D", *rule], check=True, capture_output=True, timeout=30)
+            subprocess.run(["iptables", "-w", "-D", *rule], check=True, capture_output=True, timeout=30)
 
 
 def clean_env(**extra: str) -> dict[str, str]:
