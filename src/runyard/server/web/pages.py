@@ -58,21 +58,25 @@ def current(request: Request, svc: Services) -> sessions.Session:
 
 def render(request: Request, svc: Services, name: str, status: int = 200, **context: Any) -> HTMLResponse:
     session = sessions.decode(_secret(svc), request.cookies.get(sessions.COOKIE), time.time())
-    template = _templates.get_template(name)
+    return _draw(request, name, session.csrf if session else "", status, **context)
+
+
+def _draw(request: Request, name: str, csrf: str, status: int, headers: dict[str, str] | None = None,
+          **context: Any) -> HTMLResponse:
     partial = request.query_params.get("partial") == "1"
-    html = template.render(request=request, csrf=session.csrf if session else "", partial=partial, **context)
-    return HTMLResponse(html, status_code=status)
+    html = _templates.get_template(name).render(request=request, csrf=csrf, partial=partial, **context)
+    return HTMLResponse(html, status_code=status, headers=headers)
 
 
 def standby(request: Request, primary: str, retry_after: int) -> HTMLResponse:
-    """What a person's browser gets from a standby: who serves the page instead."""
+    """What a person's browser gets from a standby (no session: it serves
+    none): who serves the page instead."""
     page = ""
     if primary.startswith(("http://", "https://")):
         query = request.url.query
         page = primary.rstrip("/") + request.url.path + (f"?{query}" if query else "")
-    html = _templates.get_template("standby.html").render(
-        request=request, csrf="", partial=False, primary=primary, primary_page=page)
-    return HTMLResponse(html, status_code=503, headers={"Retry-After": str(retry_after), "X-Runyard-Primary": primary})
+    return _draw(request, "standby.html", "", 503, {"Retry-After": str(retry_after), "X-Runyard-Primary": primary},
+                 primary=primary, primary_page=page)
 
 
 def _check_csrf(session: sessions.Session, token: str) -> None:
