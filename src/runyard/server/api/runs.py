@@ -11,15 +11,17 @@ from runyard.server.api.deps import Svc, User
 from runyard.wire import API, LogsOut, RunOut, RunTrigger
 
 router = APIRouter(prefix=API, tags=["runs"])
+KEY_HELP = (f"the same key again gets the run it queued first: 1 to {lim.MAX_TRIGGER_KEY} letters, digits "
+            "and . _ : + = / -")
 
 
 @router.post("/stacks/{ref}/runs", status_code=201, response_model=RunOut)
 async def trigger_run(
     ref: str, body: RunTrigger, svc: Svc, _: User,
-    idempotency_key: Annotated[str, Header(pattern=lim.TRIGGER_KEY_PATTERN,
-                                           description="the same key again gets the run it queued first")] = "",
+    idempotency_key: Annotated[str | None, Header(description=KEY_HELP)] = None,
 ) -> RunOut:
     # A short call, as the workers' are: CI systems trigger runs by the score.
+    # The service checks the key (the web UI's trigger sends one too).
     run = await svc.ctx.short_call(svc.runs.trigger, ref, body.kind, body.command, idempotency_key)
     return RunOut.model_validate(run)
 

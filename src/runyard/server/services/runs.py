@@ -60,13 +60,13 @@ class RunService:
 
     # people ---------------------------------------------------------------
 
-    def trigger(self, stack_ref: str, kind: RunKind, command: str = "", key: str = "") -> Run:
+    def trigger(self, stack_ref: str, kind: RunKind, command: str = "", key: str | None = None) -> Run:
         """Queue a run. With a ``key`` (the client's Idempotency-Key), a trigger
         sent again, to this server or another, gets the run the first one
         queued; the same key with another stack, kind or command is a Conflict."""
         if kind == RunKind.TASK and not command.strip():
             raise InvalidInput("a task needs a command: --command 'CMD'")
-        if key and not _TRIGGER_KEY.match(key):
+        if key is not None and not _TRIGGER_KEY.match(key):
             raise InvalidInput(f"an Idempotency-Key is 1 to {lim.MAX_TRIGGER_KEY} letters, digits and . _ : + = / -")
         now = self.ctx.clock()
         stamp = dt.datetime.fromtimestamp(now, dt.UTC)
@@ -93,9 +93,10 @@ class RunService:
                 updated_at=stamp,
                 transitions=(Transition(RunState.QUEUED, stamp),),
             )
-            if not repo.add_run(run, key):
+            if not repo.add_run(run, key or ""):
+                assert key  # only a key can be held already
                 first = repo.run_by_trigger_key(key)
-                assert first is not None  # the row that holds the key
+                assert first is not None  # the row that holds it
                 if (first.stack_id, first.kind, first.command) != (stack.id, kind, command):
                     raise Conflict(f"the Idempotency-Key {key!r} was sent with another run ({first.id}): "
                                    "a new run needs a new key")

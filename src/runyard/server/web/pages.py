@@ -213,7 +213,7 @@ def stack_page(ref: str, request: Request, svc: Svc) -> HTMLResponse:
 
 @router.post("/stacks/{ref}/trigger")
 def trigger(ref: str, request: Request, svc: Svc, csrf: str = Form(""), kind: str = Form("TRACKED"),
-            key: str = Form("")) -> Response:
+            key: str | None = Form(None)) -> Response:
     _check_csrf(current(request, svc), csrf)
     # Each form carries a key of its own: a double click queues one run.
     run = svc.runs.trigger(ref, RunKind.PROPOSED if kind == "PROPOSED" else RunKind.TRACKED, key=key)
