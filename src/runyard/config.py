@@ -150,6 +150,10 @@ class ServerSettings(Settings):
     metrics_token: SecretStr = Field(
         SecretStr(""), description="bearer token /metrics requires (empty: /metrics is open to anyone)"
     )
+    allow_local_git_sources: bool = Field(
+        False, description="accept git sources on this server's disk (file:// URLs, paths); off: https, ssh and "
+                           "USER@HOST:PATH only"
+    )
 
     def site_name(self) -> str:
         return self.site or ("standby" if self.standby else "primary")
@@ -239,6 +243,10 @@ class LauncherSettings(Settings):
         None, description="PEM file of extra root CAs: trusted by the launcher's HTTPS and by runs"
     )
     worker_user: str = Field("", description="uid[:gid] run containers run as (empty: the image's user)")
+    allow_local_git_sources: bool = Field(
+        False, description="clone git sources from this host's disk (file:// URLs, paths); off: https, ssh and "
+                           "USER@HOST:PATH only"
+    )
     interruption_grace_period: Duration = Field(
         120.0, description="on SIGTERM, how long the current run may take to finish before it is stopped"
     )

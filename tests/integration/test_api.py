@@ -342,6 +342,7 @@ def test_bad_stack_input_gets_a_clear_4xx_and_makes_nothing(api: Api, tmp_path):
     upload = SourceIO(kind="upload", upload_id="nope")
     with pytest.raises(InvalidInput, match="no uploaded source"):
         api.client.create_stack(StackCreate(name="s", pool="p1", source=upload, commands={"plan": "x"}))
+    api.svc.stacks.allow_local_git = True  # RUNYARD_ALLOW_LOCAL_GIT_SOURCES
     with pytest.raises(InvalidInput, match="cannot read git repository"):
         api.client.create_stack(StackCreate(name="s", pool="p1", commands={"plan": "x"},
                                             source=SourceIO(kind="git", url=f"file://{tmp_path}/missing")))
@@ -375,6 +376,7 @@ def test_git_sources_are_checked_and_accepted(api: Api, tmp_path):
                                                          "commit", "-q", "--allow-empty", "-m", "x"]):
         subprocess.run(cmd, cwd=repo, check=True)
     api.pool()
+    api.svc.stacks.allow_local_git = True  # RUNYARD_ALLOW_LOCAL_GIT_SOURCES
     src = SourceIO(kind="git", url=f"file://{repo}", branch="main")
     api.client.create_stack(StackCreate(name="g", pool="p1", source=src, commands={"plan": "true"}))
     with pytest.raises(InvalidInput, match="no branch"):

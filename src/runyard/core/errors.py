@@ -28,6 +28,13 @@ class InvalidInput(RunyardError):
     code = "invalid"
 
 
+class TooLarge(InvalidInput):
+    """The request is over one of its limits (docs/limits.md); nothing was stored."""
+
+    http_status = 413
+    code = "too_large"
+
+
 class NotFound(RunyardError):
     """The named thing does not exist."""
 

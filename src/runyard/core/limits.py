@@ -17,6 +17,19 @@ MAX_SOURCE_UPLOAD = 200 * MIB  # a stack's source snapshot (gzip tar)
 MAX_WORKSPACE = 512 * MIB  # a sealed workspace carried from plan to apply
 MAX_STATE = 256 * MIB  # one Terraform state version
 
+# Archives, once inflated (the tar stream, headers included), and their
+# members: checked as the archive streams in, at upload and again at unpack.
+GIB = 1024 * MIB
+MAX_SOURCE_INFLATED = 1 * GIB
+MAX_SOURCE_MEMBERS = 50_000
+MAX_WORKSPACE_INFLATED = 4 * GIB  # providers unpacked: ~450 MB each
+MAX_WORKSPACE_MEMBERS = 200_000
+
+# HTTP requests: the request line and headers together, and how long they
+# may take to arrive (a client that trickles them is cut off).
+MAX_REQUEST_HEAD = 64 * KIB
+REQUEST_HEAD_TIMEOUT = 10.0
+
 # Fields. A command and each variable must fit in one argument of exec
 # (Linux refuses a single string over 128 KiB: "Argument list too long").
 MAX_COMMAND = 64 * KIB
@@ -45,7 +58,7 @@ MAX_LOG_SEQ = 2**31 - 1 - MAX_LOG_BATCH_LINES  # line numbers are 32-bit on Post
 
 def human(size: int) -> str:
     """``1048576`` -> ``1 MiB``."""
-    for unit, factor in (("MiB", MIB), ("KiB", KIB)):
+    for unit, factor in (("GiB", GIB), ("MiB", MIB), ("KiB", KIB)):
         if size >= factor and size % factor == 0:
             return f"{size // factor} {unit}"
     return f"{size} bytes"

@@ -220,7 +220,7 @@ class RunExecution:
                 if resuming:
                     self._restore_workspace(ws)
                 else:
-                    workspace.fetch_source(self.stack, ws, self._upload)
+                    workspace.fetch_source(self.stack, ws, self._upload, self.settings.allow_local_git_sources)
                     if self.stack.tool in TERRAFORM_TOOLS:
                         prepare_terraform(ws / self.stack.project_root)
                 session = self._session = self.ctx.executor.open(self._spec(ws))

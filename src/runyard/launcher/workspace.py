@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from runyard import archive
+from runyard.core import gitsource
 from runyard.core.errors import InvalidInput, RunyardError
 from runyard.core.limits import MIB
 from runyard.core.models import SourceKind, Stack
@@ -54,8 +55,9 @@ def create(base: Path, run_id: str) -> Path:
     return path
 
 
-def fetch_source(stack: Stack, dest: Path, upload: Callable[[str], bytes]) -> None:
-    """Put the stack's source into ``dest`` (an uploaded snapshot comes from ``upload``)."""
+def fetch_source(stack: Stack, dest: Path, upload: Callable[[str], bytes], allow_local_git: bool = False) -> None:
+    """Put the stack's source into ``dest`` (an uploaded snapshot comes from
+    ``upload``; a git source on this host's disk only if ``allow_local_git``)."""
     source = stack.source
     if source.kind == SourceKind.UPLOAD:
         try:
@@ -63,16 +65,17 @@ def fetch_source(stack: Stack, dest: Path, upload: Callable[[str], bytes]) -> No
         except InvalidInput as exc:
             raise WorkspaceError(f"the source snapshot {source.upload_id}: {exc.message}") from exc
     elif source.kind == SourceKind.GIT:
-        cmd = ["git", "clone", "--quiet", "--depth", "1"]
-        if source.branch:
-            cmd += ["--branch", source.branch]
-        cmd += [source.url, str(dest / "src")]
+        try:
+            gitsource.check(source.url, source.branch, allow_local_git)
+        except InvalidInput as exc:
+            raise WorkspaceError(f"the stack's git source is refused on this host: {exc.message}") from exc
         proc = subprocess.run(
-            cmd,
+            gitsource.clone_argv(source.url, source.branch, str(dest / "src")),
             capture_output=True,
             text=True,
             timeout=600,
-            env={**os.environ, "GIT_TERMINAL_PROMPT": "0"},
+            env={**os.environ, "GIT_TERMINAL_PROMPT": "0",
+                 "GIT_ALLOW_PROTOCOL": gitsource.allowed_protocols(allow_local_git)},
             check=False,
         )
         if proc.returncode != 0:
@@ -99,4 +102,5 @@ def pack_tree(path: Path) -> bytes:
 
 
 def unpack_tree(data: bytes, dest: Path) -> None:
-    archive.unpack(data, dest, "tar")  # keeps the plan's file modes (provider binaries stay executable)
+    # "tar" keeps the plan's file modes: provider binaries stay executable.
+    archive.unpack(data, dest, "tar", archive.WORKSPACE)

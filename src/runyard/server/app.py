@@ -61,7 +61,8 @@ def build_services(settings: ServerSettings, blobs: BlobStore | None = None) -> 
         worker_lost_after=settings.worker_lost_after,
     )
     identity = f"{socket.gethostname()}:{settings.port}:{os.getpid()}:{new_secret('')[:8]}"
-    return Services.build(ctx, identity, settings.scheduler_lease_ttl, settings.site_name())
+    return Services.build(ctx, identity, settings.scheduler_lease_ttl, settings.site_name(),
+                          settings.allow_local_git_sources)
 
 
 def hold_sqlite_file(settings: ServerSettings) -> IO[str] | None:

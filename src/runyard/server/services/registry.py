@@ -32,7 +32,8 @@ class Services:
     leases: LeaseService
 
     @classmethod
-    def build(cls, ctx: Context, identity: str = "server", lease_ttl: float = 10.0, site: str = "primary") -> Services:
+    def build(cls, ctx: Context, identity: str = "server", lease_ttl: float = 10.0, site: str = "primary",
+              allow_local_git: bool = False) -> Services:
         logs = LogService(ctx)
         pools = PoolService(ctx)
         metrics = ServerMetrics(ctx)
@@ -41,7 +42,7 @@ class Services:
             ctx=ctx,
             auth=AuthService(ctx),
             pools=pools,
-            stacks=StackService(ctx),
+            stacks=StackService(ctx, allow_local_git=allow_local_git),
             runs=runs,
             workers=WorkerService(ctx, pools, runs),
             logs=logs,

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
-import io
 import os
 import subprocess
-import tarfile
 from collections.abc import Callable
 
+from runyard import archive
+from runyard.core import gitsource
 from runyard.core.cron import Cron
-from runyard.core.errors import AlreadyExists, InvalidInput, NotFound
+from runyard.core.errors import AlreadyExists, InvalidInput, NotFound, TooLarge
 from runyard.core.ids import new_ulid, ulid_time
 from runyard.core.limits import MAX_SOURCE_UPLOAD, human
 from runyard.core.masking import check_maskable
@@ -23,13 +23,14 @@ PHASES = ("init", "plan", "apply")
 HOOKS = tuple(f"{when}_{phase}" for phase in ("init", "plan", "apply", "perform") for when in ("before", "after"))
 
 
-GitProbe = Callable[[str, str], None]
+GitProbe = Callable[[str, str, bool], None]
 
 
-def probe_git(url: str, branch: str) -> None:
-    """Fail with :class:`InvalidInput` unless the repository (and branch) can be read."""
-    cmd = ["git", "ls-remote", "--exit-code", url] + ([f"refs/heads/{branch}"] if branch else [])
-    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}
+def probe_git(url: str, branch: str, allow_local: bool) -> None:
+    """Fail with :class:`InvalidInput` unless the repository (and branch) can
+    be read. The URL and branch were checked (:func:`gitsource.check`)."""
+    cmd = gitsource.ls_remote_argv(url, branch)
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ALLOW_PROTOCOL": gitsource.allowed_protocols(allow_local)}
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30, env=env, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -52,31 +53,16 @@ def source_key(upload_id: str) -> str:
     return f"{SOURCES}{upload_id}.tar.gz"
 
 
-def check_archive(data: bytes) -> None:
-    """Refuse anything but a gzip tar whose members stay inside the workspace."""
-    try:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
-            for member in tar.getmembers():
-                name = member.name
-                if name.startswith("/") or ".." in name.split("/"):
-                    raise InvalidInput(f"source archive member {name!r} points outside the workspace")
-                if member.issym() or member.islnk():
-                    target = member.linkname
-                    if target.startswith("/") or ".." in target.split("/"):
-                        raise InvalidInput(f"source archive link {name!r} points outside the workspace")
-    except (tarfile.TarError, EOFError, OSError) as exc:
-        raise InvalidInput(f"the source upload is not a gzip tar archive: {exc}") from exc
-
-
 class StackService:
-    def __init__(self, ctx: Context, git_probe: GitProbe = probe_git) -> None:
+    def __init__(self, ctx: Context, git_probe: GitProbe = probe_git, allow_local_git: bool = False) -> None:
         self.ctx = ctx
         self.git_probe = git_probe
+        self.allow_local_git = allow_local_git  # file:// and paths (RUNYARD_ALLOW_LOCAL_GIT_SOURCES)
 
     def upload_source(self, data: bytes) -> str:
         if len(data) > MAX_SOURCE_UPLOAD:
-            raise InvalidInput(f"a source upload may be at most {human(MAX_SOURCE_UPLOAD)}")
-        check_archive(data)
+            raise TooLarge(f"a source upload may be at most {human(MAX_SOURCE_UPLOAD)}")
+        archive.check(data, archive.SOURCE)
         upload_id = new_ulid(self.ctx.clock())
         self.ctx.blobs.put(source_key(upload_id), data)
         return upload_id
@@ -160,9 +146,8 @@ class StackService:
             if not source.upload_id or not self.ctx.blobs.exists(source_key(source.upload_id)):
                 raise InvalidInput(f"no uploaded source {source.upload_id!r}: upload the directory first")
         elif source.kind == SourceKind.GIT:
-            if not source.url:
-                raise InvalidInput("a git source needs a URL")
-            self.git_probe(source.url, source.branch)
+            gitsource.check(source.url, source.branch, self.allow_local_git)
+            self.git_probe(source.url, source.branch, self.allow_local_git)
         else:
             raise InvalidInput(f"unknown source kind {source.kind!r}: use 'git' or 'upload'")
 
