@@ -35,6 +35,7 @@ _RUN: TypeAdapter[Run] = TypeAdapter(Run)
 Name = Annotated[str, StringConstraints(max_length=lim.MAX_NAME)]
 Text = Annotated[str, StringConstraints(max_length=lim.MAX_TEXT)]
 Pem = Annotated[str, StringConstraints(max_length=lim.MAX_PEM)]
+Finite = Annotated[float, Field(allow_inf_nan=False)]  # a number a request sends: never NaN or infinite
 Description = Annotated[str, StringConstraints(max_length=lim.MAX_DESCRIPTION)]
 Command = Annotated[str, StringConstraints(max_length=lim.MAX_COMMAND)]
 Label = Annotated[str, StringConstraints(max_length=lim.MAX_LABEL)]
@@ -250,13 +251,13 @@ class RunOut(Out):
 
 class LogLineIO(Out):
     seq: int = Field(ge=1)
-    ts: float
+    ts: Finite
     msg: Annotated[str, StringConstraints(max_length=lim.MAX_LOG_LINE)]
 
 
 class LogBlockIO(BaseModel):
     seq: int = Field(ge=1, le=lim.MAX_LOG_SEQ, description="the number of the block's first line")
-    ts: float
+    ts: Finite
     text: Annotated[str, StringConstraints(max_length=lim.MAX_LOG_BATCH_CHARS + lim.MAX_LOG_BATCH_LINES)] = Field(
         description="the lines, joined by newlines")
 

@@ -22,6 +22,7 @@ from runyard.config import ServerSettings
 from runyard.core.states import RunState
 from runyard.crypto import generate_key, key_to_pem, make_csr, sign_challenge
 from runyard.server.app import build_services, create_app
+from runyard.server.httpguard import GuardedProtocol
 from runyard.server.services.registry import Services
 from runyard.wire import RegisterIn, SourceIO, StackCreate
 from tests.conftest import free_port
@@ -85,6 +86,7 @@ class Api:
 @contextlib.contextmanager
 def running(app: FastAPI, port: int, **config: Any) -> Iterator[None]:
     """``app`` served by uvicorn on 127.0.0.1:``port``, in a thread, for the block."""
+    config.setdefault("http", GuardedProtocol)  # what `runyard server` speaks (server/httpguard.py)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **config))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

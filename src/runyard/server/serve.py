@@ -11,10 +11,12 @@ from __future__ import annotations
 import gc
 import sys
 from types import FrameType
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
 
+from runyard.server.httpguard import GuardedProtocol
 from runyard.server.notifier import Notifier
 
 GRACEFUL_SHUTDOWN = 10.0
@@ -42,10 +44,16 @@ class _Server(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
+def config(app: FastAPI, host: str, port: int, **extra: Any) -> uvicorn.Config:
+    """How uvicorn serves the app: httptools with runyard's bounds on the
+    request head (:mod:`httpguard`), uvloop when installed."""
+    return uvicorn.Config(app, host=host, port=port, log_level="warning", loop="auto", http=GuardedProtocol,
+                          timeout_keep_alive=KEEP_ALIVE, timeout_graceful_shutdown=int(GRACEFUL_SHUTDOWN),
+                          **extra)
+
+
 def serve(app: FastAPI, notifier: Notifier, host: str, port: int) -> None:
-    """Serve until SIGTERM or SIGINT; held long polls end cleanly first.
-    uvloop and httptools serve the HTTP when they are installed (they are
-    dependencies on Linux and macOS); asyncio and h11 otherwise."""
+    """Serve until SIGTERM or SIGINT; held long polls end cleanly first."""
     sys.setswitchinterval(SWITCH_INTERVAL)
     # What was made at start (modules, schemas, routes: ~140,000 objects)
     # lives as long as the process: out of the collector's sight, a full
@@ -53,6 +61,4 @@ def serve(app: FastAPI, notifier: Notifier, host: str, port: int) -> None:
     # 60-120 ms per full collection, 40 ms after; each stalls every request).
     gc.collect()
     gc.freeze()
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", loop="auto", http="auto",
-                            timeout_keep_alive=KEEP_ALIVE, timeout_graceful_shutdown=int(GRACEFUL_SHUTDOWN))
-    _Server(config, notifier).run()
+    _Server(config(app, host, port), notifier).run()

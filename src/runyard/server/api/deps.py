@@ -6,9 +6,9 @@ import base64
 import binascii
 from typing import Annotated, TypeVar
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from runyard.core.models import Worker
 from runyard.server.services.registry import Services
@@ -16,6 +16,13 @@ from runyard.server.services.registry import Services
 # Dependencies are coroutines: FastAPI runs a plain function in a worker
 # thread, a hop per dependency per request (profiled: a fifth of the
 # server's time under load went to hops and their bookkeeping).
+
+
+# How long a held call (a poll, a log follow, a demand watch) may wait: a
+# number of seconds, never NaN or infinite (the service bounds it by the
+# server's long poll). One declaration for FastAPI and the worker lane.
+Wait = Annotated[float, Query(ge=0, allow_inf_nan=False, description="seconds to hold the call open at most")]
+WAIT = TypeAdapter(Wait)
 
 
 async def services(request: Request) -> Services:

@@ -14,7 +14,8 @@ middleware outside this one (the standby gate, body limits, the 500
 handler) applies as before.
 
 A request this lane cannot take as is (another method, a ``wait`` that is
-not a number) goes on to FastAPI, which answers it as it always did.
+not a number of seconds) goes on to FastAPI, which answers it as it always
+did; the lane reads ``wait`` through FastAPI's own declaration (``deps.Wait``).
 """
 
 from __future__ import annotations
@@ -25,13 +26,13 @@ from urllib.parse import parse_qsl
 
 from fastapi import Request
 from fastapi.responses import Response
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from runyard.core.models import Worker
 from runyard.server import errors
 from runyard.server.api import workers
-from runyard.server.api.deps import bearer, parse_body
+from runyard.server.api.deps import WAIT, bearer, parse_body
 from runyard.server.services.registry import Services
 from runyard.wire import API, ReportIn
 
@@ -54,9 +55,9 @@ def _handler(scope: Scope) -> Handler | None:
         return lambda request, worker, svc: workers.heartbeat(worker, svc)
     if path == _PREFIX + "poll":
         try:
-            wait = float(dict(parse_qsl(scope["query_string"].decode("latin-1"))).get("wait", 25))
-        except ValueError:
-            return None
+            wait = WAIT.validate_python(dict(parse_qsl(scope["query_string"].decode("latin-1"))).get("wait", 25))
+        except ValidationError:
+            return None  # FastAPI answers it, from the same declaration
 
         async def poll(request: Request, worker: Worker, svc: Services) -> Response:
             return _json(await workers.poll(request, worker, svc, wait))

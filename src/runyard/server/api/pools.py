@@ -7,7 +7,7 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from runyard.core.models import Pool
-from runyard.server.api.deps import Svc, User
+from runyard.server.api.deps import Svc, User, Wait
 from runyard.wire import (
     API,
     CycleOut,
@@ -92,7 +92,7 @@ def pool_stacks(ref: str, svc: Svc, _: User) -> list[StackOut]:
 
 
 @router.get("/pools/{ref}/demand", response_model=DemandOut)
-async def pool_demand(ref: str, svc: Svc, _: User, since: int = -1, wait: float = 0) -> DemandOut:
+async def pool_demand(ref: str, svc: Svc, _: User, since: int = -1, wait: Wait = 0) -> DemandOut:
     """The pool's demand and fleet. With ``since`` (the last ``version`` seen)
     and ``wait``, held until something changes: autoscalers react at once."""
     pool = await run_in_threadpool(svc.pools.get, ref)

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header
 
 from runyard.core import limits as lim
-from runyard.server.api.deps import Svc, User
+from runyard.server.api.deps import Svc, User, Wait
 from runyard.wire import API, LogsOut, RunOut, RunTrigger
 
 router = APIRouter(prefix=API, tags=["runs"])
@@ -53,7 +53,7 @@ def cancel_run(run_id: str, svc: Svc, _: User) -> RunOut:
 
 
 @router.get("/runs/{run_id}/logs", response_model=LogsOut)
-async def run_logs(run_id: str, svc: Svc, _: User, after: int = 0, wait: float = 0) -> LogsOut:
+async def run_logs(run_id: str, svc: Svc, _: User, after: int = 0, wait: Wait = 0) -> LogsOut:
     """Lines after sequence number ``after``; with ``wait`` > 0, held open until
     there is a line, the run changes state, or it ends (long poll, at most the
     server's limit)."""

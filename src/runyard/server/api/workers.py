@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from runyard.server.api.deps import CurrentWorker, Svc, body_schema, parse_body
+from runyard.server.api.deps import CurrentWorker, Svc, Wait, body_schema, parse_body
 from runyard.wire import (
     API,
     AssignmentOut,
@@ -90,7 +90,7 @@ def deregister(worker: CurrentWorker, svc: Svc, reason: str = "launcher exited")
 
 
 @router.post("/poll", response_model=PollOut)
-async def poll(request: Request, worker: CurrentWorker, svc: Svc, wait: float = 25) -> PollOut:
+async def poll(request: Request, worker: CurrentWorker, svc: Svc, wait: Wait = 25) -> PollOut:
     """Held until a run is assigned to this worker, it is told to exit, or
     ``wait`` ends; while held, it is the worker's heartbeat."""
     answer = await unless_closed(request, svc.workers.poll(worker, wait))
