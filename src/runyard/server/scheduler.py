@@ -174,6 +174,7 @@ class Scheduler:
         with self.services.ctx.tx() as repo:
             fence(repo)
         self.services.stacks.sweep_uploads(self.settings.upload_grace)
+        self.services.auth.forget_revoked_sessions()
         self.services.logs.seal_pending()
 
     def loops(self) -> list[Loop]:

@@ -22,8 +22,7 @@ router = APIRouter(prefix=API + "/stacks/{ref}/state", tags=["state"])
 
 
 def _authorize(request: Request, svc: Svc, ref: str) -> str | None:
-    stack = svc.stacks.get(ref)
-    return svc.auth.check_state_access(credential(request), stack.id)
+    return svc.auth.check_state_access(credential(request), ref)
 
 
 @router.get("", summary="Current state (204 when there is none)")

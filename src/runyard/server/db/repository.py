@@ -115,6 +115,21 @@ class Repository(LogQueries):
     def count_api_keys(self) -> int:
         return int(self.conn.execute(select(func.count()).select_from(t.api_keys)).scalar_one())
 
+    # ui sessions ----------------------------------------------------------
+
+    def revoke_session(self, session_id: str, expires_at: float) -> None:
+        if not self.session_revoked(session_id):
+            self.conn.execute(insert(t.revoked_sessions).values(id=session_id, expires_at=expires_at))
+
+    def session_revoked(self, session_id: str) -> bool:
+        found = self.conn.execute(select(t.revoked_sessions.c.id).where(t.revoked_sessions.c.id == session_id))
+        return found.first() is not None
+
+    def forget_revoked_sessions(self, before: float) -> int:
+        """Revocations of sessions that have expired anyway."""
+        return int(self.conn.execute(delete(t.revoked_sessions).where(t.revoked_sessions.c.expires_at < before))
+                   .rowcount)
+
     # pools ----------------------------------------------------------------
 
     def add_pool(self, pool: Pool) -> None:

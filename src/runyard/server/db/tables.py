@@ -49,6 +49,15 @@ api_keys = Table(
     Column("created_at", Float, nullable=False),
 )
 
+# UI sessions signed out before their cookie expired: a copied cookie of
+# one is refused on every server until it would have expired anyway.
+revoked_sessions = Table(
+    "revoked_sessions",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("expires_at", Float, nullable=False, index=True),
+)
+
 pools = Table(
     "pools",
     metadata,

@@ -8,7 +8,7 @@ from typing import Generic, TypeVar
 
 from anyio import to_thread
 
-from runyard.core.errors import Unauthorized, WorkerGone
+from runyard.core.errors import NotFound, Unauthorized, WorkerGone
 from runyard.core.ids import new_ulid
 from runyard.core.models import Worker, may_register_again
 from runyard.crypto import hash_secret, new_secret
@@ -81,12 +81,24 @@ class AuthService:
         return self._session_key
 
     def is_api_key(self, key: str) -> bool:
-        return bool(key) and self.key_hash_known(hash_secret(key))
-
-    def key_hash_known(self, key_hash: str) -> bool:
-        """Whether an API key with this hash still exists (a UI session's key)."""
+        if not key:
+            return False
         with self.ctx.read() as repo:
-            return repo.api_key_by_hash(key_hash) is not None
+            return repo.api_key_by_hash(hash_secret(key)) is not None
+
+    def session_valid(self, key_hash: str, session_id: str) -> bool:
+        """Whether a UI session's key still exists and the session was not signed out."""
+        with self.ctx.read() as repo:
+            return repo.api_key_by_hash(key_hash) is not None and not repo.session_revoked(session_id)
+
+    def revoke_session(self, session_id: str, expires_at: float) -> None:
+        """Sign a UI session out on every server, until it would have expired."""
+        with self.ctx.tx() as repo:
+            repo.revoke_session(session_id, expires_at)
+
+    def forget_revoked_sessions(self) -> int:
+        with self.ctx.tx() as repo:
+            return repo.forget_revoked_sessions(self.ctx.clock())
 
     def check_api_key(self, key: str | None) -> str:
         """The key's name, or :class:`Unauthorized`."""
@@ -98,16 +110,21 @@ class AuthService:
             raise Unauthorized(f"that API key is not valid: {API_KEY_HINT}")
         return str(row.name)
 
-    def check_state_access(self, credential: str | None, stack_id: str) -> str | None:
+    def check_state_access(self, credential: str | None, stack_ref: str) -> str | None:
         """Who may use a stack's state: an API key (returns None) or the token
-        of a run of this stack that a worker holds right now (returns its id)."""
+        of a run of this stack that a worker holds right now (returns its id).
+        Credentials are checked before the stack is looked for: without them,
+        a stack that exists and one that does not get the same answer."""
         if not credential:
             raise Unauthorized(f"no credentials for the state backend: {API_KEY_HINT}")
         with self.ctx.read() as repo:
             if repo.api_key_by_hash(hash_secret(credential)) is not None:
+                if repo.stack(stack_ref) is None:
+                    raise NotFound(f"no stack {stack_ref!r}: `runyard stack list` shows the stacks")
                 return None
             run = repo.run_by_token(hash_secret(credential))
-        if run is None or run.stack_id != stack_id or not run.state.on_worker:
+            stack = repo.stack(stack_ref) if run is not None else None
+        if run is None or stack is None or run.stack_id != stack.id or not run.state.on_worker:
             raise Unauthorized("these credentials do not give access to this stack's state")
         return run.id
 

@@ -75,8 +75,10 @@ class WorkerService:
         self._looked: dict[str, tuple[dict[str, int], Worker]] = {}
 
     def challenge(self, pool_id: str) -> str:
-        pool = self.pools.get(pool_id)
-        return issue_challenge(self.pools.challenge_secret(), pool.id, self.ctx.clock())
+        """A challenge for ``pool_id``, whether or not such a pool exists: the
+        answer tells a pool that exists from one that does not to nobody
+        (registration refuses both alike)."""
+        return issue_challenge(self.pools.challenge_secret(), pool_id, self.ctx.clock())
 
     def register(
         self,
@@ -88,11 +90,13 @@ class WorkerService:
         version: str,
     ) -> tuple[Worker, str]:
         """Admit a worker that signed our challenge with the pool's private key."""
-        pool = self.pools.get(pool_id)
-        check_challenge(self.pools.challenge_secret(), challenge, pool.id, self.ctx.clock())
+        check_challenge(self.pools.challenge_secret(), challenge, pool_id, self.ctx.clock())
+        with self.ctx.read() as repo:
+            pool = repo.pool(pool_id)
         cert = load_cert(certificate_pem)
         self.pools.ca().verify(cert)
-        if serial_of(cert) != pool.certificate_serial:
+        if pool is None or serial_of(cert) != pool.certificate_serial:
+            # One answer for an unknown pool and another pool's token.
             raise Unauthorized(
                 "this token's certificate is not the pool's current one: the pool was reset "
                 "or the token belongs to another pool; use the newest token"

@@ -51,21 +51,27 @@ def _secret(svc: Services) -> bytes:
 
 def current(request: Request, svc: Services) -> sessions.Session:
     session = sessions.decode(_secret(svc), request.cookies.get(sessions.COOKIE), time.time())
-    if session is None or not svc.auth.key_hash_known(session.key_hash):
+    if session is None or not svc.auth.session_valid(session.key_hash, session.id):
         raise NeedLogin()
     return session
 
 
 def render(request: Request, svc: Services, name: str, status: int = 200, **context: Any) -> HTMLResponse:
     session = sessions.decode(_secret(svc), request.cookies.get(sessions.COOKIE), time.time())
-    return _draw(request, name, session.csrf if session else "", status, **context)
+    flash = "" if request.query_params.get("partial") == "1" else \
+        sessions.decode_flash(_secret(svc), request.cookies.get(sessions.FLASH_COOKIE))
+    return _draw(request, name, session.csrf if session else "", status, flash=flash, **context)
 
 
 def _draw(request: Request, name: str, csrf: str, status: int, headers: dict[str, str] | None = None,
-          **context: Any) -> HTMLResponse:
+          flash: str = "", **context: Any) -> HTMLResponse:
     partial = request.query_params.get("partial") == "1"
-    html = _templates.get_template(name).render(request=request, csrf=csrf, partial=partial, **context)
-    return HTMLResponse(html, status_code=status, headers=headers)
+    html = _templates.get_template(name).render(request=request, csrf=csrf, partial=partial, flash=flash,
+                                                **context)
+    response = HTMLResponse(html, status_code=status, headers=headers)
+    if flash:
+        response.delete_cookie(sessions.FLASH_COOKIE, path="/ui")
+    return response
 
 
 def standby(request: Request, primary: str, retry_after: int) -> HTMLResponse:
@@ -84,9 +90,21 @@ def _check_csrf(session: sessions.Session, token: str) -> None:
         raise NeedLogin()
 
 
-def back(url: str, message: str = "") -> RedirectResponse:
-    suffix = ("&" if "?" in url else "?") + "flash=" + message.replace(" ", "+") if message else ""
-    return RedirectResponse(url + suffix, status_code=303)
+def back(request: Request, svc: Services, url: str, message: str = "") -> RedirectResponse:
+    """To ``url``, which then says ``message`` once. The message goes in a
+    cookie this server signs, not in the URL: a link cannot make a page say
+    anything."""
+    response = RedirectResponse(url, status_code=303)
+    if message:
+        response.set_cookie(sessions.FLASH_COOKIE, sessions.encode_flash(_secret(svc), message), max_age=60,
+                            path="/ui", httponly=True, samesite="strict", secure=_https(request))
+    return response
+
+
+def _https(request: Request) -> bool:
+    """Whether the browser reached us over HTTPS (directly, or through a proxy
+    uvicorn trusts: FORWARDED_ALLOW_IPS, X-Forwarded-Proto)."""
+    return request.url.scheme == "https"
 
 
 # sign-in ---------------------------------------------------------------------
@@ -105,15 +123,18 @@ def login(request: Request, svc: Svc, api_key: str = Form("")) -> Response:
                             "(DATA_DIR/admin-api-key).")
     cookie, _ = sessions.encode(_secret(svc), hash_secret(api_key), time.time())
     response = RedirectResponse("/ui/pools", status_code=303)
-    response.set_cookie(sessions.COOKIE, cookie, httponly=True, samesite="strict", max_age=sessions.LIFETIME)
+    response.set_cookie(sessions.COOKIE, cookie, httponly=True, samesite="strict", max_age=sessions.LIFETIME,
+                        secure=_https(request))
     return response
 
 
 @router.post("/logout")
 def logout(request: Request, svc: Svc, csrf: str = Form("")) -> Response:
-    _check_csrf(current(request, svc), csrf)
+    session = current(request, svc)
+    _check_csrf(session, csrf)
+    svc.auth.revoke_session(session.id, session.expires)
     response = RedirectResponse("/ui/login", status_code=303)
-    response.delete_cookie(sessions.COOKIE)
+    response.delete_cookie(sessions.COOKIE, secure=_https(request), httponly=True, samesite="strict")
     return response
 
 
@@ -150,7 +171,7 @@ def pool_settings(ref: str, request: Request, svc: Svc, csrf: str = Form(""), de
     _check_csrf(current(request, svc), csrf)
     names = tuple(label.strip() for label in labels.split(",") if label.strip())
     pool = svc.pools.update(ref, description, names, max(drift_detection_limit, 0))
-    return back(f"/ui/pools/{pool.name}?tab=settings", "Settings saved")
+    return back(request, svc, f"/ui/pools/{pool.name}?tab=settings", "Settings saved")
 
 
 @router.get("/pools/{ref}/cycle")
@@ -163,7 +184,7 @@ def cycle_confirm(ref: str, request: Request, svc: Svc) -> HTMLResponse:
 def cycle(ref: str, request: Request, svc: Svc, csrf: str = Form("")) -> Response:
     _check_csrf(current(request, svc), csrf)
     count = svc.pools.cycle(ref)
-    return back(f"/ui/pools/{ref}", f"Told {count} worker(s) to exit")
+    return back(request, svc, f"/ui/pools/{ref}", f"Told {count} worker(s) to exit")
 
 
 @router.get("/pools/{ref}/reset")
@@ -189,7 +210,7 @@ def drain(worker_id: str, action: str, request: Request, svc: Svc, csrf: str = F
     _check_csrf(current(request, svc), csrf)
     worker = svc.workers.drain(worker_id, action == "drain")
     pool = svc.pools.get(worker.pool_id)
-    return back(f"/ui/pools/{pool.name}", f"Worker {worker.id} is {worker.status.value}")
+    return back(request, svc, f"/ui/pools/{pool.name}", f"Worker {worker.id} is {worker.status.value}")
 
 
 # stacks and runs -------------------------------------------------------------
@@ -217,7 +238,7 @@ def trigger(ref: str, request: Request, svc: Svc, csrf: str = Form(""), kind: st
     _check_csrf(current(request, svc), csrf)
     # Each form carries a key of its own: a double click queues one run.
     run = svc.runs.trigger(ref, RunKind.PROPOSED if kind == "PROPOSED" else RunKind.TRACKED, key=key)
-    return back(f"/ui/runs/{run.id}")
+    return back(request, svc, f"/ui/runs/{run.id}")
 
 
 @router.get("/runs/{run_id}")
@@ -241,7 +262,7 @@ def _actions(run: Run) -> list[str]:
 def run_action(run_id: str, action: str, request: Request, svc: Svc, csrf: str = Form("")) -> Response:
     _check_csrf(current(request, svc), csrf)
     {"confirm": svc.runs.confirm, "discard": svc.runs.discard, "cancel": svc.runs.cancel}[action](run_id)
-    return back(f"/ui/runs/{run_id}")
+    return back(request, svc, f"/ui/runs/{run_id}")
 
 
 @router.get("/runs/{run_id}/events")
