@@ -9,10 +9,12 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError
 
+from runyard.core import limits
 from runyard.core.durations import parse_duration
 from runyard.core.errors import InvalidInput
+from runyard.core.mounts import parse_mount
 
 
 def _duration(value: Any) -> float:
@@ -35,6 +37,34 @@ def _csv(value: Any) -> Any:
 
 
 CsvList = Annotated[list[str], BeforeValidator(_csv)]
+Port = Annotated[int, Field(ge=0, le=65535)]
+
+
+def _mounts(value: list[str]) -> list[str]:
+    for entry in value:
+        try:
+            parse_mount(entry)
+        except InvalidInput as exc:
+            raise ValueError(exc.message) from exc
+    return value
+
+
+def _user(value: str) -> str:
+    uid, colon, gid = value.partition(":")
+    if value and not (uid.isdigit() and (gid.isdigit() or not colon)):
+        raise ValueError(f"{value!r} is not uid or uid:gid (numbers: a name may not exist in the run's image)")
+    return value
+
+
+def _endpoints(value: list[str]) -> list[str]:
+    for url in value:
+        if not url.startswith(("http://", "https://")) or len(url) > limits.MAX_TEXT:
+            raise ValueError(f"{url[:100]!r} is not an http:// or https:// URL")
+    return value
+
+
+Mounts = Annotated[CsvList, AfterValidator(_mounts)]
+Endpoints = Annotated[CsvList, AfterValidator(_endpoints)]
 
 
 class Settings(BaseModel):
@@ -66,7 +96,8 @@ class Settings(BaseModel):
             return cls(**values), origin
         except ValidationError as exc:
             problems = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc'])} ({origin.get(str(err['loc'][0]), '?')}): {err['msg']}"
+                f"{'.'.join(str(p) for p in err['loc'])} ({origin.get(str(err['loc'][0]), '?')}): "
+                f"{err['msg'].removeprefix('Value error, ')}"
                 for err in exc.errors()
             )
             raise InvalidInput(f"bad settings: {problems}") from exc
@@ -116,7 +147,7 @@ class ServerSettings(Settings):
 
     data_dir: Path = Field(Path("runyard-data"), description="where the SQLite file, blobs and admin key live")
     host: str = Field("127.0.0.1", description="address to listen on")
-    port: int = Field(8765, description="port to listen on")
+    port: Port = Field(8765, description="port to listen on")
     database_url: str = Field("", description="SQLAlchemy URL; empty: a SQLite file in the data dir")
     blob_url: str = Field(
         "", description="object store: file:///PATH or s3://BUCKET/PREFIX[?endpoint_url=...]; empty: DATA_DIR/blobs"
@@ -177,7 +208,7 @@ class LauncherSettings(Settings):
     token: SecretStr = Field(SecretStr(""), description="pool token printed by `runyard pool create`")
     token_ssm_parameter: str = Field("", description="read the pool token from this SSM SecureString parameter")
     aws_region: str = Field("", description="region of the SSM parameter (default: the AWS SDK's)")
-    endpoints: CsvList = Field(
+    endpoints: Endpoints = Field(
         default_factory=list, description="server endpoints in failover order (empty: the ones in the pool token)"
     )
     pool_private_key: SecretStr = Field(
@@ -197,11 +228,11 @@ class LauncherSettings(Settings):
     docker_config_dir: Path | None = Field(None, description="Docker client config dir (registry credentials)")
     worker_network: str = Field("bridge", description="Docker network of run containers")
     worker_runtime: str = Field("", description="Docker runtime of run containers (empty: the engine's default)")
-    worker_extra_mounts: CsvList = Field(default_factory=list, description="/host:/container mounts for every run")
-    worker_ro_extra_mounts: CsvList = Field(
+    worker_extra_mounts: Mounts = Field(default_factory=list, description="/host:/container mounts for every run")
+    worker_ro_extra_mounts: Mounts = Field(
         default_factory=list, description="mounts for read-only runs (proposed, drift detection)"
     )
-    worker_wo_extra_mounts: CsvList = Field(default_factory=list, description="mounts for write runs (tracked, task)")
+    worker_wo_extra_mounts: Mounts = Field(default_factory=list, description="mounts for write runs (tracked, task)")
     whitelist_envs: CsvList = Field(
         default_factory=list,
         description="launcher variables passed to runs; ro_NAME only to read-only runs, wo_NAME only to write runs",
@@ -229,7 +260,7 @@ class LauncherSettings(Settings):
                           "changes nothing) is reported with the next report if that comes this soon (0: each "
                           "phase at once)"
     )
-    metrics_port: int = Field(0, description="serve Prometheus metrics on this port of 127.0.0.1 (0: off)")
+    metrics_port: Port = Field(0, description="serve Prometheus metrics on this port of 127.0.0.1 (0: off)")
     disconnect_after_job: bool = Field(False, description="exit after one run")
     disconnect_after_idle_timeout: Duration = Field(0.0, description="exit after this long without work (0: never)")
     shutdown_hook_path: Path | None = Field(
@@ -242,7 +273,8 @@ class LauncherSettings(Settings):
     ca_certificates: Path | None = Field(
         None, description="PEM file of extra root CAs: trusted by the launcher's HTTPS and by runs"
     )
-    worker_user: str = Field("", description="uid[:gid] run containers run as (empty: the image's user)")
+    worker_user: Annotated[str, AfterValidator(_user)] = Field(
+        "", description="uid[:gid] run containers run as (empty: the image's user)")
     allow_local_git_sources: bool = Field(
         False, description="clone git sources from this host's disk (file:// URLs, paths); off: https, ssh and "
                            "USER@HOST:PATH only"
@@ -252,9 +284,22 @@ class LauncherSettings(Settings):
     )
 
     def metadata(self, env: Mapping[str, str]) -> dict[str, str]:
-        """Worker tags from ``RUNYARD_METADATA_<key>`` variables."""
+        """Worker tags from ``RUNYARD_METADATA_<key>`` variables, within the
+        limits the server takes (refused here, at start, with the variable's name)."""
         prefix = PREFIX + "METADATA_"
-        return {k[len(prefix) :]: v for k, v in env.items() if k.startswith(prefix) and len(k) > len(prefix)}
+        tags = {k[len(prefix) :]: v for k, v in env.items() if k.startswith(prefix) and len(k) > len(prefix)}
+        if len(tags) > limits.MAX_METADATA_ENTRIES:
+            raise InvalidInput(f"bad settings: {len(tags)} RUNYARD_METADATA_* variables; at most "
+                               f"{limits.MAX_METADATA_ENTRIES} are taken")
+        for key, value in tags.items():
+            shown = f"{prefix}{key[:40]}" + ("..." if len(key) > 40 else "")
+            if len(key) > limits.MAX_METADATA_KEY:
+                raise InvalidInput(f"bad settings: {shown}: a metadata key may be at most "
+                                   f"{limits.MAX_METADATA_KEY} characters")
+            if len(value) > limits.MAX_METADATA_VALUE:
+                raise InvalidInput(f"bad settings: {shown}: a metadata value may be at most "
+                                   f"{limits.MAX_METADATA_VALUE} characters")
+        return tags
 
     def passed_env(self, env: Mapping[str, str], writes: bool) -> dict[str, str]:
         """Launcher variables a run gets, by ``whitelist_envs`` and ``mask_envs``."""
@@ -301,7 +346,7 @@ class AutoscalerSettings(Settings):
 
     endpoint: str = Field("http://127.0.0.1:8765", description="the runyard server")
     api_key: SecretStr = Field(SecretStr(""), description="an API key of the server")
-    metrics_port: int = Field(0, description="serve Prometheus metrics on this port of 127.0.0.1 (0: off)")
+    metrics_port: Port = Field(0, description="serve Prometheus metrics on this port of 127.0.0.1 (0: off)")
     demand_wait: Duration = Field(5.0, description="longest wait between two looks at a pool")
     work_dir: Path = Field(Path("/tmp/runyard-autoscaler"), description="local: where launcher processes work")
     pools: list[PoolScaling] = Field(default_factory=list, description="the pools to scale")

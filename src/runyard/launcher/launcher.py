@@ -132,6 +132,7 @@ class Launcher:
             raise InvalidInput(
                 "RUNYARD_POOL_PRIVATE_KEY does not match the pool token: use the key whose CSR made this pool"
             )
+        settings.metadata(self.env)  # refused now, with the variable's name, not at registration
         for name in settings.mask_envs:
             if self.env.get(name):
                 check_maskable(name, self.env[name])
@@ -167,7 +168,11 @@ class Launcher:
         self.registrations = 0
         self.metrics = LauncherMetrics()
         if settings.metrics_port:
-            self.metrics.serve(settings.metrics_port)
+            try:
+                self.metrics.serve(settings.metrics_port)
+            except OSError as exc:
+                raise InvalidInput(f"RUNYARD_METRICS_PORT {settings.metrics_port}: cannot serve metrics there "
+                                   f"({exc.strerror or exc})") from exc
 
     # life cycle -----------------------------------------------------------------
 

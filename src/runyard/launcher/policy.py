@@ -5,8 +5,12 @@ imports it."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +33,25 @@ _SAMPLE_INPUT: dict[str, Any] = {
 }
 
 
+@contextlib.contextmanager
+def _engine_output_dropped() -> Iterator[None]:
+    """File descriptors 1 and 2 go to /dev/null for the block (the engine
+    writes there from C++, past Python's sys.stdout). Used at start only,
+    before the launcher has threads of its own that could log meanwhile."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(fd) for fd in (1, 2)]
+    try:
+        with open(os.devnull, "wb") as null:
+            for fd in (1, 2):
+                os.dup2(null.fileno(), fd)
+        yield
+    finally:
+        for fd, kept in zip((1, 2), saved, strict=True):
+            os.dup2(kept, fd)
+            os.close(kept)
+
+
 class InitializationPolicy:
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -42,9 +65,12 @@ class InitializationPolicy:
         self.query = f"data.{match.group(1)}.deny"
         # A policy that does not compile, or calls a function that does not
         # exist, stops the launcher now instead of failing every run later.
+        # The engine prints what it found to the process's own output: that
+        # goes nowhere, the one line made of it says where.
         self._check_functions()
-        self.evaluate({})
-        self.evaluate(_SAMPLE_INPUT)
+        with _engine_output_dropped():
+            self.evaluate({})
+            self.evaluate(_SAMPLE_INPUT)
 
     def _check_functions(self) -> None:
         code = _STRING_OR_COMMENT.sub(lambda m: " " * len(m.group(0)), self.source)

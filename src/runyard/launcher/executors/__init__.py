@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from runyard.core.errors import RunyardError
+from runyard.core import mounts
+from runyard.core.errors import InvalidInput, RunyardError
 
 
 @dataclass(frozen=True)
@@ -84,9 +85,7 @@ class Executor(Protocol):
 
 def parse_mount(entry: str) -> tuple[str, str, bool]:
     """``/host:/container[:ro|:rw]`` -> (host, container, read_only)."""
-    parts = entry.split(":")
-    if len(parts) not in (2, 3) or not parts[0].startswith("/") or not parts[1].startswith("/"):
-        raise ExecutorError(f"mount {entry!r} is not /host/path:/container/path[:ro]")
-    if len(parts) == 3 and parts[2] not in ("ro", "rw"):
-        raise ExecutorError(f"mount {entry!r}: the mode must be ro or rw")
-    return parts[0], parts[1], len(parts) == 3 and parts[2] == "ro"
+    try:
+        return mounts.parse_mount(entry)
+    except InvalidInput as exc:
+        raise ExecutorError(exc.message) from exc
