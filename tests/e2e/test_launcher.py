@@ -235,6 +235,49 @@ def test_json_escaped_and_url_encoded_multiline_secrets_are_masked_in_pieces(ser
             assert piece not in stored, (name, piece)
 
 
+QUOTED_SECRET = "it's-a!*(s3cret)=42"  # every character jq @uri and encodeURIComponent treat apart
+SHELL_FORMS = {
+    "set -x": 'set -x; : "$KEY"; set +x',
+    "export -p": 'export KEY; export -p | grep " KEY="',
+    "gzip | base64": 'printf %s "$KEY" | gzip | base64',
+    "echo | gzip -n | base64 -w0": 'echo "$KEY" | gzip -n | base64 -w0; echo',
+    "gzip file | base64": 'echo "$KEY" > k.txt; gzip -c k.txt | base64',
+    "spaced": "echo \"$KEY\" | sed 's/./& /g'",
+    "percent": "printf %s \"$KEY\" | od -An -tx1 -v | tr -d ' \\n' | sed 's/../%&/g'; echo",
+}
+HOST_FORMS = {  # tools the process executor's host has (bash, Python)
+    "printf %q": "bash -c 'printf \"%q\\n\" \"$KEY\"'",
+    "python repr": "python3 -c 'import os; print(repr(os.environ[\"KEY\"]))'",
+    "python json": "python3 -c 'import json, os; print(json.dumps({\"k\": os.environ[\"KEY\"]}))'",
+}
+
+
+@pytest.mark.parametrize("executor", ["docker", "process"], indirect=True)
+def test_a_secret_with_quotes_is_masked_in_what_real_tools_print(server, launcher, executor, tmp_path):
+    """busybox's `set -x` and `export -p` splice a quote, gzip and base64
+    compress and encode, od spells it byte by byte: each line keeps its
+    label and nothing of the value."""
+    launcher()
+    src = tmp_path / "src-quoted"
+    src.mkdir()
+    cli(server, "stack", "create", "q", "--pool", "p1", "--source", str(src), "--plan", "true",
+        "--secret", f"KEY={QUOTED_SECRET}", check=True)
+    forms = {**SHELL_FORMS, **(HOST_FORMS if executor == "process" else {})}
+    script = "\n".join(f"echo '== {name}'; {command} 2>&1" for name, command in forms.items())
+    run = task(server, script + "\necho done", stack="q")
+    assert run["state"] == "FINISHED"
+    stored = log_text(server, run["id"])
+    assert stored.rstrip().endswith("done")
+    printed = {name: stored.split(f"== {name}\n", 1)[1].split("\n==", 1)[0] for name in forms}
+    raw = QUOTED_SECRET.encode()
+    leaks = [QUOTED_SECRET, QUOTED_SECRET.replace("'", "'\"'\"'"), urllib.parse.quote(QUOTED_SECRET, safe=""),
+             "s3cret", "!*(", base64.b64encode(raw).decode()[:12], raw.hex()[:12]]
+    for name, text in printed.items():
+        assert "***" in text, (name, text)
+        for leak in leaks:
+            assert leak not in text, (name, leak, text)
+
+
 def test_a_mask_env_too_short_to_mask_stops_the_launcher(server, pool, tmp_path):
     proc = LauncherProcess(pool, tmp_path / "w", extra_env={"RUNYARD_MASK_ENVS": "PIN", "PIN": "123"}).start()
     assert proc.wait(30) != 0

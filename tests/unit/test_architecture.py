@@ -59,7 +59,7 @@ def test_routes_hold_no_transaction_and_no_repository(folder: str) -> None:
 
 @pytest.mark.parametrize(("library", "adapter"), [
     ("boto3", "aws.py"), ("httpx", "transport.py"), ("docker", "launcher/executors/docker.py"),
-    ("regopy", "launcher/policy.py"), ("orjson", "jsonfast.py"), ("prometheus_client", None),
+    ("regopy", "launcher/policy.py"), ("regex", "masking.py"), ("orjson", "jsonfast.py"), ("prometheus_client", None),
 ])
 def test_each_third_party_boundary_has_its_one_adapter(library: str, adapter: str | None) -> None:
     users = {str(p.relative_to(PACKAGE)) for p in MODULES

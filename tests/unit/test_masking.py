@@ -6,7 +6,7 @@ import urllib.parse
 import pytest
 
 from runyard.core.errors import InvalidInput
-from runyard.core.masking import MASK, StreamMasker, check_maskable
+from runyard.masking import MASK, StreamMasker, check_maskable
 
 PEM = (
     "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n"

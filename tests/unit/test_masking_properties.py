@@ -4,6 +4,8 @@ output is chunked."""
 from __future__ import annotations
 
 import base64
+import gzip
+import io
 import json
 import textwrap
 import urllib.parse
@@ -12,7 +14,7 @@ from collections.abc import Callable
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runyard.core.masking import MASK, StreamMasker
+from runyard.masking import MASK, StreamMasker
 
 # Surrounding text uses characters no secret or encoding of one contains, so
 # whatever is left of the secret after masking is plain to see.
@@ -43,6 +45,17 @@ ENCODINGS: dict[str, Callable[[str], str]] = {
     "json": lambda s: json.dumps(s)[1:-1],
     "json unicode": lambda s: json.dumps(s, ensure_ascii=False)[1:-1],
     "crlf": lambda s: s.replace("\n", "\r\n"),
+    "base64 -w 64 of echo": lambda s: "\n".join(textwrap.wrap(b64(s + "\n"), 64)),
+    "shell splice '\"'\"'": lambda s: s.replace("'", "'\"'\"'"),
+    "shell splice '\\''": lambda s: s.replace("'", "'\\''"),
+    "printf %q": lambda s: "".join("\\" + c if c.isascii() and not c.isalnum() and c != "\n" else c for c in s),
+    "repr": lambda s: repr(s)[1:-1],
+    "repr of bytes": lambda s: repr(s.encode())[2:-1],
+    "json in json": lambda s: json.dumps(json.dumps(s)[1:-1])[1:-1],
+    "jq @uri": lambda s: urllib.parse.quote(s, safe="-_.~"),
+    "encodeURIComponent": lambda s: urllib.parse.quote(s, safe="-_.!~*'()"),
+    "spaced": " ".join,
+    "tab-spaced": "\t".join,
     "each line indented": lambda s: "\n".join("    " + line for line in s.split("\n")),
 }
 
@@ -62,7 +75,7 @@ def run_masker(secret: str, text: str, cuts: list[int]) -> str:
 def leftover(masked: str) -> str:
     """What remains once the frame, the masks and line breaks are taken out."""
     rest = masked.replace(MASK, "").replace(FRAME, "")
-    return "".join(ch for ch in rest if ch not in " \r\n")
+    return "".join(ch for ch in rest if ch not in " \t\r\n")
 
 
 @settings(max_examples=150, deadline=None)
@@ -83,3 +96,46 @@ def test_no_encoding_of_a_secret_survives_any_chunking(secret: str, encoding: st
 def test_text_without_secrets_passes_unchanged(secret: str, cuts: list[int]) -> None:
     text = f"{FRAME} plain line\n{FRAME} another ~~ line\n"
     assert run_masker(secret, text, cuts) == text.rstrip("\n")
+
+
+RESERVED = ":/?#[]@!$&'()*+,;="
+
+
+@settings(max_examples=60, deadline=None)
+@given(secret=st.one_of(SINGLE, MULTI), safe=st.sets(st.sampled_from(RESERVED)), plus=st.booleans(),
+       lower=st.booleans(), cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=6))
+def test_every_rfc_3986_safe_set_is_masked(secret: str, safe: set[str], plus: bool, lower: bool,
+                                           cuts: list[int]) -> None:
+    quote = urllib.parse.quote_plus if plus else urllib.parse.quote
+    encoded = quote(secret, safe="".join(sorted(safe)))
+    if lower:
+        encoded = "%".join(part[:2].lower() + part[2:] if i else part for i, part in enumerate(encoded.split("%")))
+    text = f"{FRAME}{encoded}{FRAME}\nnext {FRAME}\n"
+    assert leftover(run_masker(secret, text, cuts)) == "next", encoded
+
+
+def _gzip(data: bytes, level: int, mtime: int, name: str) -> bytes:
+    buf = io.BytesIO()
+    with gzip.GzipFile(filename=name, mode="wb", fileobj=buf, compresslevel=level, mtime=mtime) as gz:
+        gz.write(data)
+    return buf.getvalue()
+
+
+@settings(max_examples=80, deadline=None)
+@given(secret=st.one_of(SINGLE, MULTI), echo=st.booleans(), level=st.sampled_from([1, 6, 9]),
+       mtime=st.integers(min_value=0, max_value=2**32 - 1), name=st.sampled_from(["", "secret.txt", "a"]),
+       width=st.sampled_from([0, 76, 64]), cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=6))
+def test_gzip_then_base64_of_the_value_is_masked(secret: str, echo: bool, level: int, mtime: int, name: str,
+                                                 width: int, cuts: list[int]) -> None:
+    """`gzip | base64` (with or without -n, from a file or a pipe): all but
+    the header's characters and the last group are masked, and those carry
+    nothing of the value."""
+    encoded = base64.b64encode(_gzip((secret + "\n" * echo).encode(), level, mtime, name)).decode()
+    header = 10 + (len(name) + 1 if name else 0)
+    shown = "\n".join(textwrap.wrap(encoded, width)) if width else encoded
+    text = f"{FRAME}{shown}{FRAME}\nnext {FRAME}\n"
+    rest = leftover(run_masker(secret, text, cuts))
+    assert rest.endswith("next")
+    residue = rest.removesuffix("next")
+    head = 12 if not name else 4 * ((header + 2) // 3)  # a pipe's header: its first nine bytes alone
+    assert len(residue) <= head + 4 and encoded.startswith(residue[:head]), (residue, encoded)

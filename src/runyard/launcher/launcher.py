@@ -19,7 +19,6 @@ from runyard.client import Client, WorkerApi
 from runyard.config import LauncherSettings
 from runyard.core.backoff import Backoff
 from runyard.core.errors import InvalidInput, NotFound, RunyardError, Unauthorized, Unavailable, WorkerGone
-from runyard.core.masking import check_maskable
 from runyard.core.models import POOL_RESET, SCALED_IN, Assignment, may_register_again
 from runyard.crypto import PoolToken, load_cert, load_private_key_b64, same_public_key, sign_challenge
 from runyard.launcher.executors import Executor
@@ -29,6 +28,7 @@ from runyard.launcher.runner import RunAbandoned, RunContext, RunExecution
 from runyard.launcher.spot import MARGIN as SPOT_MARGIN
 from runyard.launcher.spot import Notice, SpotWatcher
 from runyard.launcher.workspace import SourceCache
+from runyard.masking import check_maskable
 from runyard.wire import PollOut, RegisterIn
 
 log = logging.getLogger("runyard.launcher")

@@ -21,7 +21,6 @@ from runyard.core.backoff import Backoff
 from runyard.core.durations import format_duration
 from runyard.core.errors import Conflict, RunyardError, Unauthorized, Unavailable, WorkerGone
 from runyard.core.limits import MAX_TEXT
-from runyard.core.masking import StreamMasker
 from runyard.core.models import Assignment, Run, RunEnd, Stack, Tool
 from runyard.core.states import RunKind, RunState
 from runyard.crypto import SealError, seal, seal_text, secret_context, unseal, unseal_text, workspace_context
@@ -42,6 +41,7 @@ from runyard.launcher.workflows import (
     state_env,
 )
 from runyard.launcher.workspace import pack_tree, unpack_tree
+from runyard.masking import StreamMasker
 from runyard.wire import OutputIO
 
 log = logging.getLogger("runyard.launcher")
