@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from runyard import retry
 from runyard.config import LauncherSettings
 from runyard.core.models import EnvVar, Source, SourceKind, Stack, Tool
 from runyard.core.states import RunKind
@@ -21,6 +22,14 @@ from runyard.crypto import generate_key, key_to_pem, make_csr
 from runyard.launcher.launcher import Launcher
 from runyard.server.services.registry import Services
 from runyard.testing import FakeClock, FakeExecutor, InProcessWorkerApi, MemoryBlobStore, memory_services
+
+
+@pytest.fixture(autouse=True)
+def _retries_without_waits() -> Iterator[None]:
+    """The fake server answers at once: a retry need not wait for it."""
+    retry.set_testing(True)
+    yield
+    retry.set_testing(False)
 
 
 @functools.cache

@@ -59,7 +59,8 @@ def test_routes_hold_no_transaction_and_no_repository(folder: str) -> None:
 
 @pytest.mark.parametrize(("library", "adapter"), [
     ("boto3", "aws.py"), ("httpx", "transport.py"), ("docker", "launcher/executors/docker.py"),
-    ("regopy", "launcher/policy.py"), ("regex", "masking.py"), ("orjson", "jsonfast.py"), ("prometheus_client", None),
+    ("regopy", "launcher/policy.py"), ("regex", "masking.py"), ("cronsim", "cron.py"),
+    ("tenacity", "retry.py"), ("orjson", "jsonfast.py"), ("prometheus_client", None),
 ])
 def test_each_third_party_boundary_has_its_one_adapter(library: str, adapter: str | None) -> None:
     users = {str(p.relative_to(PACKAGE)) for p in MODULES
@@ -69,3 +70,32 @@ def test_each_third_party_boundary_has_its_one_adapter(library: str, adapter: st
     else:
         assert all("metrics" in u for u in users), users
 
+
+
+def _calls_in(nodes: list[ast.stmt]) -> set[str]:
+    names = set()
+    for node in nodes:
+        for sub in ast.walk(node):
+            if isinstance(sub, ast.Call):
+                func = sub.func
+                names.add(func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", ""))
+    return names
+
+
+def test_no_module_writes_its_own_retry_loop() -> None:
+    """A loop whose failure handler sleeps and goes round again is a retry
+    loop: those use runyard.retry (one policy, a stop honoured)."""
+    found = []
+    for path in MODULES:
+        if path.name == "retry.py":
+            continue
+        for loop in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(loop, ast.While):
+                continue
+            for node in ast.walk(loop):
+                if isinstance(node, ast.Try):
+                    for handler in node.handlers:
+                        calls = _calls_in(handler.body)
+                        if calls & {"sleep", "_sleep", "wait", "next"} and "delay" not in calls:  # retry.delay
+                            found.append(f"{path.relative_to(PACKAGE)}:{handler.lineno}")
+    assert found == []

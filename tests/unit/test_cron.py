@@ -2,8 +2,8 @@ import datetime as dt
 
 import pytest
 
-from runyard.core.cron import Cron
 from runyard.core.errors import InvalidInput
+from runyard.cron import Cron
 
 
 def ts(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> float:
@@ -55,3 +55,20 @@ def test_yearly_schedule_finds_next_year():
 def test_schedule_that_can_never_match_is_refused(never):
     with pytest.raises(InvalidInput, match="never matches"):
         Cron.parse(never)
+
+
+def test_day_of_week_seven_is_sunday_in_a_range_too():
+    """`0-7` is every day (0 and 7 are both Sunday), not Sunday alone."""
+    cron = Cron.parse("0 0 * * 0-7")
+    assert cron.next_after(ts(2026, 12, 1)) == ts(2026, 12, 2)  # a Wednesday
+
+
+@pytest.mark.parametrize(("expr", "after", "due"), [
+    ("@daily", ts(2026, 12, 1, 10), ts(2026, 12, 2)),
+    ("@hourly", ts(2026, 12, 1, 10, 5), ts(2026, 12, 1, 11)),
+    ("@weekly", ts(2026, 12, 1), ts(2026, 12, 6)),  # Sunday
+    ("0 9 * * MON-FRI", ts(2026, 12, 5), ts(2026, 12, 7, 9)),  # Saturday -> Monday
+    ("0 0 1 JAN *", ts(2026, 12, 1), ts(2027, 1, 1)),
+])
+def test_names_and_macros_are_read_as_cron_reads_them(expr, after, due):
+    assert Cron.parse(expr).next_after(after) == due

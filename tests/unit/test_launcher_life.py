@@ -172,7 +172,7 @@ def test_a_reset_pool_ends_its_launchers_with_an_error(world: World) -> None:
 def test_a_lost_worker_registers_again_and_a_scaled_in_one_leaves(world: World) -> None:
     world.pool()
     launcher = world.launcher()
-    launcher._rejoin.initial = 0.001  # no need to wait a second here
+    # retry's testing mode (tests/unit/conftest.py): it joins again without waiting
     reasons: list[str] = []
     thread = threading.Thread(target=lambda: reasons.append(launcher.run()), daemon=True)
     thread.start()
@@ -208,3 +208,25 @@ def test_a_report_whose_answer_was_lost_is_sent_again_and_the_run_goes_on(world:
     run = world.svc.runs.get(run_id)
     assert run.state == RunState.FINISHED
     assert [t.state for t in run.transitions].count(RunState.PREPARING) == 1
+
+
+def test_a_launcher_told_to_stop_while_its_server_is_gone_leaves(world: World) -> None:
+    """Every retry loop honours stop: with the server gone mid-run, two
+    interrupts end the run and the launcher, whose calls would otherwise
+    be retried for ever."""
+    world.pool()
+    world.stack()
+    world.trigger(kind=RunKind.TASK, command="work")
+    executor = FakeExecutor({"work": Step(hang=True)})
+    api = Flaky(InProcessWorkerApi(world.svc))
+    launcher = world.launcher(executor, api=api)
+    reasons: list[str] = []
+    thread = threading.Thread(target=lambda: reasons.append(launcher.run()), daemon=True)
+    thread.start()
+    wait_for(lambda: executor.commands == ["work"], 5, "the run's command", interval=0.002)
+    api.failures.update({name: 10**9 for name in ("report", "send_logs", "poll", "heartbeat", "deregister")})
+    launcher.interrupt()
+    launcher.interrupt()
+    thread.join(5)
+    assert not thread.is_alive(), "the launcher still retries calls to a server that is gone"
+    assert reasons == ["interrupted"]

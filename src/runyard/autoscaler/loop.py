@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from runyard import retry
 from runyard.autoscaler.providers import TERMINATED, Provider
 from runyard.client import FleetApi
-from runyard.core.errors import NotFound, RunyardError, Unavailable
+from runyard.core.errors import NotFound, RunyardError
 from runyard.core.models import INSTANCE_KEY, SCALED_IN, WORKER_LOST
 from runyard.core.scaling import Decision, Fleet, IdleWorker, Instance, Limits, Reason, decide
 from runyard.wire import DemandOut, FleetWorker
@@ -60,15 +62,16 @@ class Autoscaler:
         version = -1
         while not self._stop.is_set():
             try:
-                demand = self.client.demand(self.pool, since=version, wait=self.demand_wait)
-                version = demand.version
+                demand = retry.call(functools.partial(self.client.demand, self.pool, since=version,
+                                                      wait=self.demand_wait),
+                                    RunyardError, stop=self._stop, log=log, what=f"pool {self.pool}: its demand")
+            except RunyardError:
+                break  # told to stop while the server was away
+            version = demand.version
+            try:
                 self.step(demand)
-            except Unavailable as exc:
-                log.warning("pool %s: %s; retrying", self.pool, exc)
-                self._stop.wait(2.0)
-            except RunyardError as exc:
+            except RunyardError as exc:  # the provider refused: the next look tries again
                 log.error("pool %s: %s", self.pool, exc)
-                self._stop.wait(5.0)
 
     def step(self, demand: DemandOut) -> Decision:
         now = self.clock()

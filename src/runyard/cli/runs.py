@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
 from collections.abc import Callable
 
 import click
 
+from runyard import retry
 from runyard.cli.output import OUTPUT_OPTION, emit_json, fields, table, with_client
 from runyard.client import Client
-from runyard.core.backoff import Backoff
 from runyard.core.errors import Unavailable
 from runyard.core.states import RunKind, RunState
 from runyard.wire import RunOut
@@ -38,14 +39,8 @@ def follow_logs(client: Client, run_id: str, out: Callable[[str], None] = click.
     """Print the run's log as it grows until the run ends (or, by default, waits
     for confirmation); survives server restarts."""
     after = 0
-    backoff = Backoff(0.2, 5.0)
     while True:
-        try:
-            page = client.logs(run_id, after=after, wait=20)
-        except Unavailable:
-            time.sleep(backoff.next())
-            continue
-        backoff.reset()
+        page = retry.call(functools.partial(client.logs, run_id, after=after, wait=20), Unavailable)
         for line in page.lines:
             out(line.msg)
             after = line.seq

@@ -14,10 +14,9 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from runyard import __version__
+from runyard import __version__, retry
 from runyard.client import Client, WorkerApi
 from runyard.config import LauncherSettings
-from runyard.core.backoff import Backoff
 from runyard.core.errors import InvalidInput, NotFound, RunyardError, Unauthorized, Unavailable, WorkerGone
 from runyard.core.models import POOL_RESET, SCALED_IN, Assignment, may_register_again
 from runyard.crypto import PoolToken, load_cert, load_private_key_b64, same_public_key, sign_challenge
@@ -29,10 +28,9 @@ from runyard.launcher.spot import MARGIN as SPOT_MARGIN
 from runyard.launcher.spot import Notice, SpotWatcher
 from runyard.launcher.workspace import SourceCache
 from runyard.masking import check_maskable
-from runyard.wire import PollOut, RegisterIn
+from runyard.wire import PollOut, RegisterIn, RegisterOut
 
 log = logging.getLogger("runyard.launcher")
-BACKOFF_MAX = 5.0
 HOOK_TIMEOUT = 300.0
 # A worker the server lost track of joins again, but ever more slowly while it
 # keeps being lost; after this long registered, it starts from the beginning.
@@ -150,6 +148,7 @@ class Launcher:
         self._spot: SpotWatcher | None = None
         self.spot_interval = 5.0  # how often the metadata service is asked
         self._stopping = threading.Event()  # take no new work
+        self._leaving = threading.Event()  # the current run's grace is over: give up on a server that is away
         self._done = threading.Event()  # the loop has ended: heartbeats end too
         self._current: RunExecution | None = None
         # The server counts a held poll as a heartbeat (it says so): while
@@ -162,7 +161,7 @@ class Launcher:
         self._grace = settings.interruption_grace_period
         self._idle_since = clock()
         self._registered_at = 0.0
-        self._rejoin = Backoff(REJOIN_INITIAL, REJOIN_MAX)
+        self._rejoins = 0  # times the server lost track of this worker in a row
         self.watchdog_tick = 0.2  # how often a run's timeouts are looked at
         self.sources = SourceCache()  # uploaded snapshots fetched once, for every run of their stacks
         self.registrations = 0
@@ -202,48 +201,56 @@ class Launcher:
         if current is None:
             return
         if self._interrupts > 1:
-            current.request_stop("interrupted")
+            self._give_up(current)
         elif self._grace_timer is None:
             grace = self._grace
             log.warning("interrupted: the current run has %.0fs to finish", grace)
-            self._grace_timer = threading.Timer(grace, current.request_stop, ["interrupted"])
+            self._grace_timer = threading.Timer(grace, self._give_up, [current])
             self._grace_timer.daemon = True
             self._grace_timer.start()
+
+    def _give_up(self, current: RunExecution) -> None:
+        """The run is stopped now, and what it still has to tell the server
+        is tried once more, not waited for: the launcher is leaving."""
+        self._leaving.set()
+        current.request_stop("interrupted")
 
     def _sleep(self, seconds: float) -> None:
         self._stopping.wait(seconds)
 
+    def _register_once(self) -> RegisterOut:
+        challenge = self.client.challenge(self.token.pool_id)
+        return self.client.register(RegisterIn(
+            pool_id=self.token.pool_id,
+            certificate=self.token.certificate_pem,
+            challenge=challenge,
+            signature=sign_challenge(self.key, challenge),
+            metadata=self.settings.metadata(self.env),
+            version=f"{__version__} ({platform.system().lower()}, {self.executor.name})",
+        ))
+
     def register(self) -> None:
-        """Prove we hold the pool's key; retry while the server is unreachable."""
-        backoff = Backoff(0.2, BACKOFF_MAX)
-        while not self._stopping.is_set():
-            try:
-                challenge = self.client.challenge(self.token.pool_id)
-                reply = self.client.register(RegisterIn(
-                    pool_id=self.token.pool_id,
-                    certificate=self.token.certificate_pem,
-                    challenge=challenge,
-                    signature=sign_challenge(self.key, challenge),
-                    metadata=self.settings.metadata(self.env),
-                    version=f"{__version__} ({platform.system().lower()}, {self.executor.name})",
-                ))
-            except Unavailable as exc:
-                log.warning("server unavailable, retrying registration: %s", exc)
-                self._sleep(backoff.next())
-                continue
-            except WorkerGone as exc:
-                self._removed(exc)
-                return
-            except (Unauthorized, InvalidInput, NotFound) as exc:
-                raise LauncherExit("error", f"registration refused: {exc}") from exc
-            self.client.credential = reply.token
-            self.worker_id = reply.worker_id
-            self._poll_keeps_alive = reply.poll_keeps_alive
-            self.registrations += 1
-            self._registered_at = self.clock()
-            log.info("registered as worker %s in pool %s (executor %s)", reply.worker_id, self.token.pool_id,
-                     self.executor.name)
+        """Prove we hold the pool's key; retry while the server is unreachable
+        (until the launcher is told to stop)."""
+        if self._stopping.is_set():
             return
+        try:
+            reply = retry.call(self._register_once, Unavailable, stop=self._stopping, log=log,
+                               what="registration")
+        except Unavailable:
+            return  # told to stop while the server was away
+        except WorkerGone as exc:
+            self._removed(exc)
+            return
+        except (Unauthorized, InvalidInput, NotFound) as exc:
+            raise LauncherExit("error", f"registration refused: {exc}") from exc
+        self.client.credential = reply.token
+        self.worker_id = reply.worker_id
+        self._poll_keeps_alive = reply.poll_keeps_alive
+        self.registrations += 1
+        self._registered_at = self.clock()
+        log.info("registered as worker %s in pool %s (executor %s)", reply.worker_id, self.token.pool_id,
+                 self.executor.name)
 
     def _remove_leftovers(self) -> None:
         """Containers and workspaces a previous life of this launcher left behind."""
@@ -296,34 +303,31 @@ class Launcher:
         self.stop("scaled-in" if exc.reason == SCALED_IN else "removed")
 
     def _loop(self) -> None:
-        backoff = Backoff(0.2, BACKOFF_MAX)
         following: Assignment | None = None  # given with the last run's end: no poll for it
         while not self._stopping.is_set():
             if following is not None:
                 following = self._run(following)
                 continue
             try:
-                poll = self._poll()
+                poll = retry.call(self._poll, Unavailable, stop=self._stopping, log=log, what="polling for work")
                 if poll is None:
                     break
-            except Unavailable as exc:
-                log.warning("server unavailable, retrying: %s", exc)
-                self._sleep(backoff.next())
-                continue
+            except Unavailable:
+                break  # told to stop while the server was away
             except WorkerGone as exc:
                 if not may_register_again(exc.reason):
                     self._removed(exc)
                     break
-                wait = self._rejoin.next()
+                wait = retry.delay(self._rejoins, REJOIN_INITIAL, REJOIN_MAX)
+                self._rejoins += 1
                 log.warning("%s; registering again in %.1fs", exc.message, wait)
                 self._sleep(wait)
                 self.register()
                 continue
             except Unauthorized as exc:
                 raise LauncherExit("error", str(exc)) from exc
-            backoff.reset()
             if self.clock() - self._registered_at >= REJOIN_RESET_AFTER:
-                self._rejoin.reset()
+                self._rejoins = 0
             if poll.exit_reason:
                 self.stop(poll.exit_reason)
                 break
@@ -400,6 +404,7 @@ class Launcher:
             tick=self.watchdog_tick,
             sources=self.sources,
             wants_next=self.wants_next,
+            leaving=self._leaving,
         )
         execution = RunExecution(ctx, assignment)
         self._current = execution

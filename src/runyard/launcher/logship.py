@@ -8,6 +8,7 @@ already has, so a retry after a lost answer never duplicates a line.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sys
@@ -15,8 +16,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
+from runyard import retry
 from runyard.client import WorkerApi
-from runyard.core.backoff import Backoff
 from runyard.core.errors import Unavailable
 from runyard.core.limits import MAX_LOG_BATCH_CHARS, MAX_LOG_BATCH_LINES, MAX_LOG_LINE
 from runyard.core.models import LogBlock
@@ -24,7 +25,6 @@ from runyard.core.models import LogBlock
 log = logging.getLogger("runyard.launcher")
 
 BATCH = MAX_LOG_BATCH_LINES
-BACKOFF_MAX = 5.0
 # Lines written within this long of the first one waiting travel in one
 # request (unless they fill it first): a command printing line by line costs
 # a request per linger, not per line, and a short run's lines go with its end.
@@ -44,7 +44,9 @@ class LogShipper:
         start_seq: int = 0,
         sleep: Callable[[float], None] = time.sleep,
         linger: float = LINGER,
+        leaving: threading.Event | None = None,
     ) -> None:
+        self.leaving = leaving or threading.Event()  # set: give up on a server that is away
         self.client = client
         self.linger = linger
         self.run_id = run_id
@@ -119,7 +121,6 @@ class LogShipper:
         return len(self._batch()) == len(self._pending)
 
     def _loop(self) -> None:
-        backoff = Backoff(0.2, BACKOFF_MAX)
         while True:
             with self._cond:
                 while not self._pending and not self._closed:
@@ -131,15 +132,12 @@ class LogShipper:
                     return
                 batch = self._batch()
             try:
-                ack = self.client.send_logs(self.run_id, self.lease, batch)
-            except Unavailable as exc:
-                log.warning("log upload for run %s failed, retrying: %s", self.run_id, exc)
-                self.sleep(backoff.next())
-                continue
+                ack = retry.call(functools.partial(self.client.send_logs, self.run_id, self.lease, batch), Unavailable,
+                                 stop=self.leaving, sleep=self.sleep, log=log,
+                                 what=f"log upload for run {self.run_id}")
             except Exception as exc:  # noqa: BLE001 - any refusal ends shipping; close() re-raises it
                 self._failure = exc
                 return
-            backoff.reset()
             with self._cond:
                 del self._pending[: len(batch)]
             if ack.stop_run:

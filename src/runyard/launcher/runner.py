@@ -15,9 +15,9 @@ from typing import Any, TypeVar
 from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import TypeAdapter
 
+from runyard import retry
 from runyard.client import WorkerApi
 from runyard.config import LauncherSettings
-from runyard.core.backoff import Backoff
 from runyard.core.durations import format_duration
 from runyard.core.errors import Conflict, RunyardError, Unauthorized, Unavailable, WorkerGone
 from runyard.core.limits import MAX_TEXT
@@ -46,7 +46,6 @@ from runyard.wire import OutputIO
 
 log = logging.getLogger("runyard.launcher")
 PROXY_VARIABLES = frozenset({"HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY"})
-BACKOFF_MAX = 5.0
 T = TypeVar("T")
 
 
@@ -68,6 +67,9 @@ class RunContext:
     ca_bundle: Path | None = None  # system and extra root CAs, for runs
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
+    # Set when the launcher leaves for good (its interruption grace is over):
+    # calls to a server that is away are given up instead of retried.
+    leaving: threading.Event = field(default_factory=threading.Event)
     tick: float = 0.2  # how often the watchdog looks at the timeouts
     sources: workspace.SourceCache = field(default_factory=workspace.SourceCache)  # shared by the runs
     # Whether the worker takes another run after this one: then the run's end
@@ -100,7 +102,7 @@ class RunExecution:
         self.shipper = LogShipper(
             ctx.client, self.run.id, self.stack.id, self.lease, self.request_stop,
             stdout_json=ctx.settings.run_logs_on_standard_output_enabled, start_seq=assignment.log_seq,
-            sleep=ctx.sleep,
+            sleep=ctx.sleep, leaving=ctx.leaving,
         )
         self._ws: Path | None = None
         self._session: Session | None = None
@@ -424,16 +426,15 @@ class RunExecution:
                                                                   "fetching the source"))
 
     def _call(self, fn: Callable[[], T], what: str = "a call to the server") -> T:
-        """A worker call retried while the server is away; refusals end the run."""
-        backoff = Backoff(0.2, BACKOFF_MAX)
-        while True:
-            try:
-                return fn()
-            except Unavailable as exc:
-                log.warning("%s for run %s failed, retrying: %s", what, self.run.id, exc)
-                self.ctx.sleep(backoff.next())
-            except (Conflict, WorkerGone, Unauthorized) as exc:
-                raise RunAbandoned(str(exc)) from exc
+        """A worker call retried while the server is away, until the launcher
+        leaves (told to stop, its grace over); refusals end the run."""
+        try:
+            return retry.call(fn, Unavailable, stop=self.ctx.leaving, sleep=self.ctx.sleep, log=log,
+                              what=f"{what} for run {self.run.id}")
+        except Unavailable as exc:
+            raise RunAbandoned(f"the server is unreachable and the launcher is leaving: {exc}") from exc
+        except (Conflict, WorkerGone, Unauthorized) as exc:
+            raise RunAbandoned(str(exc)) from exc
 
 
 def _summary(note: str) -> str:

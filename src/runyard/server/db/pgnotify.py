@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 
 import psycopg
 
-from runyard.core.backoff import Backoff
+from runyard import retry
 
 log = logging.getLogger("runyard.server")
 CHANNEL = "runyard"
@@ -74,14 +74,21 @@ class PgNotifyBus:
                     if attempt == 2:
                         log.warning("could not notify other servers: %s", exc)
 
+    def _connect(self) -> psycopg.Connection[tuple[object, ...]]:
+        conn = psycopg.connect(self.url, autocommit=True, connect_timeout=5)
+        conn.execute(f"LISTEN {CHANNEL}")
+        return conn
+
     def _listen(self) -> None:
-        backoff = Backoff(0.2, 5.0)
         first = True
         while not self._stop.is_set():
             try:
-                with psycopg.connect(self.url, autocommit=True, connect_timeout=5) as conn:
-                    conn.execute(f"LISTEN {CHANNEL}")
-                    backoff.reset()
+                connection = retry.call(self._connect, psycopg.Error, stop=self._stop, log=log,
+                                        what="listening for other servers' wake-ups")
+            except psycopg.Error:
+                return  # told to stop while the database was away
+            try:
+                with connection as conn:
                     self._ready.set()
                     if not first:
                         self.on_reconnect()  # anything sent while we were away: everyone looks again
@@ -95,4 +102,3 @@ class PgNotifyBus:
                 if self._stop.is_set():
                     return
                 log.warning("listening for other servers' wake-ups failed, reconnecting: %s", exc)
-                self._stop.wait(backoff.next())

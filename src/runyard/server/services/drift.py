@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from runyard.core.cron import Cron
 from runyard.core.errors import RunyardError
 from runyard.core.states import RunKind, RunState
+from runyard.cron import Cron
 from runyard.server.db.repository import Repository
 from runyard.server.services import Context
 from runyard.server.services.runs import RunService

@@ -9,11 +9,11 @@ from collections.abc import Callable
 
 from runyard import archive
 from runyard.core import gitsource
-from runyard.core.cron import Cron
 from runyard.core.errors import AlreadyExists, InvalidInput, NotFound, TooLarge
 from runyard.core.ids import new_ulid, ulid_time
 from runyard.core.limits import MAX_SOURCE_UPLOAD, human
 from runyard.core.models import EnvVar, Source, SourceKind, Stack, Tool, Worker
+from runyard.cron import Cron
 from runyard.crypto import public_key_of, seal_text, secret_context
 from runyard.masking import check_maskable
 from runyard.server.services import Context
