@@ -96,6 +96,7 @@ class Settings(BaseModel):
             return cls(**values), origin
         except ValidationError as exc:
             problems = "; ".join(
+                f"{PREFIX}{str(err['loc'][0]).upper()} is required" if err["type"] == "missing" else
                 f"{'.'.join(str(p) for p in err['loc'])} ({origin.get(str(err['loc'][0]), '?')}): "
                 f"{err['msg'].removeprefix('Value error, ')}"
                 for err in exc.errors()

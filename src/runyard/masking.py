@@ -47,12 +47,11 @@ from collections.abc import Iterable
 import regex
 
 from runyard.core.errors import InvalidInput
+from runyard.core.limits import MAX_SECRET_LENGTH
 
 MASK = "***"
 # Shorter secrets would blank ordinary words and numbers all over a log.
 MIN_SECRET_LENGTH = 6
-# A secret longer than this cannot be masked with a bounded hold-back buffer.
-MAX_SECRET_LENGTH = 64 * 1024
 # Up to this long, a value is matched in every spelling, piece by piece of
 # PIECE characters (the pattern of a character costs its compile time).
 CLASS_MAX = 4096

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 # Idle connections kept per server: a launcher uses at most a handful at once
 # (its poll, heartbeats, a run's reports and logs).
-MAX_IDLE = 8
+IDLE_KEPT = 8
 # An idle connection is used again only this long: the server closes one idle
 # for longer (runyard's own after 75 s; a load balancer in front often after
 # 60 s), and a request sent as it closes is lost with it.
@@ -222,7 +222,7 @@ class Connections:
     def _give(self, key: _Key, sock: socket.socket) -> None:
         with self._lock:
             idle = None if self._closed else self._idle.setdefault(key, [])
-            if idle is not None and len(idle) < MAX_IDLE:
+            if idle is not None and len(idle) < IDLE_KEPT:
                 idle.append((time.monotonic(), sock))
                 return
         sock.close()

@@ -99,3 +99,20 @@ def test_no_module_writes_its_own_retry_loop() -> None:
                         if calls & {"sleep", "_sleep", "wait", "next"} and "delay" not in calls:  # retry.delay
                             found.append(f"{path.relative_to(PACKAGE)}:{handler.lineno}")
     assert found == []
+
+
+def test_the_error_shape_is_built_in_one_place() -> None:
+    """Answers below FastAPI (body limits, the standby gate, the HTTP
+    protocol) encode their error with server/errors.py, not by hand."""
+    built = [str(p.relative_to(PACKAGE)) for p in MODULES
+             if p.name != "errors.py" and ('{"error":' in p.read_text() or "{'error':" in p.read_text())]
+    assert built == []
+
+
+def test_each_limit_is_defined_once() -> None:
+    """Sizes live in core/limits.py: no module defines a MAX_* of its own."""
+    own = [f"{p.relative_to(PACKAGE)}:{node.lineno}" for p in MODULES if p.name != "limits.py"
+           for node in ast.parse(p.read_text()).body
+           if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id.startswith("MAX_")
+                                                   for t in node.targets)]
+    assert own == []

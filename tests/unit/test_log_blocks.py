@@ -13,10 +13,11 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from runyard.core.limits import MAX_LOG_LINE as MAX_LINE
 from runyard.core.models import LogBlock, LogPage, Run, RunEnd
 from runyard.core.states import RunKind, RunState
 from runyard.server.services import logs as logs_module
-from runyard.server.services.logs import MAX_LINE, LogService, decode, encode, lines_after
+from runyard.server.services.logs import LogService, decode, encode, lines_after
 from runyard.testing import InProcessWorkerApi, MemoryBlobStore
 from tests.unit.conftest import World, calls_of
 from tests.unit.test_launcher_life import held_run

@@ -104,11 +104,13 @@ class Unavailable(RunyardError):
 
 
 class Standby(Unavailable):
-    """This server is a standby: the primary (``primary``) serves."""
+    """This server is a standby: the primary (``primary``, "" while none
+    holds the lease) serves; a client tries again there, or after ``retry_after``."""
 
     code = "standby"
 
-    def __init__(self, primary: str = "") -> None:
+    def __init__(self, primary: str = "", retry_after: int = 1) -> None:
         where = f" at {primary}" if primary else ""
         super().__init__(f"this runyard server is a standby; the primary serves{where}")
         self.primary = primary
+        self.retry_after = retry_after

@@ -53,7 +53,14 @@ TRIGGER_KEY_PATTERN = rf"^[A-Za-z0-9._:+=/-]{{1,{MAX_TRIGGER_KEY}}}$"
 MAX_LOG_LINE = 16 * KIB
 MAX_LOG_BATCH_LINES = 5000
 MAX_LOG_BATCH_CHARS = 1 * MIB
-MAX_LOG_SEQ = 2**31 - 1 - MAX_LOG_BATCH_LINES  # line numbers are 32-bit on PostgreSQL
+SEQ_COLUMN_MAX = 2**31 - 1  # line numbers are 32-bit on PostgreSQL
+MAX_LOG_SEQ = SEQ_COLUMN_MAX - MAX_LOG_BATCH_LINES  # a batch's first line: room for the whole batch after it
+
+# Secrets: a longer one cannot be masked with a bounded hold-back buffer.
+MAX_SECRET_LENGTH = 64 * KIB
+
+# What a web page says after an action.
+MAX_FLASH = 200
 
 
 def human(size: int) -> str:

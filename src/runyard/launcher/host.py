@@ -10,45 +10,39 @@ import pwd
 import shutil
 import subprocess
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
-from runyard.core.errors import InvalidInput
+from pydantic import Field
+
+from runyard.config import Settings
 
 UNIT = "runyard-launcher.service"
 
 
-@dataclass(frozen=True)
-class HostSettings:
-    """What the user data passes, through RUNYARD_* variables."""
+class HostSettings(Settings):
+    """What the user data passes, through RUNYARD_* variables (read as every
+    process's settings are: ``RUNYARD_AS_ROOT=yes`` is as good as ``true``)."""
 
-    pool: str
-    store: str  # ssm | secretsmanager
-    token_name: str
-    key_name: str
-    instance_id: str
-    endpoints: str = ""
-    as_root: bool = False
-    power_off: bool = True
-    custom_user_data: str = ""  # a Secrets Manager secret holding a script
-    ca_parameter: str = ""  # an SSM parameter holding extra root CAs
-    proxies: tuple[tuple[str, str], ...] = ()
-    region: str = ""
+    pool: str = Field("", description="the pool's name")
+    store: Literal["ssm", "secretsmanager"] = Field("ssm", description="where the pool's token and key are kept")
+    token_name: str = Field(min_length=1, description="the pool token's parameter or secret")
+    key_name: str = Field(min_length=1, description="the pool private key's parameter or secret")
+    instance_id: str = Field(min_length=1, description="this instance's id")
+    server_endpoints: str = Field("", description="server endpoints for the launcher (empty: the token's)")
+    as_root: bool = Field(False, description="run the launcher as root instead of a user of its own")
+    power_off: bool = Field(True, description="power the instance off when the launcher exits")
+    custom_user_data: str = Field("", description="a Secrets Manager secret holding a script run first")
+    ca_parameter: str = Field("", description="an SSM parameter holding extra root CAs")
+    proxies: tuple[tuple[str, str], ...] = Field((), description="HTTP_PROXY, HTTPS_PROXY, NO_PROXY as given")
+    region: str = Field("", description="AWS_REGION")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> HostSettings:
-        missing = [n for n in ("RUNYARD_TOKEN_NAME", "RUNYARD_KEY_NAME", "RUNYARD_INSTANCE_ID") if not env.get(n)]
-        if missing:
-            raise InvalidInput(f"worker host setup needs {', '.join(missing)}")
         proxies = tuple((k, v) for k, v in env.items() if k.upper() in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY") and v)
-        return cls(pool=env.get("RUNYARD_POOL", ""), store=env.get("RUNYARD_STORE", "ssm"),
-                   token_name=env["RUNYARD_TOKEN_NAME"], key_name=env["RUNYARD_KEY_NAME"],
-                   instance_id=env["RUNYARD_INSTANCE_ID"], endpoints=env.get("RUNYARD_SERVER_ENDPOINTS", ""),
-                   as_root=env.get("RUNYARD_AS_ROOT", "false") == "true",
-                   power_off=env.get("RUNYARD_POWER_OFF", "true") == "true",
-                   custom_user_data=env.get("RUNYARD_CUSTOM_USER_DATA", ""),
-                   ca_parameter=env.get("RUNYARD_CA_PARAMETER", ""), proxies=proxies,
-                   region=env.get("AWS_REGION", ""))
+        settings, _ = cls.resolve({"proxies": proxies, "region": env.get("AWS_REGION", "")},
+                                  env={k: v for k, v in env.items() if k not in ("RUNYARD_PROXIES", "RUNYARD_REGION")})
+        return settings
 
 
 Fetch = Callable[[str, str], str]  # (store, name) -> value
@@ -74,8 +68,8 @@ def launcher_env(host: HostSettings, fetch: Fetch, root: Path) -> dict[str, str]
         "RUNYARD_DISCONNECT_AFTER_IDLE_TIMEOUT": "10m",
         **dict(host.proxies),
     }
-    if host.endpoints:
-        env["RUNYARD_ENDPOINTS"] = host.endpoints
+    if host.server_endpoints:
+        env["RUNYARD_ENDPOINTS"] = host.server_endpoints
     if host.ca_parameter:
         ca = root / "etc/runyard/ca-certificates.pem"
         ca.parent.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,6 @@ at the limit.
 
 from __future__ import annotations
 
-import json
 import re
 
 from starlette.exceptions import HTTPException
@@ -15,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from runyard.core import limits
 from runyard.core.limits import human
+from runyard.server.errors import error_json
 
 _BY_PATH: tuple[tuple[str, re.Pattern[str], int], ...] = (
     ("a source upload", re.compile(r"^/api/v1/sources$"), limits.MAX_SOURCE_UPLOAD),
@@ -64,7 +64,7 @@ class BodyLimit:
 
 
 async def _refuse(send: Send, message: str) -> None:
-    body = json.dumps({"error": "too_large", "message": message}).encode()
+    body = error_json("too_large", message)
     await send({"type": "http.response.start", "status": 413,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                             (b"connection", b"close")]})

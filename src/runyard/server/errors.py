@@ -8,6 +8,7 @@ that is not JSON or does not fit the schema) and an oversized body.
 from __future__ import annotations
 
 import html
+import json
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -15,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException
 
-from runyard.core.errors import Locked, RunyardError, WorkerGone
+from runyard.core.errors import Locked, RunyardError, Standby, WorkerGone
 
 _CODES = {400: "invalid", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed", 409: "conflict",
           413: "too_large", 422: "invalid", 503: "unavailable"}
@@ -23,6 +24,25 @@ _CODES = {400: "invalid", 401: "unauthorized", 404: "not_found", 405: "method_no
 
 def error_body(code: str, message: str, **extra: str) -> dict[str, str]:
     return {"error": code, "message": message, **extra}
+
+
+def error_json(code: str, message: str, **extra: str) -> bytes:
+    """:func:`error_body` encoded, for the answers sent below FastAPI
+    (body limits, the standby gate, the HTTP protocol's refusals)."""
+    return json.dumps(error_body(code, message, **extra)).encode()
+
+
+def standby_headers(exc: Standby) -> dict[str, str]:
+    return {"Retry-After": str(exc.retry_after), "X-Runyard-Primary": exc.primary}
+
+
+def extra_of(exc: RunyardError) -> dict[str, str]:
+    """The fields an error adds to the shape: a removed worker's reason, a standby's primary."""
+    if isinstance(exc, WorkerGone):
+        return {"reason": exc.reason}
+    if isinstance(exc, Standby):
+        return {"primary": exc.primary}
+    return {}
 
 
 def _page(status: int, message: str) -> HTMLResponse:
@@ -52,8 +72,10 @@ def _describe_validation(errors: list[dict[str, Any]]) -> str:
 async def runyard_error(request: Request, exc: RunyardError) -> Response:
     if isinstance(exc, Locked):  # terraform reads the holder's lock document from the body
         return JSONResponse(exc.document, status_code=exc.http_status)
-    extra = {"reason": exc.reason} if isinstance(exc, WorkerGone) else {}
-    return _answer(request, exc.http_status, error_body(exc.code, exc.message, **extra))
+    response = _answer(request, exc.http_status, error_body(exc.code, exc.message, **extra_of(exc)))
+    if isinstance(exc, Standby):
+        response.headers.update(standby_headers(exc))
+    return response
 
 
 async def bad_request(request: Request, exc: RequestValidationError) -> Response:

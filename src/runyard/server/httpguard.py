@@ -15,13 +15,13 @@ the bounds it lacks.
 from __future__ import annotations
 
 import asyncio
-import json
 
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from runyard.core import limits
 from runyard.core.limits import human
+from runyard.server.errors import error_json
 
 
 class _HeadTooLarge(Exception):
@@ -30,7 +30,7 @@ class _HeadTooLarge(Exception):
 
 def refusal(status: int, reason: str, code: str, message: str) -> bytes:
     """A whole HTTP/1.1 response in the API's error shape; the connection closes after it."""
-    body = json.dumps({"error": code, "message": message}).encode()
+    body = error_json(code, message)
     return (f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
             f"content-length: {len(body)}\r\nconnection: close\r\n\r\n").encode() + body
 

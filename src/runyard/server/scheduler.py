@@ -50,6 +50,8 @@ class Scheduler:
         # lease from before a promote was stored after it, and the promoted
         # server answered as a standby until the loop's next turn.
         self._changing = threading.Lock()
+        # What a refusal tells a client to wait before it asks again.
+        self.retry_after = int(settings.scheduler_lease_ttl) or 1
 
     @property
     def interval(self) -> float:
@@ -128,10 +130,10 @@ class Scheduler:
         """Inside a claim's transaction: refuse unless this server's site
         holds the lease (a demoted primary never assigns a run)."""
         if self.standby:
-            raise Standby(self.primary_address())
+            raise Standby(self.primary_address(), self.retry_after)
         held = repo.lease(SCHEDULER)
         if self.leases.other_site_holds(held):
-            raise Standby(held.address if held else "")
+            raise Standby(held.address if held else "", self.retry_after)
 
     def primary_address(self) -> str:
         # Only while the lease runs: a lapsed holder serves nobody, and a

@@ -5,11 +5,11 @@ page gets a page that says so and links to the same page on the primary."""
 
 from __future__ import annotations
 
-import json
-
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from runyard.core.errors import Standby
+from runyard.server import errors
 from runyard.server.scheduler import Scheduler
 from runyard.server.web import pages
 
@@ -33,10 +33,9 @@ class StandbyGate:
         if scope["path"].startswith("/ui"):
             await pages.standby(Request(scope), primary, self.retry_after)(scope, receive, send)
             return
-        where = f" at {primary}" if primary else ""
-        message = f"this runyard server is a standby; the primary serves{where}"
-        body = json.dumps({"error": "standby", "message": message, "primary": primary}).encode()
-        await send({"type": "http.response.start", "status": 503, "headers": [
-            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-            (b"retry-after", str(self.retry_after).encode()), (b"x-runyard-primary", primary.encode())]})
+        refusal = Standby(primary, self.retry_after)
+        body = errors.error_json(refusal.code, refusal.message, **errors.extra_of(refusal))
+        headers = [(k.lower().encode(), v.encode()) for k, v in errors.standby_headers(refusal).items()]
+        await send({"type": "http.response.start", "status": refusal.http_status, "headers": [
+            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *headers]})
         await send({"type": "http.response.body", "body": body})

@@ -21,7 +21,7 @@ from anyio import to_thread
 
 from runyard import jsonfast
 from runyard.core.errors import Conflict, NotFound
-from runyard.core.limits import MIB
+from runyard.core.limits import MAX_LOG_LINE, MIB, SEQ_COLUMN_MAX  # a longer line a worker sends is cut
 from runyard.core.models import LogBlock, LogLine, LogPage, Run
 from runyard.core.states import RunState
 from runyard.server.db.repository import Repository
@@ -30,8 +30,6 @@ from runyard.server.services import Context
 
 log = logging.getLogger("runyard.server")
 
-MAX_LINE = 64 * 1024  # longer lines are cut; a run cannot fill the DB with one line
-MAX_SEQ = 2**31 - 1  # the seq column is a 32-bit integer on PostgreSQL
 SEAL_CHUNK = 4 * MIB  # a sealed blob holds about this much
 PAGE_TEXT = 2 * MIB  # of message text in one page (besides its line count)
 PAGE_LINES = 5000  # lines in one page
@@ -87,11 +85,11 @@ def _fit(block: LogBlock, after: int) -> LogBlock | None:
     over-long lines cut; None if nothing is left."""
     if block.last <= after:
         return None
-    msgs = block.text.split("\n") if block.seq <= after or len(block.text) > MAX_LINE else None
+    msgs = block.text.split("\n") if block.seq <= after or len(block.text) > MAX_LOG_LINE else None
     if msgs is None:
         return block
     skip = max(after - block.seq + 1, 0)
-    msgs = [m[:MAX_LINE] for m in msgs[skip:]]
+    msgs = [m[:MAX_LOG_LINE] for m in msgs[skip:]]
     return LogBlock(block.seq + skip, block.ts, "\n".join(msgs))
 
 
@@ -219,7 +217,7 @@ class LogService:
     def _stored_page(self, run_id: str, after: int, limit: int) -> tuple[LogPage, Sealed | None]:
         """The page as far as the database has it (one read transaction), and
         where the log is sealed if its lines are in the object store instead."""
-        after = min(max(after, 0), MAX_SEQ)  # "after everything" must not overflow the column
+        after = min(max(after, 0), SEQ_COLUMN_MAX)  # "after everything" must not overflow the column
         with self.ctx.read() as repo:
             run = repo.run(run_id, with_transitions=False)
             if run is None:

@@ -10,6 +10,7 @@ import base64
 import os
 from dataclasses import dataclass
 
+from runyard.core.limits import MAX_FLASH
 from runyard.crypto import open_token, sign_token
 
 COOKIE = "runyard_session"
@@ -17,7 +18,6 @@ FLASH_COOKIE = "runyard_flash"  # what the last action did: set by the server, s
 LIFETIME = 12 * 3600
 PURPOSE = "ui-session"
 FLASH_PURPOSE = "ui-flash"
-MAX_FLASH = 200
 
 
 @dataclass(frozen=True)
