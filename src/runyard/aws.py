@@ -235,17 +235,6 @@ def apply_replication(source: str, destination: str, role_name: str, region: str
     return str(arn)
 
 
-def replication_rule(bucket: str, region: str | None = None, endpoint_url: str | None = None) -> dict[str, Any]:
-    """The bucket's replication configuration ({} if none)."""
-    session, kwargs = _session(region, endpoint_url)
-    try:
-        return dict(session.client("s3", **kwargs).get_bucket_replication(Bucket=bucket)["ReplicationConfiguration"])
-    except ClientError as exc:
-        if "ReplicationConfigurationNotFound" in str(exc):
-            return {}
-        raise _translate(exc, f"the replication of {bucket}") from exc
-
-
 def missing_objects(source: S3BlobStore, destination: S3BlobStore) -> list[str]:
     """Keys the source has and the destination lacks (what replication has not copied)."""
     have = set(destination.keys(""))

@@ -137,9 +137,9 @@ class WorkerApi(Protocol):
 
     def send_logs(self, run_id: str, lease: int, blocks: Sequence[LogBlock], end: RunEnd | None = None,
                   take_next: bool = False) -> LogsAck:
-        """Store log lines; with ``end``, then report the run's end (when the
-        answer says ``ended``: older servers only store the lines); with
-        ``take_next`` too, the answer may carry the worker's next run."""
+        """Store log lines; with ``end``, then report the run's end (in the
+        same transaction); with ``take_next`` too, the answer may carry the
+        worker's next run."""
 
     def source_archive(self, upload_id: str) -> bytes: ...
 

@@ -373,7 +373,7 @@ class SecretBox:
 
     def open(self, name: str, stored: str) -> str:
         if not self.is_sealed(stored):
-            return stored  # from before encryption at rest: the caller seals it now
+            raise SealError(f"the server's {name} in the database is not encrypted: it was not written by runyard")
         try:
             raw = base64.b64decode(stored[len(_AT_REST):])
             return self._aead.decrypt(raw[:12], raw[12:], name.encode()).decode()

@@ -138,7 +138,7 @@ class InProcessWorkerApi:
     def register(self, body: RegisterIn) -> RegisterOut:
         worker, token = self.svc.workers.register(body.pool_id, body.certificate, body.challenge, body.signature,
                                                   body.metadata, body.version)
-        return RegisterOut(worker_id=worker.id, token=token, poll_keeps_alive=True)
+        return RegisterOut(worker_id=worker.id, token=token)
 
     def heartbeat(self) -> HeartbeatOut:
         return HeartbeatOut.model_validate(asyncio.run(self.svc.workers.heartbeat(self._worker())))
@@ -170,7 +170,7 @@ class InProcessWorkerApi:
     def send_logs(self, run_id: str, lease: int, blocks: Sequence[LogBlock], end: RunEnd | None = None,
                   take_next: bool = False) -> LogsAck:
         stop, following = self.svc.workers.append_logs(self._worker(), run_id, lease, list(blocks), end, take_next)
-        return LogsAck(stop_run=stop, ended=end is not None,
+        return LogsAck(stop_run=stop,
                        assignment=None if following is None else AssignmentOut.model_validate(following))
 
     def source_archive(self, upload_id: str) -> bytes:

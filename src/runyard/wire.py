@@ -48,11 +48,6 @@ class Out(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
 
-class ErrorOut(BaseModel):
-    error: str = Field(description="machine-readable error code")
-    message: str = Field(description="what went wrong and what to do about it")
-
-
 # pools -------------------------------------------------------------------
 
 
@@ -292,15 +287,9 @@ class RegisterIn(BaseModel):
     version: Text = ""
 
 
-# False from servers that lack the field: launchers keep heartbeating.
-PollKeepsAlive = Annotated[bool, Field(description="this server counts a held poll as the worker's heartbeat: "
-                                                   "an idle launcher holding one sends none")]
-
-
 class RegisterOut(Out):
     worker_id: str
     token: str = Field(description="bearer token for this worker's later requests")
-    poll_keeps_alive: PollKeepsAlive = False
 
 
 class HeartbeatOut(Out):
@@ -314,19 +303,16 @@ class AssignmentOut(Out):
     lease: int
     run_token: str = Field("", description="the run's credential for its stack's state backend")
     log_seq: int = Field(0, description="the last log line stored: a resumed run numbers on from it")
-    reports_via: bool = Field(False, description="this server records a report's via phases (older ones: "
-                                                 "each phase is reported on its own)")
 
     def to_domain(self) -> Assignment:
         """What the launcher works with: domain records, made at its edge."""
         return Assignment(self.run.to_domain(self.lease), self.stack.to_domain(), self.lease, self.run_token,
-                          self.log_seq, self.reports_via)
+                          self.log_seq)
 
 
 class PollOut(Out):
     assignment: AssignmentOut | None = None
     exit_reason: str = ""
-    poll_keeps_alive: PollKeepsAlive = False
 
 
 class EndIO(BaseModel):
@@ -373,8 +359,6 @@ class LogsIn(BaseModel):
 
 class LogsAck(Out):
     stop_run: bool
-    ended: bool = Field(False, description="the batch's end was reported (servers that lack this field store the lines "
-                                           "and ignore it: the worker then reports the end on its own)")
     assignment: AssignmentOut | None = Field(None, description="asked with take_next: the worker's next run")
 
 

@@ -52,16 +52,6 @@ def test_secrets_are_stored_encrypted_and_servers_with_the_same_key_share_them(t
         svc.close()
 
 
-def test_secrets_stored_in_plain_text_by_an_older_release_are_encrypted_in_place(tmp_path: Path,
-                                                                                 database_url: str) -> None:
-    old = server(tmp_path, database_url, "old")
-    with old.ctx.tx() as repo:
-        repo.put_setting_if_absent("challenge_secret", "ab" * 32)
-    assert old.pools.challenge_secret() == bytes.fromhex("ab" * 32)
-    assert stored(old)["challenge_secret"].startswith("enc:v1:")
-    old.close()
-
-
 def test_without_a_key_one_server_makes_a_key_file_readable_only_by_it(tmp_path: Path) -> None:
     svc = server(tmp_path, f"sqlite:///{tmp_path / 'one.db'}", "solo")
     use_every_secret(svc)

@@ -8,10 +8,8 @@ import asyncio
 import contextlib
 import threading
 
-import pytest
-
 from runyard.testing import InProcessWorkerApi
-from runyard.wire import PollOut, RegisterIn, RegisterOut
+from runyard.wire import PollOut
 from tests.unit.conftest import World
 
 
@@ -85,33 +83,26 @@ def test_a_held_poll_is_the_workers_heartbeat_until_it_ends(world: World) -> Non
 
 
 class HeldPolls(InProcessWorkerApi):
-    """Polls that stay held until the test lets them go; the server (or an
-    older one) says whether it counts a held poll as a heartbeat."""
+    """Polls that stay held until the test lets them go."""
 
-    def __init__(self, world: World, keeps_alive: bool) -> None:
+    def __init__(self, world: World) -> None:
         super().__init__(world.svc)
-        self.keeps_alive = keeps_alive
         self.release = threading.Event()
-
-    def register(self, body: RegisterIn) -> RegisterOut:
-        return super().register(body).model_copy(update={"poll_keeps_alive": self.keeps_alive})
 
     def poll(self, wait: float) -> PollOut:
         self.release.wait(10)
-        return PollOut(poll_keeps_alive=self.keeps_alive)
+        return PollOut()
 
 
-@pytest.mark.parametrize("keeps_alive", [True, False])
-def test_an_idle_launcher_sends_heartbeats_only_when_its_held_poll_is_not_one(world: World,
-                                                                              keeps_alive: bool) -> None:
+def test_an_idle_launcher_holding_a_poll_sends_no_heartbeat(world: World) -> None:
     world.pool()
-    api = HeldPolls(world, keeps_alive)
+    api = HeldPolls(world)
     launcher = world.launcher(api=api)
     launcher.register()
     polling = threading.Thread(target=launcher._poll, daemon=True)
     polling.start()
     assert launcher._polling.wait(5)
-    assert launcher.heartbeat_due() is not keeps_alive
+    assert not launcher.heartbeat_due()  # the server counts the held poll as one
     launcher._current = object()  # type: ignore[assignment]  # busy: a run is under way
     assert launcher.heartbeat_due()
     launcher._current = None

@@ -193,26 +193,6 @@ def test_a_page_at_the_end_of_the_log_reads_no_log_rows_and_the_next_line_still_
     assert [ln.msg for ln in world.svc.logs.page(run_id, after=1).lines] == ["two", "three"]
 
 
-def test_a_log_sealed_in_one_blob_by_an_old_release_still_reads(world: World) -> None:
-    """Releases before 0.2 sealed a log into one blob and kept no line count
-    (runs.log_seq is 0 for those runs)."""
-    from sqlalchemy import update
-
-    from runyard.server.db import tables as t
-    from runyard.server.services.logs import log_key
-
-    api, run_id, lease = held_run(world)
-    worker = world.svc.auth.check_worker_token(api.credential)
-    world.svc.runs.report(worker, run_id, lease, RunState.PREPARING)
-    world.svc.runs.report(worker, run_id, lease, RunState.FAILED, "x")
-    world.blobs.put(log_key(run_id), b'{"seq": 1, "ts": 1.0, "msg": "old"}\n{"seq": 2, "ts": 2.0, "msg": "lines"}\n')
-    with world.svc.ctx.tx() as repo:
-        repo.conn.execute(update(t.runs).where(t.runs.c.id == run_id).values(log_sealed=True, log_index=None))
-    assert [ln.msg for ln in world.svc.logs.page(run_id, after=0).lines] == ["old", "lines"]
-    assert [ln.msg for ln in world.svc.logs.page(run_id, after=1).lines] == ["lines"]
-    assert world.svc.logs.page(run_id, after=2).done
-
-
 def test_a_run_ends_without_the_object_store_and_the_after_ends_pass_does_its_part(
         world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     """A worker's end report is a short call (on SQLite it may run on the event

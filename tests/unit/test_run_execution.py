@@ -163,11 +163,10 @@ def test_a_source_fetched_while_the_server_is_away_is_fetched_again_not_failed(w
 class SendsLogs(InProcessWorkerApi):
     """Records each log batch sent: how many lines, and the end it carried."""
 
-    def __init__(self, svc: Services, drop_end: bool = False) -> None:
+    def __init__(self, svc: Services) -> None:
         super().__init__(svc)
         self.batches: list[tuple[int, str]] = []
         self.reports: list[RunState] = []
-        self.drop_end = drop_end
         self.polled: list[str] = []  # the run each poll gave ("": none)
         self.given: list[str] = []  # the run each end's answer gave ("": none, or not asked)
 
@@ -179,8 +178,6 @@ class SendsLogs(InProcessWorkerApi):
     def send_logs(self, run_id: str, lease: int, blocks: Sequence[LogBlock], end: RunEnd | None = None,
                   take_next: bool = False) -> LogsAck:
         self.batches.append((sum(b.line_count for b in blocks), end.state.value if end else ""))
-        if self.drop_end:  # as a server before 0.2: the lines are stored, the end ignored
-            return super().send_logs(run_id, lease, blocks)
         ack = super().send_logs(run_id, lease, blocks, end, take_next)
         if end is not None:
             self.given.append(ack.assignment.run.id if ack.assignment else "")
@@ -202,18 +199,6 @@ def test_a_runs_last_lines_and_its_end_go_in_one_request(world: World) -> None:
     assert api.batches[-1][1] == "FINISHED"  # the end rode on the last batch
     assert S.FINISHED not in api.reports  # and was not reported again on its own
     assert [ln.msg for ln in world.svc.logs.page(run_id).lines][-2:] == ["one", "two"]
-
-
-def test_a_server_that_ignores_the_end_has_it_reported_and_loses_no_line(world: World) -> None:
-    world.pool()
-    world.stack()
-    run_id = world.trigger(kind=RunKind.TASK, command="do-it")
-    api = SendsLogs(world.svc, drop_end=True)
-    run_once(world.launcher(FakeExecutor({"do-it": Step("one\ntwo\n")}), api=api, disconnect_after_job=True))
-    run = world.svc.runs.get(run_id)
-    assert run.state == S.FINISHED and api.reports[-1] == S.FINISHED
-    msgs = [ln.msg for ln in world.svc.logs.page(run_id).lines]
-    assert msgs[-2:] == ["one", "two"] and len(msgs) == len(set(msgs))
 
 
 def test_an_end_whose_answer_was_lost_is_sent_again_and_changes_nothing(world: World) -> None:
@@ -334,22 +319,14 @@ def test_phases_with_nothing_to_run_at_the_end_ride_on_the_end(world: World) -> 
     assert api.reports == [S.PREPARING] and api.batches[-1][1] == "FINISHED"
 
 
-def test_a_phase_with_a_hook_or_an_older_server_is_reported_on_its_own(world: World) -> None:
-    class OlderServer(SendsLogs):
-        def poll(self, wait: float) -> PollOut:
-            answer = super().poll(wait)
-            if answer.assignment is not None:  # a server before 0.3 says nothing of via
-                answer.assignment.reports_via = False
-            return answer
-
+def test_a_phase_with_a_hook_is_reported_on_its_own(world: World) -> None:
     world.pool()
     world.stack("hooked", commands={"plan": "plan"}, hooks={"after_init": ("hook",)})
-    world.stack("plain", commands={"plan": "plan"})
-    for stack, api in (("hooked", SendsLogs(world.svc)), ("plain", OlderServer(world.svc))):
-        run_id = world.trigger(stack, kind=RunKind.PROPOSED)
-        run_once(world.launcher(FakeExecutor(), api=api, disconnect_after_job=True))
-        assert states(world, run_id) == PROPOSED_PATH
-        assert api.reports == [S.PREPARING, S.INITIALIZING, S.PLANNING], stack
+    api = SendsLogs(world.svc)
+    run_id = world.trigger("hooked", kind=RunKind.PROPOSED)
+    run_once(world.launcher(FakeExecutor(), api=api, disconnect_after_job=True))
+    assert states(world, run_id) == PROPOSED_PATH
+    assert api.reports == [S.PREPARING, S.INITIALIZING, S.PLANNING]
 
 
 # held reports (launcher/reports.py) ---------------------------------------------

@@ -275,9 +275,6 @@ class Assignment:
     lease: int
     run_token: str = ""
     log_seq: int = 0  # the last log line stored: a resumed run numbers on from it
-    # The server records a report's ``via`` phases: a phase need not be a
-    # request of its own (launcher/reports.py; False from servers that predate it).
-    reports_via: bool = True
 
 
 @dataclass(frozen=True)
@@ -287,9 +284,6 @@ class PollAnswer:
 
     assignment: Assignment | None = None
     exit_reason: str = ""
-    # The server counted the held poll as the worker's heartbeat: an idle
-    # worker holding one need send none (see WorkerService.poll).
-    poll_keeps_alive: bool = True
 
 
 @dataclass(frozen=True)

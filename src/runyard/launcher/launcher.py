@@ -151,9 +151,8 @@ class Launcher:
         self._leaving = threading.Event()  # the current run's grace is over: give up on a server that is away
         self._done = threading.Event()  # the loop has ended: heartbeats end too
         self._current: RunExecution | None = None
-        # The server counts a held poll as a heartbeat (it says so): while
-        # one is held, no heartbeat is sent.
-        self._poll_keeps_alive = False
+        # The server counts a held poll as a heartbeat: while one is held,
+        # no heartbeat is sent.
         self._polling = threading.Event()
         self._exit_reason = ""
         self._interrupts = 0
@@ -246,7 +245,6 @@ class Launcher:
             raise LauncherExit("error", f"registration refused: {exc}") from exc
         self.client.credential = reply.token
         self.worker_id = reply.worker_id
-        self._poll_keeps_alive = reply.poll_keeps_alive
         self.registrations += 1
         self._registered_at = self.clock()
         log.info("registered as worker %s in pool %s (executor %s)", reply.worker_id, self.token.pool_id,
@@ -367,7 +365,6 @@ class Launcher:
             self._polling.set()
             try:
                 answer = self.client.poll(wait)
-                self._poll_keeps_alive = answer.poll_keeps_alive
                 box.put(answer)
             except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
                 box.put(exc)
@@ -424,9 +421,9 @@ class Launcher:
         return execution.next
 
     def heartbeat_due(self) -> bool:
-        """False while an idle worker holds a poll its server counts as a
-        heartbeat (a busy one always beats: the answer may stop its run)."""
-        return not (self._polling.is_set() and self._poll_keeps_alive and self._current is None)
+        """False while an idle worker holds a poll (the server counts it as a
+        heartbeat; a busy one always beats: the answer may stop its run)."""
+        return not (self._polling.is_set() and self._current is None)
 
     def _heartbeats(self) -> None:
         # Heartbeats go on while a run finishes after a stop (cycle, SIGTERM).

@@ -107,10 +107,8 @@ class RunExecution:
         self._ws: Path | None = None
         self._session: Session | None = None
         self.next: Assignment | None = None  # the worker's next run, if the end's answer carried it
-        # Phases go to the server together where they may (reports.py); a
-        # server without `reports_via` takes one phase a report.
-        self.reports_via = assignment.reports_via
-        self.reports = PhaseReports(self._send_report, ctx.settings.report_hold if self.reports_via else 0.0,
+        # Phases go to the server together where they may (reports.py).
+        self.reports = PhaseReports(self._send_report, ctx.settings.report_hold,
                                     lambda exc: self.request_stop(f"the server refused a report: {exc}"))
         self.started = ctx.clock()
         self.last_output = self.started
@@ -185,9 +183,7 @@ class RunExecution:
             end = RunEnd(state, _summary(note), changes, passed)
             ack = self._call(lambda: self.client.send_logs(self.run.id, self.lease, last, end, take_next),
                              f"reporting {state.value}")
-        if not ack.ended:  # a server that ignores `end` stored the lines only
-            self.report(state, note, changes)
-        elif ack.assignment is not None:
+        if ack.assignment is not None:
             self.next = ack.assignment.to_domain()
         return state
 
@@ -326,8 +322,8 @@ class RunExecution:
         if self.stop.is_set():
             raise _Ended(self.stop_state, self.stop_reason)
         hooks = hooks or name
-        if self.reports_via and not command and not any(self.stack.hooks.get(f"{when}_{hooks}")
-                                                        for when in ("before", "after")):
+        if not command and not any(self.stack.hooks.get(f"{when}_{hooks}")
+                                            for when in ("before", "after")):
             self.reports.ride(state)  # nothing runs in it
             return
         if self.run.kind.writes:

@@ -64,7 +64,7 @@ def register(body: RegisterIn, svc: Svc) -> RegisterOut:
     worker, token = svc.workers.register(
         body.pool_id, body.certificate, body.challenge, body.signature, body.metadata, body.version
     )
-    return RegisterOut(worker_id=worker.id, token=token, poll_keeps_alive=True)
+    return RegisterOut(worker_id=worker.id, token=token)
 
 
 @router.post("/heartbeat", response_model=HeartbeatOut)
@@ -133,7 +133,7 @@ async def append_logs(run_id: str, request: Request, worker: CurrentWorker, svc:
     end = body.end.to_domain() if body.end is not None else None
     stop, assignment = await svc.ctx.short_call(svc.workers.append_logs, worker, run_id, body.lease,
                                                  body.to_domain(), end, body.take_next)
-    return LogsAck(stop_run=stop, ended=end is not None,
+    return LogsAck(stop_run=stop,
                    assignment=None if assignment is None else AssignmentOut.model_validate(assignment))
 
 

@@ -44,7 +44,7 @@ class LogQueries:
 
     def log_seal(self, run_id: str) -> tuple[bool, list[int] | None]:
         """Whether the run's log is sealed, and the first line of each of its
-        blobs (None: one blob, as earlier code sealed it)."""
+        blobs (None: not sealed)."""
         row = self.conn.execute(_SEAL, {"b_id": run_id}).first()
         if row is None:
             return False, None

@@ -82,17 +82,12 @@ class Context:
         return await to_thread.run_sync(fn, *args, limiter=self._short[1])
 
     def secret_setting(self, name: str, make: Callable[[], str]) -> str:
-        """A secret the servers share (a signing key), made once, stored
-        encrypted. A value stored in plain text by an older release is
-        encrypted in place the first time it is read."""
+        """A secret the servers share (a signing key), made once, stored encrypted."""
         with self.tx() as repo:
             stored = repo.get_setting(name)
             if stored is None:
                 stored = repo.put_setting_if_absent(name, self.secrets.seal(name, make()))
-            value = self.secrets.open(name, stored)
-            if not self.secrets.is_sealed(stored):
-                repo.set_setting(name, self.secrets.seal(name, value))
-        return value
+        return self.secrets.open(name, stored)
 
     @contextmanager
     def tx(self) -> Iterator[Repository]:

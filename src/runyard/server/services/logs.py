@@ -36,11 +36,6 @@ PAGE_LINES = 5000  # lines in one page
 ROWS_AT_ONCE = 8  # stored batches read per query
 
 
-def log_key(run_id: str) -> str:
-    """The one blob a log was sealed into by releases before chunked logs."""
-    return f"logs/{run_id}.jsonl"
-
-
 def chunk_key(run_id: str, first: int) -> str:
     """The sealed blob of a run's log that starts at line ``first``."""
     return f"logs/{run_id}/{first:010d}.jsonl"
@@ -52,14 +47,13 @@ def encode(blocks: Sequence[LogBlock]) -> bytes:
 
 
 def decode(body: str) -> Iterator[LogBlock]:
-    """The blocks of a sealed blob (a line per document, as earlier code wrote them, too).
-    Split at newlines only: a document holds other line breaks (NEL, U+2028)
-    unescaped."""
+    """The blocks of a sealed blob, a document a line. Split at newlines
+    only: a document holds other line breaks (NEL, U+2028) unescaped."""
     for raw in body.split("\n"):
         if not raw:
             continue
         doc = jsonfast.loads(raw)
-        yield LogBlock(doc["seq"], doc["ts"], doc["text"] if "text" in doc else doc["msg"])
+        yield LogBlock(doc["seq"], doc["ts"], doc["text"])
 
 
 def lines_after(blocks: Iterable[LogBlock], after: int, limit: int) -> list[LogLine]:
@@ -95,11 +89,10 @@ def _fit(block: LogBlock, after: int) -> LogBlock | None:
 
 class Sealed(NamedTuple):
     """Where a page's lines are when its run's log is sealed: the first line of
-    each blob (None: one blob, as releases before chunked logs sealed them),
-    and the line the page starts after."""
+    each blob, and the line the page starts after."""
 
     run_id: str
-    chunks: list[int] | None
+    chunks: list[int]
     after: int
 
 
@@ -200,12 +193,9 @@ class LogService:
 
         return lines_after(blocks(), after, limit)
 
-    def _sealed(self, run_id: str, index: list[int] | None, after: int, limit: int) -> list[LogLine]:
-        if index is None:
-            bodies: Iterable[str] = [self.ctx.blobs.get(log_key(run_id)).decode()]
-        else:
-            start = max(bisect.bisect_right(index, after + 1) - 1, 0)
-            bodies = (self.ctx.blobs.get(chunk_key(run_id, first)).decode() for first in index[start:])
+    def _sealed(self, run_id: str, index: list[int], after: int, limit: int) -> list[LogLine]:
+        start = max(bisect.bisect_right(index, after + 1) - 1, 0)
+        bodies = (self.ctx.blobs.get(chunk_key(run_id, first)).decode() for first in index[start:])
         return lines_after((block for body in bodies for block in decode(body)), after, limit)
 
     def page(self, run_id: str, after: int = 0, limit: int = PAGE_LINES) -> LogPage:
@@ -232,7 +222,7 @@ class LogService:
         # rows stay until it is: once a run is terminal, every line it will
         # ever have is readable from one place or the other.
         page = LogPage(tuple(lines), run.state, run.state.terminal and not lines, run.reason)
-        return page, (Sealed(run_id, index, after) if sealed else None)
+        return page, (Sealed(run_id, index or [], after) if sealed else None)
 
     def _sealed_page(self, page: LogPage, sealed: Sealed, limit: int) -> LogPage:
         """``page`` with the lines read from the sealed log's blobs (no

@@ -50,8 +50,6 @@ class PoolService:
                     fresh = CertificateAuthority.create()
                     key_pem = repo.put_setting_if_absent("ca_key", secrets.seal("ca_key", fresh.key_pem()))
                     cert_pem = repo.put_setting_if_absent("ca_cert", fresh.cert_pem())
-                if not secrets.is_sealed(key_pem):  # stored in plain text by an older release
-                    repo.set_setting("ca_key", secrets.seal("ca_key", key_pem))
             self._ca = CertificateAuthority.from_pem(secrets.open("ca_key", key_pem), cert_pem)
         return self._ca
 
