@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
-from runyard.server.notifier import ANY_TOPIC, Notifier
+from runyard.server.notifier import ANY_TOPIC, Notifier, Woken
 
 TOPIC = "pool:p1"
 
 
-async def parked(notifier: Notifier, count: int, turn: bool) -> list[asyncio.Task[str]]:
+async def parked(notifier: Notifier, count: int, turn: bool) -> list[asyncio.Task[Woken]]:
     seen = notifier.generations(TOPIC)
     tasks = [asyncio.create_task(notifier.wait_any(seen, 5, turn_on=TOPIC if turn else None)) for _ in range(count)]
     while notifier.waiting(TOPIC) < count:
@@ -27,7 +27,7 @@ async def settle() -> None:
 
 
 def test_a_change_wakes_every_ordinary_waiter_but_one_waiting_its_turn() -> None:
-    async def scenario() -> tuple[tuple[int, int], list[str]]:
+    async def scenario() -> tuple[tuple[int, int], list[Woken]]:
         notifier = Notifier()
         everyone = await parked(notifier, 3, turn=False)
         turns = await parked(notifier, 500, turn=True)
@@ -110,7 +110,7 @@ def test_a_turn_given_as_the_wait_times_out_is_answered_not_lost(monkeypatch: py
 
 
 def test_a_timed_out_wait_says_how_far_its_topics_had_moved() -> None:
-    async def scenario() -> tuple[list[str], dict[str, int]]:
+    async def scenario() -> tuple[list[Woken], dict[str, int]]:
         notifier = Notifier()
         first = await parked(notifier, 1, turn=True)
         ended: dict[str, int] = {}

@@ -14,7 +14,7 @@ from runyard import retry
 from runyard.autoscaler.providers import TERMINATED, Provider
 from runyard.client import FleetApi
 from runyard.core.errors import NotFound, RunyardError
-from runyard.core.models import INSTANCE_KEY, SCALED_IN, WORKER_LOST
+from runyard.core.models import INSTANCE_KEY, SCALED_IN, WORKER_LOST, WorkerStatus
 from runyard.core.scaling import Decision, Fleet, IdleWorker, Instance, Limits, Reason, decide
 from runyard.wire import DemandOut, FleetWorker
 
@@ -96,8 +96,8 @@ class Autoscaler:
             desired=group.desired,
             busy=sum(1 for w in mine if w.current_run_id),
             idle=tuple(IdleWorker(w.id, w.metadata[INSTANCE_KEY], w.idle_since)
-                       for w in mine if w.status == "IDLE"),
-            drained_idle=sum(1 for w in mine if w.status == "DRAINED" and not w.current_run_id),
+                       for w in mine if w.status == WorkerStatus.IDLE),
+            drained_idle=sum(1 for w in mine if w.status == WorkerStatus.DRAINED and not w.current_run_id),
             booting=booting,
         )
         decision = decide(demand.queued, fleet, self.limits, now, self.last_change)

@@ -122,7 +122,9 @@ def launcher(config_file: Path | None, explain_config: bool, **flags: Any) -> No
         # runs, so a host that exists only for this launcher does not linger.
         hook = settings.shutdown_hook_path
         if hook is not None and os.access(hook, os.X_OK):
-            run_shutdown_hook(hook, os.environ, "error")
+            from runyard.core.models import ExitReason
+
+            run_shutdown_hook(hook, os.environ, ExitReason.ERROR)
         raise
 
     def on_signal(signum: int, _frame: Any) -> None:

@@ -32,6 +32,18 @@ class WorkerStatus(enum.StrEnum):
     DRAINED = "DRAINED"
 
 
+class ExitReason(enum.StrEnum):
+    """Why a launcher exits (its shutdown hook's RUNYARD_SHUTDOWN_REASON)."""
+
+    JOB_FINISHED = "job-finished"
+    IDLE = "idle"
+    CYCLED = "cycled"
+    INTERRUPTED = "interrupted"
+    SCALED_IN = "scaled-in"
+    REMOVED = "removed"
+    ERROR = "error"
+
+
 class Tool(enum.StrEnum):
     """What a stack's runs execute."""
 

@@ -18,7 +18,7 @@ from runyard import __version__, retry
 from runyard.client import Client, WorkerApi
 from runyard.config import LauncherSettings
 from runyard.core.errors import InvalidInput, NotFound, RunyardError, Unauthorized, Unavailable, WorkerGone
-from runyard.core.models import POOL_RESET, SCALED_IN, Assignment, may_register_again
+from runyard.core.models import POOL_RESET, SCALED_IN, Assignment, ExitReason, may_register_again
 from runyard.crypto import PoolToken, load_cert, load_private_key_b64, same_public_key, sign_challenge
 from runyard.launcher.executors import Executor
 from runyard.launcher.metrics import LauncherMetrics
@@ -195,7 +195,7 @@ class Launcher:
         if grace is not None:
             self._grace = grace
         self._interrupts += 1
-        self.stop("interrupted")
+        self.stop(ExitReason.INTERRUPTED)
         current = self._current
         if current is None:
             return
@@ -242,7 +242,7 @@ class Launcher:
             self._removed(exc)
             return
         except (Unauthorized, InvalidInput, NotFound) as exc:
-            raise LauncherExit("error", f"registration refused: {exc}") from exc
+            raise LauncherExit(ExitReason.ERROR, f"registration refused: {exc}") from exc
         self.client.credential = reply.token
         self.worker_id = reply.worker_id
         self.registrations += 1
@@ -276,9 +276,9 @@ class Launcher:
             self._stopping.set()
             raise
         except RunyardError as exc:
-            self._exit_reason = "error"
+            self._exit_reason = ExitReason.ERROR
             self._stopping.set()
-            raise LauncherExit("error", str(exc)) from exc
+            raise LauncherExit(ExitReason.ERROR, str(exc)) from exc
         finally:
             self.metrics.state.state("stopping")
             if self._spot is not None:
@@ -289,16 +289,16 @@ class Launcher:
                 self._grace_timer.cancel()
             self._leave()
             self.client.close()
-            self._shutdown_hook(self._exit_reason or "interrupted")
-        return self._exit_reason or "interrupted"
+            self._shutdown_hook(self._exit_reason or ExitReason.INTERRUPTED)
+        return self._exit_reason or ExitReason.INTERRUPTED
 
     def _removed(self, exc: WorkerGone) -> None:
         """The server removed this worker for good: leave, saying why."""
         self._gone = True  # nothing left to deregister
         if exc.reason == POOL_RESET:
-            raise LauncherExit("error", f"{exc.message}; start the launcher with the new pool token")
+            raise LauncherExit(ExitReason.ERROR, f"{exc.message}; start the launcher with the new pool token")
         log.warning("%s: exiting", exc.message)
-        self.stop("scaled-in" if exc.reason == SCALED_IN else "removed")
+        self.stop(ExitReason.SCALED_IN if exc.reason == SCALED_IN else ExitReason.REMOVED)
 
     def _loop(self) -> None:
         following: Assignment | None = None  # given with the last run's end: no poll for it
@@ -323,11 +323,11 @@ class Launcher:
                 self.register()
                 continue
             except Unauthorized as exc:
-                raise LauncherExit("error", str(exc)) from exc
+                raise LauncherExit(ExitReason.ERROR, str(exc)) from exc
             if self.clock() - self._registered_at >= REJOIN_RESET_AFTER:
                 self._rejoins = 0
             if poll.exit_reason:
-                self.stop(poll.exit_reason)
+                self.stop(ExitReason(poll.exit_reason))
                 break
             if poll.assignment is not None:
                 following = self._run(poll.assignment.to_domain())  # domain records from here on
@@ -339,7 +339,7 @@ class Launcher:
         following = self._execute(assignment)
         self._idle_since = self.clock()
         if self.settings.disconnect_after_job:
-            self.stop("job-finished")
+            self.stop(ExitReason.JOB_FINISHED)
         return following
 
     def wants_next(self) -> bool:
@@ -380,7 +380,7 @@ class Launcher:
             if isinstance(result, BaseException):
                 raise result
             if result.assignment is None and self._idle_expired():
-                self.stop("idle")
+                self.stop(ExitReason.IDLE)
                 return None
             return result
         return None
@@ -405,7 +405,7 @@ class Launcher:
         )
         execution = RunExecution(ctx, assignment)
         self._current = execution
-        if self._stopping.is_set() and self._exit_reason == "interrupted":
+        if self._stopping.is_set() and self._exit_reason == ExitReason.INTERRUPTED:
             self.interrupt()  # a run assigned as SIGTERM arrived gets the same grace
         log.info("run %s of stack %s started", assignment.run.id, assignment.stack.name)
         self.metrics.state.state("busy")
@@ -441,7 +441,7 @@ class Launcher:
             if reply.stop_run and current is not None:
                 current.request_stop("stopped by user")
             if reply.exit_reason:
-                self.stop(reply.exit_reason)
+                self.stop(ExitReason(reply.exit_reason))
 
     def _leave(self) -> None:
         if not self.worker_id or self._gone:

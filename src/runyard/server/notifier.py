@@ -14,10 +14,21 @@ as it has runs, and an idle pool's cost does not grow with its size.
 from __future__ import annotations
 
 import asyncio
+import enum
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
+
+class Woken(enum.StrEnum):
+    """How a wait on topics ended; TIMEOUT is false."""
+
+    TURN = "turn"  # woken as the one waiter of its turn topic: its move is this waiter's to act on
+    MOVED = "moved"  # a topic moved (or had before the wait began)
+    TIMEOUT = ""
+
+    def __bool__(self) -> bool:
+        return self is not Woken.TIMEOUT
 
 class Bus(Protocol):
     """Carries topics to the other servers of the deployment (PostgreSQL's
@@ -154,10 +165,10 @@ class Notifier:
         return bool(await self.wait_any({topic: seen}, timeout))
 
     async def wait_any(self, seen: Mapping[str, int], timeout: float, turn_on: str | None = None,
-                       ended: dict[str, int] | None = None) -> str:
+                       ended: dict[str, int] | None = None) -> Woken:
         """Wait until any topic of ``seen`` moves past its generation there:
-        "moved", or "turn" when woken as the one waiter of ``turn_on``; ""
-        on timeout. On ``turn_on`` (one of the topics) the waiter waits its
+        MOVED, or TURN when woken as the one waiter of ``turn_on``; TIMEOUT
+        (false) otherwise. On ``turn_on`` (one of the topics) the waiter waits its
         turn: a change wakes only the first such waiter, which, if it is
         cancelled before it could act, hands its turn to the next.
 
@@ -170,9 +181,9 @@ class Notifier:
             if ended is not None:
                 ended.update((t, self._generations.get(t, 0)) for t in topics)
             if self._closed:
-                return ""
+                return Woken.TIMEOUT
             if any(self._generations.get(t, 0) != g for t, g in seen.items()):
-                return "moved"
+                return Woken.MOVED
             for topic in topics:
                 self._waiters.setdefault(topic, []).append(waiter)
         acted = False
@@ -188,7 +199,7 @@ class Notifier:
                     ended.update((t, self._generations.get(t, 0)) for t in topics)
             if waiter.by_turn and not acted and turn_on is not None:
                 self.pass_on(turn_on)  # cancelled after its turn came: the next waiter takes it
-        return "turn" if waiter.by_turn else ("moved" if taken else "")
+        return Woken.TURN if waiter.by_turn else (Woken.MOVED if taken else Woken.TIMEOUT)
 
 
 def _resolve(fut: asyncio.Future[None]) -> None:

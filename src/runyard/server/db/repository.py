@@ -195,11 +195,12 @@ class Repository(LogQueries):
         row = self.conn.execute(_WORKER, {"b_id": worker_id}).first()
         return rows.worker(row) if row else None
 
-    def worker_by_token(self, token_hash: str) -> tuple[Worker | None, str]:
-        """The live worker holding ``token_hash``, or None and why it is gone."""
+    def worker_by_token(self, token_hash: str) -> tuple[Worker | None, str | None]:
+        """The live worker holding ``token_hash``; else None and why it is gone
+        (None: no worker ever held the token)."""
         row = self.conn.execute(_WORKER_BY_TOKEN, {"b_hash": token_hash}).first()
         if row is None:
-            return None, "unknown worker token"
+            return None, None
         if row.gone_at is not None:
             return None, row.gone_reason or "worker removed"
         return rows.worker(row), ""

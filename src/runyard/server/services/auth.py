@@ -157,7 +157,7 @@ class AuthService:
         with self.ctx.read() as repo:
             worker, why = repo.worker_by_token(hash_secret(token))
             if worker is None:
-                if why == "unknown worker token":
+                if why is None:
                     raise Unauthorized("unknown worker token: register again")
                 hint = "register again" if may_register_again(why) else "it must not join again"
                 raise WorkerGone(f"this worker was removed ({why}): {hint}", reason=why)

@@ -24,7 +24,7 @@ from runyard.server.services.logs import LogService
 
 log = logging.getLogger("runyard.server")
 _TRIGGER_KEY = re.compile(lim.TRIGGER_KEY_PATTERN)
-CANCELED_BY_USER = "canceled by user"  # the note of a cancel's move, and how a repeat knows it
+CANCELED_BY_USER = "canceled by user"  # the note of a cancel's move
 
 
 def workspace_key(run_id: str) -> str:
@@ -164,7 +164,8 @@ class RunService:
             if run.state in SCHEDULABLE:
                 self._move(repo, run, RunState.CANCELED, Actor.SERVER, CANCELED_BY_USER)
             elif run.state == RunState.UNCONFIRMED:
-                self._move(repo, run, RunState.DISCARDED, Actor.SERVER, CANCELED_BY_USER)
+                # stop_requested: a person's cancel, as of a run on a worker.
+                self._move(repo, run, RunState.DISCARDED, Actor.SERVER, CANCELED_BY_USER, stop_requested=True)
             elif run.state.on_worker:
                 repo.set_run_flags(run.id, stop_requested=True)
                 ended = False
@@ -458,6 +459,5 @@ def _decided(run: Run, target: RunState) -> bool:
 
 def _canceled(run: Run) -> bool:
     """Whether a person's cancel already ended the run."""
-    last = run.transitions[-1] if run.transitions else None
-    return run.state == RunState.CANCELED or (run.state == RunState.STOPPED and run.stop_requested) or (
-        run.state == RunState.DISCARDED and last is not None and last.note == CANCELED_BY_USER)
+    return run.state == RunState.CANCELED or (run.state in (RunState.STOPPED, RunState.DISCARDED)
+                                              and run.stop_requested)

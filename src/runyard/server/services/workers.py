@@ -21,6 +21,7 @@ from runyard.core.models import (
     WORKER_LOST,
     Assignment,
     Demand,
+    ExitReason,
     FleetMember,
     HeartbeatAnswer,
     LogBlock,
@@ -41,7 +42,7 @@ from runyard.crypto import (
     verify_challenge_signature,
 )
 from runyard.server.db.repository import Repository
-from runyard.server.notifier import ANY_TOPIC, fleet_topic, pool_topic, run_topic, worker_topic
+from runyard.server.notifier import ANY_TOPIC, Woken, fleet_topic, pool_topic, run_topic, worker_topic
 from runyard.server.services import Context
 from runyard.server.services.pools import PoolService
 from runyard.server.services.runs import RunService
@@ -266,7 +267,7 @@ class WorkerService:
             if may_claim and not for_work and (assignment := await self._claim(worker.id, pool)) is not None:
                 return PollAnswer(assignment=assignment)
             if current.exit_requested:
-                return PollAnswer(exit_reason="cycled")
+                return PollAnswer(exit_reason=ExitReason.CYCLED)
             remaining = deadline - time.monotonic()
             if remaining <= 0 or self.ctx.notifier.closed:
                 return PollAnswer()  # the launcher polls again (another server, or this one restarted)
@@ -280,7 +281,7 @@ class WorkerService:
             # Woken for work: its turn came, or the pool moved before it could
             # park (that move was nobody's turn). After a timeout, a move
             # while it was parked was another poll's turn.
-            for_work = idle and (woken == "turn" or (woken == "moved" and ended[pool] != seen[pool]))
+            for_work = idle and (woken == Woken.TURN or (woken == Woken.MOVED and ended[pool] != seen[pool]))
 
     async def _claim(self, worker_id: str, pool: str) -> Assignment | None:
         try:
