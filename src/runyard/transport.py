@@ -1,11 +1,10 @@
 """HTTP/1.1 for the client: kept-alive connections of the standard library.
 
 A launcher's calls are small (a poll, a report, a batch of log lines) and
-many, so what one costs is mostly the HTTP stack's own work. Through httpx a
-call cost the launcher ~0.33 ms of CPU; through ``http.client`` on a
-connection kept alive, ~0.1 ms (the figures in the README's "Measured"
-section). httpx is still used, and only then imported, for an endpoint that
-a proxy applies to (``HTTP_PROXY``, ``HTTPS_PROXY``, ``ALL_PROXY`` less
+many, so what one costs is mostly the HTTP stack's own work, and
+``http.client`` on a connection kept alive does the least of it
+(benchmarks/dispatch.py). httpx is still used, and only then imported,
+for an endpoint that a proxy applies to (``HTTP_PROXY``, ``HTTPS_PROXY``, ``ALL_PROXY`` less
 ``NO_PROXY``): the standard library's connections do not speak to proxies.
 
 Both answer with a :class:`Reply`; anything that keeps the request from

@@ -116,3 +116,13 @@ def test_each_limit_is_defined_once() -> None:
            if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id.startswith("MAX_")
                                                    for t in node.targets)]
     assert own == []
+
+
+def test_comments_say_why_and_leave_figures_to_the_benchmarks() -> None:
+    """A measured figure in a comment goes stale; benchmarks/ prints them."""
+    import re
+
+    figure = re.compile(r"\bmeasured\b|\d[\d.]*\s*(?:ms|us|s|runs/s|MB/s)?\s*->\s*\d", re.IGNORECASE)
+    found = [f"{p.relative_to(PACKAGE)}:{n}" for p in MODULES
+             for n, line in enumerate(p.read_text().splitlines(), 1) if figure.search(line)]
+    assert found == []

@@ -29,8 +29,7 @@ KEEP_ALIVE = 75
 
 # Request threads hand the GIL back and forth around every database call;
 # with the default 5 ms switch interval each such call can wait out a whole
-# interval behind the event loop's thread (measured: a thread's SQLite read
-# took 12 ms at p50 beside one busy thread, 0.05 ms at 0.2 ms).
+# interval behind the event loop's thread, for a read that takes far less.
 SWITCH_INTERVAL = 0.0005
 
 
@@ -57,8 +56,8 @@ def serve(app: FastAPI, notifier: Notifier, host: str, port: int) -> None:
     sys.setswitchinterval(SWITCH_INTERVAL)
     # What was made at start (modules, schemas, routes: ~140,000 objects)
     # lives as long as the process: out of the collector's sight, a full
-    # collection walks only what requests made (measured at 1,000 workers:
-    # 60-120 ms per full collection, 40 ms after; each stalls every request).
+    # collection walks only what requests made; each full collection stalls
+    # every request (benchmarks/scale.py runs a thousand workers).
     gc.collect()
     gc.freeze()
     _Server(config(app, host, port), notifier).run()

@@ -37,8 +37,8 @@ def _die_with_parent() -> None:
 def _setpriv() -> tuple[str, ...]:
     """``setpriv --pdeathsig TERM --`` (util-linux), where it works: it sets
     the supervisor's parent-death signal without Python code in the child,
-    which lets the step start with vfork (measured: 0.8 -> 0.1 ms of the
-    launcher's CPU a step, 3.8 -> 1.8 ms to start and end ``true``). Else ()
+    which lets the step start with vfork instead of a fork of the whole
+    launcher (benchmarks/docker_overhead.py starts steps). Else ()
     and the signal is set by a preexec_fn, which forces a fork."""
     path = shutil.which("setpriv")
     if path is None:

@@ -4,8 +4,8 @@ A run costs the server its poll, its reports and its last log batch, and a
 thousand idle workers send polls and heartbeats all day. Through FastAPI,
 each of these paid for matching the path against every route, solving the
 route's dependencies and validating the answer against its response model
-again: up to half of what such a request cost the server (measured: a
-report 0.88 -> 0.51 ms of CPU, a heartbeat 0.60 -> 0.45). Here
+again: up to half of what such a request cost the server
+(benchmarks/dispatch.py). Here
 they are matched in one step and handed to the same route functions
 (``api/workers.py``: one implementation; FastAPI still routes everything
 else and describes these in the OpenAPI document), with the same bearer

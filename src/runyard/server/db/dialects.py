@@ -36,8 +36,7 @@ def make_engine(url: str) -> Engine:
 # A pooled PostgreSQL connection unused this long is pinged before it is
 # handed out (the server may have restarted, a firewall dropped it). One
 # used more recently is not: under load that ping was a round trip in
-# every transaction (benchmarks/dispatch.py --db postgres, 8 launchers:
-# 55-56 -> 58-60 runs/s, the server 15.5 -> 14.5 ms of CPU a run).
+# every transaction (benchmarks/dispatch.py --db postgres shows it).
 # If such a connection turns out dead, its request fails (clients retry)
 # and SQLAlchemy replaces every connection of the pool that predates it.
 PING_AFTER_IDLE = 1.0
@@ -77,7 +76,7 @@ def _serialize_sqlite_writes(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
         # On the driver's connection itself, not through SQLAlchemy's
-        # execution path (a one-query transaction: 72 -> 63 us).
+        # execution path: a one-query transaction is mostly that path.
         read_only = conn.get_execution_options().get("runyard_read_only")
         conn.connection.driver_connection.execute("BEGIN" if read_only else "BEGIN IMMEDIATE")
 

@@ -29,9 +29,8 @@ from runyard.server.db.logqueries import LogQueries
 
 # The queries of every run's hot path (claims, reports, log pages, worker
 # tokens), built once with bound parameters: SQLAlchemy then skips building
-# the statement and its cache key on each call (measured on SQLite: a select
-# by id 70 -> 21 us, a compare-and-set update 108 -> 17 us; a run makes
-# dozens). Bound names are prefixed "b_" where a column has the same name.
+# the statement and its cache key on each call, which cost more than a
+# SQLite query itself, and a run makes dozens. Bound names are prefixed "b_" where a column has the same name.
 _RUN = select(t.runs).where(t.runs.c.id == bindparam("b_id"))
 _TRANSITIONS = select(t.run_transitions).where(t.run_transitions.c.run_id == bindparam("b_id")) \
     .order_by(t.run_transitions.c.id)

@@ -24,11 +24,10 @@ T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
 
 # How many of the workers' short database calls run at once in threads (see
-# Context.short_call). Measured with benchmarks/dispatch.py (8 launchers):
-# on SQLite, one at a time 89 runs/s against 79 with anyio's 40 threads
-# (the server's context switches 126 -> 35 a run; its CPU 11.2 -> 8.1 ms);
-# on PostgreSQL, whose calls wait on the network, 4 at a time: 57 against 49.
-# (On SQLite most short calls now run on the event loop itself: see there.)
+# Context.short_call): SQLite has one writer, so more threads only pass the
+# GIL around and switch contexts; PostgreSQL's calls wait on the network, so
+# a few overlap. (benchmarks/dispatch.py measures both; on SQLite most short
+# calls run on the event loop itself: see there.)
 SHORT_CALLS = {"sqlite": 1, "postgresql": 4}
 
 
@@ -63,8 +62,7 @@ class Context:
         On SQLite, when no other thread of this server is writing, the call
         runs on the event loop itself, holding the write lock: a local file
         answers in well under a millisecond, and handing the call to a
-        thread and back cost more than the call (measured: 8 launchers,
-        72-84 -> 83-89 runs/s, the server 0.5 ms of CPU less a run). Only
+        thread and back costs more than the call (benchmarks/dispatch.py). Only
         this process writes a server's SQLite file, so with the lock held
         nothing can make the call wait. Otherwise, and on PostgreSQL (whose
         every query waits on the network), in a thread: a few at a time (by
