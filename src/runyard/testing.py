@@ -150,7 +150,7 @@ class InProcessWorkerApi:
         self.svc.workers.drain(self._worker().id, True)
 
     def poll(self, wait: float) -> PollOut:
-        return PollOut.model_validate(asyncio.run(self.svc.workers.poll(self._worker(), wait)))
+        return PollOut.model_validate(asyncio.run(self.svc.dispatch.poll(self._worker(), wait)))
 
     def report(self, run_id: str, lease: int, state: RunState, note: str = "",
                changes: dict[str, int] | None = None, via: Sequence[RunState] = ()) -> RunOut:
@@ -169,7 +169,7 @@ class InProcessWorkerApi:
 
     def send_logs(self, run_id: str, lease: int, blocks: Sequence[LogBlock], end: RunEnd | None = None,
                   take_next: bool = False) -> LogsAck:
-        stop, following = self.svc.workers.append_logs(self._worker(), run_id, lease, list(blocks), end, take_next)
+        stop, following = self.svc.dispatch.append_logs(self._worker(), run_id, lease, list(blocks), end, take_next)
         return LogsAck(stop_run=stop,
                        assignment=None if following is None else AssignmentOut.model_validate(following))
 
@@ -279,7 +279,7 @@ class InProcessFleetApi:
         self.svc = svc
 
     def demand(self, pool: str, since: int = -1, wait: float = 0) -> DemandOut:
-        found = asyncio.run(self.svc.workers.demand(self.svc.pools.get(pool), since, wait))
+        found = asyncio.run(self.svc.dispatch.demand(self.svc.pools.get(pool), since, wait))
         fleet = [FleetWorker(**WorkerOut.model_validate(m.worker).model_dump(), idle_since=m.idle_since)
                  for m in found.fleet]
         return DemandOut(version=found.version, queued=found.queued, running=found.running, workers=fleet)

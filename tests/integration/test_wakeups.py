@@ -69,7 +69,7 @@ def test_a_run_triggered_on_one_server_is_claimed_by_a_poll_held_on_another(serv
     worker, _ = b.workers.register(pool.id, PoolToken.decode(token).certificate_pem, challenge,
                                    sign_challenge(key, challenge), {}, "test")
     answers: list[PollAnswer] = []
-    polling = threading.Thread(target=lambda: answers.append(asyncio.run(b.workers.poll(worker, 20))))
+    polling = threading.Thread(target=lambda: answers.append(asyncio.run(b.dispatch.poll(worker, 20))))
     polling.start()
     deadline = time.monotonic() + 5
     while b.ctx.notifier.waiting(pool_topic(pool.id)) == 0 and time.monotonic() < deadline:

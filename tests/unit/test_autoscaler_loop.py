@@ -48,7 +48,7 @@ def test_scale_in_retires_only_idle_workers_and_never_a_busy_one(world: World) -
     ids = list(provider.instances)
     workers = {iid: register(world, iid) for iid in ids}
     run_id = world.trigger(kind=RunKind.PROPOSED)
-    assignment = world.svc.runs.claim(workers[ids[0]])
+    assignment = world.svc.dispatch.claim(workers[ids[0]])
     assert assignment is not None and assignment.run.id == run_id
     world.clock.advance(600)
     auto = scaler(world, provider, Limits(0, 4, scale_in_cooldown=0, idle_before_scale_in=0))
@@ -77,7 +77,7 @@ def test_a_worker_whose_instance_is_gone_is_removed_and_its_run_fails(world: Wor
     provider = FakeProvider(world.clock, desired=1)
     ghost = register(world, "i-gone")
     run_id = world.trigger(kind=RunKind.PROPOSED)
-    assignment = world.svc.runs.claim(ghost)
+    assignment = world.svc.dispatch.claim(ghost)
     assert assignment is not None
     auto = scaler(world, provider, Limits(0, 4, scale_in_cooldown=3600))
     step(auto)

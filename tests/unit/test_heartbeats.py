@@ -60,7 +60,7 @@ def test_a_held_poll_is_the_workers_heartbeat_until_it_ends(world: World) -> Non
     assert workers.keep_alive_every == 5.0  # a twelfth of the default 60 s
 
     async def scenario() -> list[str]:
-        held = asyncio.create_task(workers.poll(worker, 30))
+        held = asyncio.create_task(world.svc.dispatch.poll(worker, 30))
         await asyncio.sleep(0)  # the poll is held now
         assert workers.polls_held(worker.id) == 1
         for _ in range(4):  # two minutes without a heartbeat, the poll held throughout

@@ -13,8 +13,7 @@ import pytest
 
 from runyard.core.states import RunKind
 from runyard.server.notifier import pool_topic
-from runyard.server.services.runs import RunService
-from runyard.server.services.workers import WorkerService
+from runyard.server.services.dispatch import DispatchService
 from runyard.testing import InProcessWorkerApi
 from tests.unit.conftest import World, calls_of
 
@@ -31,7 +30,7 @@ def idle_worker(world: World) -> InProcessWorkerApi:
 def test_a_renewed_idle_poll_looks_again_only_once_something_moved(world: World,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     api = idle_worker(world)
-    looks = calls_of(monkeypatch, WorkerService, "_look")
+    looks = calls_of(monkeypatch, DispatchService, "_look")
     assert api.poll(0).assignment is None
     assert len(looks) == 1
     for _ in range(3):
@@ -46,7 +45,7 @@ def test_a_renewed_idle_poll_looks_again_only_once_something_moved(world: World,
 
 def test_a_cycled_pool_is_seen_by_a_renewed_idle_poll_at_once(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     api = idle_worker(world)
-    looks = calls_of(monkeypatch, WorkerService, "_look")
+    looks = calls_of(monkeypatch, DispatchService, "_look")
     assert api.poll(0).exit_reason == ""
     world.svc.pools.cycle(world.pool_id)  # moves the fleet's topic
     assert api.poll(0).exit_reason == "cycled"
@@ -62,21 +61,21 @@ def test_a_poll_parked_while_another_took_the_pools_turn_neither_claims_nor_look
     workers = world.svc.workers
     workers.ctx.long_poll = 5.0
     first, second = (workers.refresh(launcher.worker_id) for launcher in launchers[:2])
-    looks = calls_of(monkeypatch, WorkerService, "_look")
-    claims = calls_of(monkeypatch, RunService, "claim")
+    looks = calls_of(monkeypatch, DispatchService, "_look")
+    claims = calls_of(monkeypatch, DispatchService, "claim")
 
     async def scenario() -> None:
-        polls = [asyncio.create_task(workers.poll(first, 0.3))]
+        polls = [asyncio.create_task(world.svc.dispatch.poll(first, 0.3))]
         while workers.ctx.notifier.waiting(pool_topic(world.pool_id)) < 1:
             await asyncio.sleep(0.001)
-        polls.append(asyncio.create_task(workers.poll(second, 0.3)))
+        polls.append(asyncio.create_task(world.svc.dispatch.poll(second, 0.3)))
         while workers.ctx.notifier.waiting(pool_topic(world.pool_id)) < 2:
             await asyncio.sleep(0.001)
         looks.clear()
         claims.clear()
         launchers[2].register()  # moves the pool: the first poll's turn (nothing to claim)
         assert [p.assignment for p in await asyncio.gather(*polls)] == [None, None]
-        await workers.poll(second, 0)  # renewed after its timeout
+        await world.svc.dispatch.poll(second, 0)  # renewed after its timeout
 
     asyncio.run(scenario())
     # The turn's holder tried a claim and looked; the other poll, parked

@@ -9,22 +9,22 @@ import pytest
 
 from runyard.config import ServerSettings
 from runyard.core.errors import Standby
-from runyard.server.scheduler import Scheduler
+from runyard.server.leader import Leader
 from runyard.server.services.leases import LeaseService
 from runyard.testing import FakeClock, MemoryBlobStore, memory_services
 
 
 def scheduler_for(tmp_path: Path, clock: FakeClock, name: str, site: str, standby: bool,
-                  shared: object = None) -> Scheduler:
+                  shared: object = None) -> Leader:
     svc = memory_services(clock, MemoryBlobStore(), directory=tmp_path) if shared is None else shared
     settings, _ = ServerSettings.resolve({"data_dir": tmp_path, "standby": standby, "site": site,
                                           "scheduler_lease_ttl": "10s"}, env={})
     leases = LeaseService(svc.ctx, name, 10.0, f"http://{name}", site)  # type: ignore[attr-defined]
-    return Scheduler(svc, leases, settings)  # type: ignore[arg-type]
+    return Leader(svc, leases, settings)  # type: ignore[arg-type]
 
 
 @pytest.fixture
-def pair(tmp_path: Path) -> tuple[Scheduler, Scheduler, FakeClock]:
+def pair(tmp_path: Path) -> tuple[Leader, Leader, FakeClock]:
     clock = FakeClock()
     primary = scheduler_for(tmp_path, clock, "a", "eu-west", standby=False)
     standby = scheduler_for(tmp_path, clock, "b", "eu-central", standby=True, shared=primary.services)

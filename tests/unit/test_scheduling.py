@@ -16,7 +16,7 @@ def worker(world: World, name: str = "w") -> str:
 
 
 def claim(world: World, worker_id: str) -> str | None:
-    assignment = world.svc.runs.claim(worker_id)
+    assignment = world.svc.dispatch.claim(worker_id)
     return assignment.run.id if assignment else None
 
 
@@ -27,7 +27,7 @@ def test_tracked_runs_of_one_stack_go_one_at_a_time_oldest_first(world: World) -
     a, b = worker(world, "a"), worker(world, "b")
     assert claim(world, a) == first
     assert claim(world, b) is None  # the stack's write lane is busy
-    assert world.svc.runs.waiting_for(world.svc.runs.get(second)).startswith(f"run {first}")
+    assert world.svc.dispatch.waiting_for(world.svc.runs.get(second)).startswith(f"run {first}")
 
 
 def test_proposed_runs_are_not_held_behind_a_tracked_run(world: World) -> None:
@@ -76,7 +76,7 @@ def test_a_claim_is_a_recorded_transition_with_a_new_lease(world: World) -> None
     world.stack()
     run_id = world.trigger(kind=RunKind.PROPOSED)
     a = worker(world)
-    assignment = world.svc.runs.claim(a)
+    assignment = world.svc.dispatch.claim(a)
     assert assignment is not None and assignment.lease == 1 and assignment.run_token
     run = world.svc.runs.get(run_id)
     assert [t.state for t in run.transitions] == [RunState.QUEUED, RunState.READY]
@@ -91,7 +91,7 @@ def test_a_worker_removed_before_starting_its_run_gives_it_back_to_the_queue(wor
     assert claim(world, a) == run_id
     world.svc.workers.remove(a, "worker lost")
     assert world.svc.runs.get(run_id).state == RunState.QUEUED
-    assignment = world.svc.runs.claim(b)
+    assignment = world.svc.dispatch.claim(b)
     assert assignment is not None and assignment.lease == 2  # the old lease can no longer report
 
 
@@ -100,9 +100,9 @@ def test_a_worker_that_lost_the_answer_assigning_it_a_run_gets_the_same_run_agai
     world.stack()
     run_id = world.trigger(kind=RunKind.PROPOSED)
     a = worker(world)
-    first = world.svc.runs.claim(a)  # the answer is lost on its way (server died, network dropped it)
+    first = world.svc.dispatch.claim(a)  # the answer is lost on its way (server died, network dropped it)
     assert first is not None
-    again = world.svc.runs.claim(a)
+    again = world.svc.dispatch.claim(a)
     assert again is not None and again.run.id == run_id and again.lease == first.lease
     assert again.run_token != first.run_token  # only the newest token works for the state backend
     assert [t.state for t in world.svc.runs.get(run_id).transitions] == [RunState.QUEUED, RunState.READY]
@@ -115,3 +115,21 @@ def test_a_trigger_answers_the_run_as_stored(world: World) -> None:
         world.clock.advance(0.002)
         run = world.svc.runs.trigger("s1", kind, command)
         assert run == world.svc.runs.get(run.id)
+
+
+def test_what_a_waiting_run_waits_for_comes_from_the_rules_a_claim_follows(world: World) -> None:
+    """Each run a claim passes over says why, in the pool's queue and on its own."""
+    world.pool(drift_detection_limit=1)
+    world.stack()
+    world.stack("s2")
+    tracked, behind = world.trigger(), world.trigger()
+    drift_a = world.trigger("s2", kind=RunKind.DRIFT_DETECTION)
+    drift_b = world.trigger("s2", kind=RunKind.DRIFT_DETECTION)
+    proposed = world.trigger(kind=RunKind.PROPOSED)
+    reasons = {run.id: why for run, why in world.svc.dispatch.queue(world.pool_id)}
+    assert reasons == {tracked: "", behind: f"run {tracked} (QUEUED) of this stack must end first", drift_a: "",
+                       drift_b: "the pool runs 1 drift detection(s) at once already", proposed: ""}
+    for run_id, why in reasons.items():
+        assert world.svc.dispatch.waiting_for(world.svc.runs.get(run_id)) == why
+    a, b, c, d = (worker(world, name) for name in "abcd")
+    assert [claim(world, w) for w in (a, b, c, d)] == [tracked, drift_a, proposed, None]  # as the reasons said

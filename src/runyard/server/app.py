@@ -31,8 +31,8 @@ from runyard.server.db.dialects import make_engine
 from runyard.server.db.migrate import upgrade
 from runyard.server.db.pgnotify import PgNotifyBus
 from runyard.server.db.repository import Repository
+from runyard.server.leader import Leader
 from runyard.server.notifier import Notifier
-from runyard.server.scheduler import Scheduler
 from runyard.server.services import Context
 from runyard.server.services.registry import Services
 from runyard.server.standby import StandbyGate
@@ -146,8 +146,8 @@ def bootstrap_admin_key(svc: Services, settings: ServerSettings) -> str | None:
 def create_app(settings: ServerSettings, svc: Services | None = None) -> FastAPI:
     services = svc or build_services(settings)
 
-    scheduler = Scheduler(services, services.leases, settings)
-    services.runs.gate = scheduler.check_serving
+    scheduler = Leader(services, services.leases, settings)
+    services.dispatch.gate = scheduler.check_serving
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -10,7 +10,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from runyard.core.errors import Standby
 from runyard.server import errors
-from runyard.server.scheduler import Scheduler
+from runyard.server.leader import Leader
 from runyard.server.web import pages
 
 # What a standby still answers: its health, its role, and the commands that
@@ -19,7 +19,7 @@ ALWAYS = ("/healthz", "/readyz", "/metrics", "/api/v1/cluster")
 
 
 class StandbyGate:
-    def __init__(self, app: ASGIApp, scheduler: Scheduler, retry_after: int) -> None:
+    def __init__(self, app: ASGIApp, scheduler: Leader, retry_after: int) -> None:
         self.app = app
         self.scheduler = scheduler
         self.retry_after = retry_after

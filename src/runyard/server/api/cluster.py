@@ -8,18 +8,18 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
 from runyard.server.api.deps import Svc, User
-from runyard.server.scheduler import Scheduler
+from runyard.server.leader import Leader
 from runyard.wire import API, ClusterOut, LeaseOut
 
 router = APIRouter(prefix=API, tags=["cluster"])
 
 
-def _scheduler(request: Request) -> Scheduler:
-    scheduler: Scheduler = request.app.state.scheduler
+def _scheduler(request: Request) -> Leader:
+    scheduler: Leader = request.app.state.scheduler
     return scheduler
 
 
-def _status(svc: Svc, scheduler: Scheduler) -> ClusterOut:
+def _status(svc: Svc, scheduler: Leader) -> ClusterOut:
     lease = svc.leases.current()
     return ClusterOut(server=svc.leases.holder, site=svc.leases.site, role=scheduler.role,
                       leading=svc.leases.holds(lease), address=svc.leases.address,

@@ -81,7 +81,7 @@ def reset_pool(ref: str, body: PoolReset, svc: Svc, _: User) -> PoolCreated:
 @router.get("/pools/{ref}/queue", response_model=list[RunOut])
 def pool_queue(ref: str, svc: Svc, _: User) -> list[RunOut]:
     """Runs in progress first, then runs waiting for a worker, oldest first."""
-    queue = svc.runs.queue(svc.pools.get(ref).id)
+    queue = svc.dispatch.queue(svc.pools.get(ref).id)
     return [RunOut.model_validate(run).model_copy(update={"waiting_for": why}) for run, why in queue]
 
 
@@ -96,7 +96,7 @@ async def pool_demand(ref: str, svc: Svc, _: User, since: int = -1, wait: Wait =
     """The pool's demand and fleet. With ``since`` (the last ``version`` seen)
     and ``wait``, held until something changes: autoscalers react at once."""
     pool = await run_in_threadpool(svc.pools.get, ref)
-    demand = await svc.workers.demand(pool, since, wait)
+    demand = await svc.dispatch.demand(pool, since, wait)
     fleet = [FleetWorker(**WorkerOut.model_validate(m.worker).model_dump(), idle_since=m.idle_since)
              for m in demand.fleet]
     return DemandOut(version=demand.version, queued=demand.queued, running=demand.running, workers=fleet)

@@ -34,7 +34,7 @@ def list_runs(svc: Svc, _: User, stack: str | None = None, limit: int = 100) -> 
 @router.get("/runs/{run_id}", response_model=RunOut)
 def get_run(run_id: str, svc: Svc, _: User) -> RunOut:
     run = svc.runs.get(run_id)
-    return RunOut.model_validate(run).model_copy(update={"waiting_for": svc.runs.waiting_for(run)})
+    return RunOut.model_validate(run).model_copy(update={"waiting_for": svc.dispatch.waiting_for(run)})
 
 
 @router.post("/runs/{run_id}/confirm", response_model=RunOut)

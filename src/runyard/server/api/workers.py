@@ -93,7 +93,7 @@ def deregister(worker: CurrentWorker, svc: Svc, reason: str = "launcher exited")
 async def poll(request: Request, worker: CurrentWorker, svc: Svc, wait: Wait = 25) -> PollOut:
     """Held until a run is assigned to this worker, it is told to exit, or
     ``wait`` ends; while held, it is the worker's heartbeat."""
-    answer = await unless_closed(request, svc.workers.poll(worker, wait))
+    answer = await unless_closed(request, svc.dispatch.poll(worker, wait))
     return PollOut() if answer is None else PollOut.model_validate(answer)
 
 
@@ -131,7 +131,7 @@ async def append_logs(run_id: str, request: Request, worker: CurrentWorker, svc:
     poll less a run while runs wait)."""
     body = parse_body(LogsIn, await request.body())
     end = body.end.to_domain() if body.end is not None else None
-    stop, assignment = await svc.ctx.short_call(svc.workers.append_logs, worker, run_id, body.lease,
+    stop, assignment = await svc.ctx.short_call(svc.dispatch.append_logs, worker, run_id, body.lease,
                                                  body.to_domain(), end, body.take_next)
     return LogsAck(stop_run=stop,
                    assignment=None if assignment is None else AssignmentOut.model_validate(assignment))

@@ -393,34 +393,18 @@ class Repository(LogQueries):
     def set_run_flags(self, run_id: str, **values: Any) -> None:
         self.conn.execute(update(t.runs).where(t.runs.c.id == run_id).values(**values))
 
-    def blocking_write_run(self, stack_id: str, run_id: str) -> tuple[str, str] | None:
-        """The write run of the stack that a queued write run waits for: an active
-        one, else the oldest queued one before it."""
-        busy = [s.value for s in RunState if not s.terminal and s != RunState.QUEUED]
-        writes = [RunKind.TRACKED.value, RunKind.TASK.value]
-        row = self.conn.execute(
-            select(t.runs.c.id, t.runs.c.state).where(
-                t.runs.c.stack_id == stack_id, t.runs.c.kind.in_(writes), t.runs.c.state.in_(busy))
-        ).first()
-        if row is None:
-            row = self.conn.execute(
-                select(t.runs.c.id, t.runs.c.state).where(
-                    t.runs.c.stack_id == stack_id, t.runs.c.kind.in_(writes), t.runs.c.id < run_id,
-                    t.runs.c.state == RunState.QUEUED.value).order_by(t.runs.c.id).limit(1)
-            ).first()
-        return (row.id, row.state) if row else None
-
-    def stacks_with_active_write_run(self, pool_id: str) -> set[str]:
-        """Stacks of the pool with a tracked run or task past the queue and not ended."""
+    def active_write_runs(self, pool_id: str) -> dict[str, tuple[str, str]]:
+        """The stacks of the pool with a tracked run or task past the queue and
+        not ended: the (oldest) such run of each, and its state."""
         busy = [s.value for s in RunState if not s.terminal and s != RunState.QUEUED]
         found = self.conn.execute(
-            select(t.runs.c.stack_id).distinct().where(
+            select(t.runs.c.stack_id, t.runs.c.id, t.runs.c.state).where(
                 t.runs.c.pool_id == pool_id,
                 t.runs.c.kind.in_([RunKind.TRACKED.value, RunKind.TASK.value]),
                 t.runs.c.state.in_(busy),
-            )
+            ).order_by(t.runs.c.id.desc())
         )
-        return {r.stack_id for r in found}
+        return {r.stack_id: (r.id, r.state) for r in found}
 
     def count_runs(self, pool_id: str, states: Iterable[RunState]) -> int:
         stmt = select(func.count()).select_from(t.runs).where(

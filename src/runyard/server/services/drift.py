@@ -15,7 +15,7 @@ from runyard.server.services.runs import RunService
 log = logging.getLogger("runyard.server.drift")
 
 
-class DriftScheduler:
+class DriftDetection:
     """``tick(now)`` queues a drift run for every stack whose schedule fell due
     since it was last checked, unless its pool has drift detection disabled or
     the stack has a drift run queued or running already. How many run at once

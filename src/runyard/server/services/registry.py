@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from runyard.server.metrics import ServerMetrics
 from runyard.server.services import Context
 from runyard.server.services.auth import AuthService
-from runyard.server.services.drift import DriftScheduler
+from runyard.server.services.dispatch import DispatchService
+from runyard.server.services.drift import DriftDetection
 from runyard.server.services.leases import LeaseService
 from runyard.server.services.logs import LogService
 from runyard.server.services.pools import PoolService
@@ -25,9 +26,10 @@ class Services:
     stacks: StackService
     runs: RunService
     workers: WorkerService
+    dispatch: DispatchService
     logs: LogService
     state: StateService
-    drift: DriftScheduler
+    drift: DriftDetection
     metrics: ServerMetrics
     leases: LeaseService
 
@@ -38,16 +40,18 @@ class Services:
         pools = PoolService(ctx)
         metrics = ServerMetrics(ctx)
         runs = RunService(ctx, logs, metrics)
+        workers = WorkerService(ctx, pools, runs)
         return cls(
             ctx=ctx,
             auth=AuthService(ctx),
             pools=pools,
             stacks=StackService(ctx, allow_local_git=allow_local_git),
             runs=runs,
-            workers=WorkerService(ctx, pools, runs),
+            workers=workers,
+            dispatch=DispatchService(ctx, runs, workers),
             logs=logs,
             state=StateService(ctx),
-            drift=DriftScheduler(ctx, runs),
+            drift=DriftDetection(ctx, runs),
             metrics=metrics,
             leases=LeaseService(ctx, identity, lease_ttl, ctx.endpoints[0] if ctx.endpoints else "", site),
         )

@@ -1,24 +1,23 @@
-"""Runs: triggering, scheduling onto workers, worker reports, cancellation."""
+"""Runs: the state machine (one writer of run state), triggers, people's
+decisions, worker reports, cancellation. Which run goes where: dispatch.py."""
 
 from __future__ import annotations
 
 import builtins
-import dataclasses
 import datetime as dt
 import logging
 import re
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from typing import Protocol
 
 from runyard.core import limits as lim
 from runyard.core.errors import Conflict, InvalidInput, NotFound, StaleLease
 from runyard.core.ids import new_ulid
-from runyard.core.models import Assignment, LogBlock, Output, Run, RunEnd, Transition, Worker
-from runyard.core.states import ON_WORKER, SCHEDULABLE, Actor, RunKind, RunState, check_transition
-from runyard.crypto import hash_secret, new_secret
+from runyard.core.models import LogBlock, Output, Run, RunEnd, Transition, Worker
+from runyard.core.states import SCHEDULABLE, Actor, RunKind, RunState, check_transition
 from runyard.server.db.repository import Repository
-from runyard.server.notifier import pool_topic, run_topic, worker_topic
+from runyard.server.notifier import pool_topic, run_topic
 from runyard.server.services import Context
 from runyard.server.services.logs import LogService
 
@@ -50,9 +49,6 @@ class RunService:
         self.ctx = ctx
         self.logs = logs
         self.metrics: RunMetrics = metrics or _NoMetrics()
-        # Checked in every claim's transaction: raises when this server must
-        # not assign runs (it stands by). Set by the app; none in tests.
-        self.gate: Callable[[Repository], None] = lambda repo: None
         # Runs that ended here since the last after_ends pass: whether each
         # left a workspace to drop.
         self._ended: dict[str, bool] = {}
@@ -141,18 +137,10 @@ class RunService:
                 return run  # the same decision sent again (its answer was lost): it stands
             raise Conflict(f"run {run.id} is {run.state.value}: only an UNCONFIRMED run can be confirmed or discarded")
         with self.ctx.tx() as repo:
-            self._move(repo, run, target, Actor.SERVER, note)
+            self.move(repo, run, target, Actor.SERVER, note)
         self.finish([run] if target.terminal else [])
         self.ctx.notifier.notify(run_topic(run.id), pool_topic(run.pool_id))
         return self.get(run_id)
-
-    def waiting_for(self, run: Run) -> str:
-        """Why a queued write run has not started: the run of its stack it waits for."""
-        if run.state != RunState.QUEUED or not run.kind.writes:
-            return ""
-        with self.ctx.read() as repo:
-            blocker = repo.blocking_write_run(run.stack_id, run.id)
-        return f"run {blocker[0]} ({blocker[1]}) of this stack must end first" if blocker else ""
 
     def cancel(self, run_id: str) -> Run:
         """Cancel a waiting run at once; ask the worker to stop a running one."""
@@ -162,10 +150,10 @@ class RunService:
         with self.ctx.tx() as repo:
             ended = True
             if run.state in SCHEDULABLE:
-                self._move(repo, run, RunState.CANCELED, Actor.SERVER, CANCELED_BY_USER)
+                self.move(repo, run, RunState.CANCELED, Actor.SERVER, CANCELED_BY_USER)
             elif run.state == RunState.UNCONFIRMED:
                 # stop_requested: a person's cancel, as of a run on a worker.
-                self._move(repo, run, RunState.DISCARDED, Actor.SERVER, CANCELED_BY_USER, stop_requested=True)
+                self.move(repo, run, RunState.DISCARDED, Actor.SERVER, CANCELED_BY_USER, stop_requested=True)
             elif run.state.on_worker:
                 repo.set_run_flags(run.id, stop_requested=True)
                 ended = False
@@ -174,112 +162,6 @@ class RunService:
         self.finish([run] if ended else [])
         self.ctx.notifier.notify(run_topic(run.id), pool_topic(run.pool_id))
         return self.get(run_id)
-
-    def queue(self, pool_id: str) -> builtins.list[tuple[Run, str]]:
-        """Runs on a worker, then runs waiting (each with what it waits for), oldest first."""
-        with self.ctx.read() as repo:
-            running = repo.runs(pool_id=pool_id, states=ON_WORKER, oldest_first=True, limit=500)
-            waiting = repo.waiting_runs(pool_id, after="", limit=500)
-        return [(r, "") for r in running] + [(r, self.waiting_for(r)) for r in waiting]
-
-    # the scheduler ----------------------------------------------------------
-
-    def claim(self, worker_id: str) -> Assignment | None:
-        """Give the worker the oldest run it may take, or None."""
-        with self.ctx.tx() as repo:
-            now = self.ctx.clock()  # inside the transaction: after any run we can see was queued
-            self.gate(repo)
-            worker = repo.worker(worker_id)
-            if worker is None:
-                return None
-            if worker.current_run_id:
-                return self._redeliver(repo, worker)
-            if worker.drained or worker.exit_requested:
-                return None
-            for run in self._schedulable(repo, worker.pool_id):
-                lease = run.lease + 1
-                run_token = new_secret("ryr_")
-                try:
-                    moved = self._move(repo, run, RunState.READY, Actor.SERVER, f"assigned to worker {worker.id}",
-                                       worker_id=worker.id, lease=lease, run_token_hash=hash_secret(run_token))
-                except StaleLease:
-                    continue  # another scheduler took it first
-                if not repo.set_worker_run(worker.id, run.id, expect=None):
-                    raise Conflict(f"worker {worker.id} took another run meanwhile")
-                stack = repo.stack(run.stack_id)
-                assert stack is not None
-                # The row as moved; the transitions, for a confirmed run's resumption.
-                claimed = dataclasses.replace(moved, transitions=tuple(repo.transitions(run.id)))
-                log_seq = claimed.log_seq
-                break
-            else:
-                return None
-        # The worker's topic too: what servers remember of the worker (its
-        # current run, for heartbeats) is out of date.
-        self.ctx.notifier.notify(run_topic(claimed.id), worker_topic(worker.id))
-        if claimed.state == RunState.READY and lease == 1:
-            self.metrics.assigned(claimed.pool_id, now - claimed.created_at.timestamp())
-        return Assignment(claimed, stack, lease, run_token, log_seq)
-
-    def _redeliver(self, repo: Repository, worker: Worker) -> Assignment | None:
-        """A worker that polls while the server thinks it holds a READY run
-        never got the answer that assigned it (the server died, the network
-        dropped it): hand the same run over again, with a fresh run token.
-        Nothing ran, so nothing runs twice; a run it started is not READY."""
-        run = repo.run(worker.current_run_id or "")
-        if run is None or run.state != RunState.READY or run.worker_id != worker.id:
-            return None
-        run_token = new_secret("ryr_")
-        repo.set_run_flags(run.id, run_token_hash=hash_secret(run_token))
-        stack = repo.stack(run.stack_id)
-        assert stack is not None
-        return Assignment(run, stack, run.lease, run_token, run.log_seq)
-
-    def _schedulable(self, repo: Repository, pool_id: str, limit: int = 1000) -> Iterator[Run]:
-        """Waiting runs a worker of the pool could take now, oldest first: not
-        behind another write run of their stack, nor over the drift limit.
-        Read a page at a time (a claim takes the first, however long the
-        queue), and what blocks a run only once a run it could block comes."""
-        busy_stacks: set[str] | None = None
-        drift_room: int | None = None
-        after, page_size = "", 4
-        while limit > 0:
-            page = repo.waiting_runs(pool_id, after, min(page_size, limit))
-            for run in page:
-                if run.kind.writes and run.state == RunState.QUEUED:
-                    if busy_stacks is None:
-                        busy_stacks = repo.stacks_with_active_write_run(pool_id)
-                    if self._blocked(run, busy_stacks):
-                        continue
-                if run.kind == RunKind.DRIFT_DETECTION:
-                    if drift_room is None:
-                        pool = repo.pool(pool_id)
-                        drift_room = ((pool.drift_detection_limit or 0) if pool else 0) \
-                            - repo.count_active_drift_runs(pool_id)
-                    if drift_room <= 0:
-                        continue  # the pool's drift-detection limit is reached (or drift is disabled)
-                    drift_room -= 1
-                yield run
-            if len(page) < min(page_size, limit):
-                return
-            limit -= len(page)
-            after, page_size = page[-1].id, min(page_size * 4, 500)
-
-    def schedulable_count(self, pool_id: str) -> int:
-        with self.ctx.read() as repo:
-            return sum(1 for _ in self._schedulable(repo, pool_id))
-
-    @staticmethod
-    def _blocked(run: Run, busy_stacks: set[str]) -> bool:
-        """Write runs (tracked, tasks) of one stack go one at a time, oldest
-        first. Candidates come oldest first, so the first queued write run of
-        a stack marks the stack busy for every later one."""
-        if not run.kind.writes or run.state != RunState.QUEUED:
-            return False
-        if run.stack_id in busy_stacks:
-            return True
-        busy_stacks.add(run.stack_id)
-        return False
 
     # workers' reports -------------------------------------------------------
 
@@ -331,7 +213,7 @@ class RunService:
                 if blocks:
                     self.logs.append(repo, run, blocks)
                 counts = {} if changes is None else {"changes": {k: int(v) for k, v in changes.items()}}
-                current = self._move(repo, run, target, Actor.WORKER, note, via=via, **counts)
+                current = self.move(repo, run, target, Actor.WORKER, note, via=via, **counts)
         assert current is not None
         if not repeated:
             self.finish([run] if target.terminal else [])
@@ -393,13 +275,13 @@ class RunService:
         a second time behind the user's back. True if the run ended: the
         caller hands it to :meth:`finish` once its transaction commits."""
         if run.state == RunState.READY:
-            self._move(repo, run, RunState.QUEUED, Actor.SERVER, f"requeued: {reason} before starting it",
+            self.move(repo, run, RunState.QUEUED, Actor.SERVER, f"requeued: {reason} before starting it",
                        worker_id=None)
             return False
-        self._move(repo, run, RunState.FAILED, Actor.SERVER, reason)
+        self.move(repo, run, RunState.FAILED, Actor.SERVER, reason)
         return True
 
-    def _move(self, repo: Repository, run: Run, target: RunState, actor: Actor, note: str,
+    def move(self, repo: Repository, run: Run, target: RunState, actor: Actor, note: str,
               via: Sequence[RunState] = (), **values: object) -> Run:
         """The one writer of run state: the transition table (for each phase
         of ``via`` on the way, then ``target``), then one compare-and-set on

@@ -1,16 +1,12 @@
-"""Worker registration with proof of key possession, heartbeats, the reaper."""
+"""Workers: registration with proof of key possession, liveness (heartbeats,
+held polls, the reaper), drain and removal. Their work: dispatch.py."""
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 import datetime as dt
-import random
 import threading
-import time
-from collections.abc import Callable, Sequence
-
-from anyio import to_thread
+from collections.abc import Callable
 
 from runyard.core.errors import NotFound, Unauthorized, WorkerGone
 from runyard.core.ids import new_ulid
@@ -19,19 +15,10 @@ from runyard.core.models import (
     POOL_RESET,
     SCALED_IN,
     WORKER_LOST,
-    Assignment,
-    Demand,
-    ExitReason,
-    FleetMember,
     HeartbeatAnswer,
-    LogBlock,
-    PollAnswer,
-    Pool,
-    RunEnd,
     Worker,
     may_register_again,
 )
-from runyard.core.states import ON_WORKER
 from runyard.crypto import (
     check_challenge,
     hash_secret,
@@ -42,12 +29,10 @@ from runyard.crypto import (
     verify_challenge_signature,
 )
 from runyard.server.db.repository import Repository
-from runyard.server.notifier import ANY_TOPIC, Woken, fleet_topic, pool_topic, run_topic, worker_topic
+from runyard.server.notifier import pool_topic, run_topic, worker_topic
 from runyard.server.services import Context
 from runyard.server.services.pools import PoolService
 from runyard.server.services.runs import RunService
-
-LOOKS_KEPT = 50_000  # idle workers whose last look is remembered (see poll)
 
 # How long removed workers are remembered: what their launchers are told, and
 # which instances were scaled in and must not join again.
@@ -71,9 +56,6 @@ class WorkerService:
         self._holding: dict[str, int] = {}
         self._counted: dict[str, float] = {}
         self.keep_alive_every = ctx.worker_lost_after / 12
-        # What the last look found for an idle worker, and the generations of
-        # its topics then: until one moves, a renewed poll need not look again.
-        self._looked: dict[str, tuple[dict[str, int], Worker]] = {}
 
     def challenge(self, pool_id: str) -> str:
         """A challenge for ``pool_id``, whether or not such a pool exists: the
@@ -165,11 +147,11 @@ class WorkerService:
         with self._seen_lock:
             return self._holding.get(worker_id, 0)
 
-    def _hold(self, worker_id: str) -> None:
+    def hold(self, worker_id: str) -> None:
         with self._seen_lock:
             self._holding[worker_id] = self._holding.get(worker_id, 0) + 1
 
-    def _unhold(self, worker_id: str) -> None:
+    def unhold(self, worker_id: str) -> None:
         with self._seen_lock:
             left = self._holding.pop(worker_id, 1) - 1
             if left > 0:
@@ -220,134 +202,6 @@ class WorkerService:
     def list(self, pool_id: str) -> builtins.list[Worker]:
         with self.ctx.read() as repo:
             return repo.workers(pool_id)
-
-    async def poll(self, worker: Worker, wait: float) -> PollAnswer:
-        """A worker's long poll: an assignment, an exit reason, or (after
-        ``wait``, bounded by the server's limit) nothing.
-
-        The scheduler runs the moment a run is queued, so a run starts as
-        soon as an idle worker holds a poll: no polling interval sits in
-        between. Idle polls wait their turn on the pool: a queued run wakes
-        one of them, which passes the turn on when it got the run (more may
-        be queued). Generations are read before each look, so a run queued
-        between the look and the wait is never missed; while none has moved
-        since a look found nothing, a renewed poll does not look again.
-
-        While it is held, the poll is the worker's heartbeat (flush_seen
-        stores it): an idle fleet sends polls only. The route ends a poll
-        whose connection closed, so a dead launcher is not kept alive."""
-        # Held for a little less than asked, by a random fifth at most: polls
-        # begun together (launchers reconnecting after a restart) do not stay
-        # in step and renew all at once for ever.
-        deadline = time.monotonic() + min(max(wait, 0.0), self.ctx.long_poll) * random.uniform(0.8, 1.0)
-        self.saw(worker.id)
-        self._hold(worker.id)  # the poll is the worker's heartbeat while it is held
-        try:
-            return await self._poll(worker, deadline)
-        finally:
-            self._unhold(worker.id)
-
-    async def _poll(self, worker: Worker, deadline: float) -> PollAnswer:
-        pool = pool_topic(worker.pool_id)
-        watch = (pool, fleet_topic(worker.pool_id), worker_topic(worker.id), ANY_TOPIC)
-        for_work = False  # woken for work: claim before anything else
-        while True:
-            seen = self.ctx.notifier.generations(*watch)
-            if for_work and (assignment := await self._claim(worker.id, pool)) is not None:
-                return PollAnswer(assignment=assignment)
-            looked = self._looked.get(worker.id)
-            if looked is not None and looked[0] == seen:
-                current, may_claim = looked[1], False  # nothing moved since the last look found nothing
-            else:
-                current, may_claim = await self.ctx.short_call(self._look, worker.id)
-                if len(self._looked) >= LOOKS_KEPT:
-                    self._looked.clear()
-                if not may_claim:
-                    self._looked[worker.id] = (seen, current)
-            if may_claim and not for_work and (assignment := await self._claim(worker.id, pool)) is not None:
-                return PollAnswer(assignment=assignment)
-            if current.exit_requested:
-                return PollAnswer(exit_reason=ExitReason.CYCLED)
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or self.ctx.notifier.closed:
-                return PollAnswer()  # the launcher polls again (another server, or this one restarted)
-            idle = current.current_run_id is None and not current.drained
-            ended: dict[str, int] = {}
-            woken = await self.ctx.notifier.wait_any(seen, remaining, turn_on=pool if idle else None, ended=ended)
-            if not woken and idle and self._looked.get(worker.id) == (seen, current):
-                # Parked until it timed out: what moved the pool meanwhile
-                # was another poll's turn, so the renewal need not look either.
-                self._looked[worker.id] = (ended, current)
-            # Woken for work: its turn came, or the pool moved before it could
-            # park (that move was nobody's turn). After a timeout, a move
-            # while it was parked was another poll's turn.
-            for_work = idle and (woken == Woken.TURN or (woken == Woken.MOVED and ended[pool] != seen[pool]))
-
-    async def _claim(self, worker_id: str, pool: str) -> Assignment | None:
-        try:
-            return await self.ctx.short_call(self._claim_now, worker_id, pool)
-        except asyncio.CancelledError:  # the poll ended (its launcher went): its turn goes on
-            self.ctx.notifier.pass_on(pool)
-            raise
-
-    def _claim_now(self, worker_id: str, pool: str) -> Assignment | None:
-        """Claim a run for the worker; whoever claims one (or fails) passes
-        the pool's turn on: more may be queued, and this claim may have had it."""
-        try:
-            assignment = self.runs.claim(worker_id)
-        except BaseException:
-            self.ctx.notifier.pass_on(pool)
-            raise
-        if assignment is not None:
-            self.ctx.notifier.pass_on(pool)
-        return assignment
-
-    def append_logs(self, worker: Worker, run_id: str, lease: int, blocks: Sequence[LogBlock],
-                    end: RunEnd | None = None, take_next: bool = False) -> tuple[bool, Assignment | None]:
-        """A worker's log batch (RunService.append_logs: whether the run was
-        asked to stop); with its run's end and ``take_next``, its next run too."""
-        stop = self.runs.append_logs(worker, run_id, lease, blocks, end)
-        return stop, self.next_run(worker) if end is not None and take_next else None
-
-    def next_run(self, worker: Worker) -> Assignment | None:
-        """The worker's next run, asked for as its run ended (in the same
-        request): what its next poll would claim at once, or None (it polls).
-        One the server gave it already and it never got is given again. The
-        claim without a look first (a poll's look spares an idle pool's polls
-        a write transaction each): when nothing waits, the claim reads what
-        the look would have; when something does, the look was a
-        transaction more."""
-        return self._claim_now(worker.id, pool_topic(worker.pool_id))
-
-    def _look(self, worker_id: str) -> tuple[Worker, bool]:
-        """The worker as stored, and whether a claim could give it a run: one
-        it was assigned already, or (idle) any run waiting in its pool. A
-        read: an idle pool's polls take no write lock."""
-        with self.ctx.read() as repo:
-            worker = repo.worker(worker_id)
-            if worker is not None:
-                if worker.current_run_id:
-                    return worker, True
-                idle = not worker.drained and not worker.exit_requested
-                return worker, idle and repo.has_waiting_runs(worker.pool_id)
-        return self.refresh(worker_id), False  # raises WorkerGone with the reason
-
-    async def demand(self, pool: Pool, since: int = -1, wait: float = 0) -> Demand:
-        """The pool's demand and fleet. Given the last ``version`` seen and a
-        ``wait``, held until something changes: autoscalers react at once."""
-        topic = pool_topic(pool.id)
-        version = self.ctx.notifier.generation(topic)
-        if version == since and wait > 0:
-            await self.ctx.notifier.wait(topic, since, min(wait, self.ctx.long_poll))
-            version = self.ctx.notifier.generation(topic)
-        return await to_thread.run_sync(self._demand, pool, version)
-
-    def _demand(self, pool: Pool, version: int) -> Demand:
-        queued = self.runs.schedulable_count(pool.id)
-        with self.ctx.read() as repo:
-            fleet = tuple(FleetMember(w, repo.idle_since(w)) for w in repo.workers(pool.id))
-            running = repo.count_runs(pool.id, ON_WORKER)
-        return Demand(version, queued, running, fleet)
 
     def deregister(self, worker: Worker, reason: str) -> None:
         """A launcher leaving on purpose; its run (if any) fails with ``reason``."""

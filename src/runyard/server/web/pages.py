@@ -160,7 +160,7 @@ def pool_page(ref: str, request: Request, svc: Svc, tab: str = "workers") -> HTM
     workers = svc.workers.list(pool.id)
     stacks = svc.stacks.list(pool.id)
     names = {s.id: s.name for s in stacks}
-    queue = [(r, names.get(r.stack_id, r.stack_id), why) for r, why in svc.runs.queue(pool.id)]
+    queue = [(r, names.get(r.stack_id, r.stack_id), why) for r, why in svc.dispatch.queue(pool.id)]
     return render(request, svc, "pool.html", pool=pool, summary=summary, workers=workers, queue=queue,
                   stacks=stacks, tab=tab if tab in ("workers", "queue", "used-by", "settings") else "workers")
 
@@ -246,7 +246,7 @@ def run_page(run_id: str, request: Request, svc: Svc) -> HTMLResponse:
     current(request, svc)
     run = svc.runs.get(run_id)
     stack = svc.stacks.get(run.stack_id)
-    return render(request, svc, "run.html", run=run, stack=stack, waiting_for=svc.runs.waiting_for(run),
+    return render(request, svc, "run.html", run=run, stack=stack, waiting_for=svc.dispatch.waiting_for(run),
                   actions=_actions(run))
 
 

@@ -1,9 +1,10 @@
-"""The server's role (active or standby) and its background work, done by
-one server at a time.
+"""Leadership: the server's role (active or standby) from the leadership
+lease, and the background work only the lease's holder does.
 
-Every server answers requests; only the holder of the scheduler lease runs
-the loops that change things on a timer: the reaper (lost workers), the
-drift scheduler and the sweeper. Their writes are fenced with the lease's
+Every server answers requests; only the holder of the lease (stored under
+the name "scheduler") runs the loops that change things on a timer: the
+reaper (lost workers), drift detection and the sweeper. Dispatch is not
+among them: every server assigns runs (services/dispatch.py). Their writes are fenced with the lease's
 token, so a server that lost the lease mid-pass changes nothing.
 """
 
@@ -26,7 +27,7 @@ SEAL_INTERVAL = 0.2  # how soon an ended run's log goes to the object store
 log = logging.getLogger("runyard.server")
 
 
-class Scheduler:
+class Leader:
     """This server's role, and the background loops it runs when it leads.
 
     A server is *active* or *standby*. An active server serves requests while
