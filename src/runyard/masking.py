@@ -289,10 +289,21 @@ class _Literals:
         return spans, len(text)
 
 
-class StreamMasker:
-    """Masks secrets in a stream of text chunks and yields whole, masked lines."""
+def token_forms(token: str) -> set[str]:
+    """The forms of a token runyard made (letters, digits, ``_`` and ``-``:
+    every escaping leaves those as they are): itself, percent-encoded whole,
+    and its base64."""
+    raw = token.encode()
+    percent = "".join(f"%{b:02X}" for b in raw)
+    return {token, percent, percent.lower()} | _full_groups(raw, "std") | _full_groups((token + "\n").encode(), "std")
 
-    def __init__(self, secrets: Iterable[str]) -> None:
+
+class StreamMasker:
+    """Masks secrets in a stream of text chunks and yields whole, masked lines.
+    ``tokens`` are credentials runyard made for the run (cheaper to match:
+    no character of theirs is ever escaped)."""
+
+    def __init__(self, secrets: Iterable[str], tokens: Iterable[str] = ()) -> None:
         forms: set[str] = set()
         flat: set[str] = set()
         patterns: dict[str, int] = {}
@@ -301,6 +312,9 @@ class StreamMasker:
                 forms |= secret_forms(s)
                 flat |= flat_forms(s)
                 patterns.update(secret_patterns(s))
+        for token in tokens:
+            if token:
+                forms |= token_forms(token)
         self._forms = _Literals(forms)  # in the raw text
         self._flat = _Literals(flat)  # in the text without its line breaks
         self._patterns = [(regex.compile(p), longest) for p, longest in patterns.items()]

@@ -98,7 +98,7 @@ class RunExecution:
         self.passed_env = ctx.settings.passed_env(ctx.env, self.run.kind.writes)
         self.variables, secrets = self._open_variables()
         mask = [ctx.env[n] for n in ctx.settings.mask_envs if ctx.env.get(n)]
-        self.masker = StreamMasker([*secrets, *mask, self.run_token])
+        self.masker = StreamMasker([*secrets, *mask], tokens=[self.run_token])
         self.shipper = LogShipper(
             ctx.client, self.run.id, self.stack.id, self.lease, self.request_stop,
             stdout_json=ctx.settings.run_logs_on_standard_output_enabled, start_seq=assignment.log_seq,
