@@ -74,3 +74,49 @@ def test_the_lanes_refusals_have_the_one_error_shape(api: Api) -> None:
     wrong_method = api.http.get(f"{API}/worker/poll", headers=auth)
     assert wrong_method.status_code == 405 and wrong_method.json()["error"] == "method_not_allowed"
     assert api.client.run(run.id).state == S.READY  # nothing above moved the run
+
+
+def test_the_lane_and_fastapi_answer_every_request_alike(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One declaration of each route's parameters and checks, whichever path
+    serves the request: each request is sent through the lane, then with
+    the lane stepping aside, and the answers compared."""
+    from runyard.server.api import lane
+
+    pool_id, token, key = api.pool()
+    api.stack()
+    worker = api.worker(pool_id, token, key)
+    auth = {"Authorization": f"Bearer {worker.credential}"}
+    body = {**auth, "Content-Type": "application/json"}
+    run_path = f"{API}/worker/runs/01NOSUCHRUN"
+    requests: list[tuple[str, dict[str, str], bytes]] = [
+        *((f"{API}/worker/poll?wait={w}", auth, b"") for w in
+          ("nan", "inf", "-inf", "1e999", "-1", "soon", "0", "0.0")),
+        (f"{run_path}/transition", body, b"{nope"),
+        (f"{run_path}/transition", body, b'{"lease": 1}'),
+        (f"{run_path}/transition", body, b'{"lease": "x", "state": "PREPARING"}'),
+        (f"{run_path}/transition", body, b'{"lease": 1, "state": "NOPE"}'),
+        (f"{run_path}/transition", body, b'{"lease": 1, "state": "PREPARING", "extra": 1}'),
+        (f"{run_path}/transition", body, b'{"lease": 1, "state": "PLANNING", "via": ["INITIALIZING", "INITIALIZING", '
+                                         b'"INITIALIZING", "INITIALIZING", "INITIALIZING"]}'),
+        (f"{run_path}/transition", body, b'{"lease": 1, "state": "PREPARING"}'),
+        (f"{run_path}/logs", body, b'{"lease": 1, "blocks": [{"seq": 1, "ts": NaN, "text": "x"}]}'),
+        (f"{run_path}/logs", body, b'{"blocks": []}'),
+        (f"{run_path}/logs", body, b'{"lease": 1, "blocks": [{"seq": 0, "ts": 1, "text": "x"}]}'),
+        (f"{run_path}/logs", body, b'{"lease": 1, "blocks": []}'),
+        (f"{API}/worker/heartbeat", {}, b""),
+    ]
+
+    def answers() -> list[tuple[int, object]]:
+        out: list[tuple[int, object]] = []
+        for path, headers, content in requests:
+            resp = api.http.post(path, headers=headers, content=content)
+            out.append((resp.status_code, resp.json()))
+        return out
+
+    routed = routed_by_fastapi(monkeypatch)
+    through_lane = answers()
+    assert routed == [f"{API}/worker/poll"] * 6  # the lane took every request but the refused waits
+    monkeypatch.setattr(lane, "_handler", lambda scope: None)
+    through_fastapi = answers()
+    assert [(r, a) for r, a, b in zip(requests, through_lane, through_fastapi, strict=True) if a != b] == []
+    assert {status for status, _ in through_lane} >= {401, 404, 422}

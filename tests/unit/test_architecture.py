@@ -126,3 +126,14 @@ def test_comments_say_why_and_leave_figures_to_the_benchmarks() -> None:
     found = [f"{p.relative_to(PACKAGE)}:{n}" for p in MODULES
              for n, line in enumerate(p.read_text().splitlines(), 1) if figure.search(line)]
     assert found == []
+
+
+def test_the_worker_lane_declares_no_route_of_its_own() -> None:
+    """The lane hands requests to the route functions of api/workers.py and
+    reads parameters through their declarations (deps.Wait): it parses no
+    body and builds no schema itself, so a check added to a route applies
+    on both paths (tests/integration/test_worker_lane.py compares them)."""
+    source = (PACKAGE / "server" / "api" / "lane.py").read_text()
+    imported = imports_of(PACKAGE / "server" / "api" / "lane.py")
+    assert "parse_body" not in source and "model_validate" not in source and "float(" not in source
+    assert "runyard.wire" not in imported or "ReportIn" not in source

@@ -32,9 +32,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from runyard.core.models import Worker
 from runyard.server import errors
 from runyard.server.api import workers
-from runyard.server.api.deps import WAIT, bearer, parse_body
+from runyard.server.api.deps import WAIT, bearer
 from runyard.server.services.registry import Services
-from runyard.wire import API, ReportIn
+from runyard.wire import API
 
 _PREFIX = API + "/worker/"
 _RUN_ROUTE = re.compile(rf"^{re.escape(_PREFIX)}runs/([^/]+)/(transition|logs)$")
@@ -72,8 +72,7 @@ def _handler(scope: Scope) -> Handler | None:
         return logs
 
     async def report(request: Request, worker: Worker, svc: Services) -> Response:
-        body = parse_body(ReportIn, await request.body())
-        return _json(await svc.ctx.short_call(workers.report, run_id, body, worker, svc))
+        return _json(await workers.report(run_id, request, worker, svc))
     return report
 
 

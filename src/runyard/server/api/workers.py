@@ -11,7 +11,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
+from runyard.core.models import Worker
 from runyard.server.api.deps import CurrentWorker, Svc, Wait, body_schema, parse_body
+from runyard.server.services.registry import Services
 from runyard.wire import (
     API,
     AssignmentOut,
@@ -97,10 +99,16 @@ async def poll(request: Request, worker: CurrentWorker, svc: Svc, wait: Wait = 2
     return PollOut() if answer is None else PollOut.model_validate(answer)
 
 
-@router.post("/runs/{run_id}/transition", response_model=RunOut)
-def report(run_id: str, body: ReportIn, worker: CurrentWorker, svc: Svc) -> RunOut:
+def _report(run_id: str, body: ReportIn, worker: Worker, svc: Services) -> RunOut:
     return RunOut.model_validate(
         svc.runs.report(worker, run_id, body.lease, body.state, body.note, body.changes, via=body.via))
+
+
+@router.post("/runs/{run_id}/transition", response_model=RunOut, openapi_extra=body_schema(ReportIn))
+async def report(run_id: str, request: Request, worker: CurrentWorker, svc: Svc) -> RunOut:
+    """A phase the worker's run reached (ReportIn): one path for FastAPI and the worker lane."""
+    body = parse_body(ReportIn, await request.body())
+    return await svc.ctx.short_call(_report, run_id, body, worker, svc)
 
 
 @router.put("/runs/{run_id}/workspace", status_code=204)
