@@ -16,12 +16,20 @@ from typing import Any
 
 import pluggy
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from runyard.devstack import PG_BIN, PostgresCluster, cannot_drop_packets, migrate, packets_dropped
 from runyard.devstack import free_port as devstack_free_port
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+# Property tests without a count of their own try this many examples: a few
+# dozen where a developer runs the unit tier on every save, many more in CI.
+hypothesis_settings.register_profile("dev", max_examples=25)
+hypothesis_settings.register_profile("ci", max_examples=200)
+hypothesis_settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 
 def missing(reason: str) -> None:

@@ -7,6 +7,7 @@ cannot be reached is :class:`Unavailable`.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import ssl
@@ -158,11 +159,18 @@ class FleetApi(Protocol):
     def remove_worker(self, worker_id: str, reason: str) -> None: ...
 
 
+@functools.cache
+def _system_trust() -> ssl.SSLContext:
+    """The system's root CAs, loaded once a process: loading them is tens of
+    milliseconds, and every client (each CLI call, each test) would pay it."""
+    return ssl.create_default_context()
+
+
 def _trust(extra_ca: Path | None) -> ssl.SSLContext:
     """The system's root CAs, plus ``extra_ca`` (a PEM file) when given."""
-    context = ssl.create_default_context()
     if extra_ca is None:
-        return context
+        return _system_trust()
+    context = ssl.create_default_context()
     try:
         context.load_verify_locations(cafile=str(extra_ca))
     except (OSError, ssl.SSLError) as exc:

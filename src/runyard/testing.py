@@ -10,7 +10,9 @@ the real parts instead.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import sqlite3
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -99,18 +101,35 @@ def _test_ca() -> CertificateAuthority:
     return CertificateAuthority.create("runyard test CA")
 
 
+@functools.cache
+def _template() -> sqlite3.Connection:
+    """The schema (as the server's engine makes it) and a test CA (RSA keys
+    are slow to make), once per process, in memory: each test's database is
+    a page copy of it (SQLite's backup), not a run of the DDL."""
+    disk = Path(tempfile.mkdtemp(prefix="runyard-template-")) / "runyard.db"
+    engine = make_engine(f"sqlite:///{disk}")
+    metadata.create_all(engine)
+    with engine.begin() as conn:
+        repo = Repository(conn)
+        repo.put_setting_if_absent("ca_key", _test_ca().key_pem())
+        repo.put_setting_if_absent("ca_cert", _test_ca().cert_pem())
+    engine.dispose()
+    template = sqlite3.connect(":memory:", check_same_thread=False)
+    with contextlib.closing(sqlite3.connect(disk)) as made:
+        made.backup(template)
+    return template
+
+
 def memory_services(clock: Callable[[], float] | None = None, blobs: MemoryBlobStore | None = None,
                     long_poll: float = 0.05, directory: Path | None = None) -> Services:
     """Every server service over a throwaway SQLite file (the models' schema,
     as the server's engine opens it) and a memory object store: the server
     without its HTTP layer. Launcher threads may use it concurrently."""
     folder = directory or Path(tempfile.mkdtemp(prefix="runyard-test-"))
-    engine = make_engine(f"sqlite:///{folder / 'runyard.db'}")
-    metadata.create_all(engine)
-    with engine.begin() as conn:  # a CA made once per process: RSA keys are slow to make
-        repo = Repository(conn)
-        repo.put_setting_if_absent("ca_key", _test_ca().key_pem())
-        repo.put_setting_if_absent("ca_cert", _test_ca().cert_pem())
+    path = folder / "runyard.db"
+    with contextlib.closing(sqlite3.connect(path)) as fresh:  # the schema and CA, copied page by page
+        _template().backup(fresh)
+    engine = make_engine(f"sqlite:///{path}")
     ctx = Context(engine=engine, blobs=blobs or MemoryBlobStore(), clock=clock or FakeClock(),
                   endpoints=("http://runyard.test",), long_poll=long_poll)
     services = Services.build(ctx)

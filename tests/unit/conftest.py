@@ -86,6 +86,7 @@ class World:
         launcher = Launcher(self.settings(**overrides), executor or FakeExecutor(), env={},
                             clock=self.clock, client=api or InProcessWorkerApi(self.svc),
                             sleep=lambda _: None)  # retries go at once: the fake server answers at once
+        launcher.log_linger = 0.005  # lines go at once: no test waits for a batch to fill
         self.launchers.append(launcher)
         return launcher
 

@@ -59,7 +59,7 @@ def split(lines: list[str], first: int, cuts: list[int]) -> list[LogBlock]:
 line_text = st.text(st.characters(blacklist_characters="\n"), max_size=12)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(lines=st.lists(line_text, min_size=1, max_size=40), data=st.data())
 def test_every_line_is_stored_once_in_order_whatever_the_batches_and_retries(lines: list[str], data) -> None:
     """A worker resends what it had no answer for, in blocks cut any way,
@@ -93,7 +93,6 @@ any_text = st.text(st.one_of(st.characters(), st.integers(0xD800, 0xDFFF).map(ch
     lambda t: not re.search("[\ud800-\udbff][\udc00-\udfff]", t))
 
 
-@settings(max_examples=50)
 @given(st.lists(st.tuples(st.integers(1, 10**6), st.floats(0, 2e9), any_text), max_size=20))
 @example([(1, 0.0, "next\x85line"), (2, 1.0, "line\u2028separator\x0bvertical\x1cfile")])
 def test_blocks_survive_their_sealed_encoding(raw: list[tuple[int, float, str]]) -> None:

@@ -78,7 +78,7 @@ def leftover(masked: str) -> str:
     return "".join(ch for ch in rest if ch not in " \t\r\n")
 
 
-@settings(max_examples=150, deadline=None)
+@settings(deadline=None)
 @given(
     secret=st.one_of(SINGLE, MULTI),
     encoding=st.sampled_from(sorted(ENCODINGS)),
@@ -91,7 +91,7 @@ def test_no_encoding_of_a_secret_survives_any_chunking(secret: str, encoding: st
     assert leftover(masked) == "next", f"{encoding}: {masked!r}"
 
 
-@settings(max_examples=50, deadline=None)
+@settings(deadline=None)
 @given(secret=st.one_of(SINGLE, MULTI), cuts=st.lists(st.integers(min_value=0, max_value=200), max_size=6))
 def test_text_without_secrets_passes_unchanged(secret: str, cuts: list[int]) -> None:
     text = f"{FRAME} plain line\n{FRAME} another ~~ line\n"
@@ -101,7 +101,7 @@ def test_text_without_secrets_passes_unchanged(secret: str, cuts: list[int]) -> 
 RESERVED = ":/?#[]@!$&'()*+,;="
 
 
-@settings(max_examples=60, deadline=None)
+@settings(deadline=None)
 @given(secret=st.one_of(SINGLE, MULTI), safe=st.sets(st.sampled_from(RESERVED)), plus=st.booleans(),
        lower=st.booleans(), cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=6))
 def test_every_rfc_3986_safe_set_is_masked(secret: str, safe: set[str], plus: bool, lower: bool,
@@ -121,7 +121,7 @@ def _gzip(data: bytes, level: int, mtime: int, name: str) -> bytes:
     return buf.getvalue()
 
 
-@settings(max_examples=80, deadline=None)
+@settings(deadline=None)
 @given(secret=st.one_of(SINGLE, MULTI), echo=st.booleans(), level=st.sampled_from([1, 6, 9]),
        mtime=st.integers(min_value=0, max_value=2**32 - 1), name=st.sampled_from(["", "secret.txt", "a"]),
        width=st.sampled_from([0, 76, 64]), cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=6))

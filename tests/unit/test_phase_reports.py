@@ -38,7 +38,7 @@ class Server:
         return [phase for state, passed in self.sent for phase in (*passed, state)]
 
 
-@settings(max_examples=40, deadline=None)
+@settings(deadline=None)
 @given(steps=st.lists(st.tuples(st.sampled_from(["ride", "hold", "report", "pause"]), st.sampled_from(PHASES),
                                 st.floats(0, 0.003)), max_size=12),
        slow=st.sampled_from([0.0, 0.002]))

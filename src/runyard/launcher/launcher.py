@@ -21,6 +21,7 @@ from runyard.core.errors import InvalidInput, NotFound, RunyardError, Unauthoriz
 from runyard.core.models import POOL_RESET, SCALED_IN, Assignment, ExitReason, may_register_again
 from runyard.crypto import PoolToken, load_cert, load_private_key_b64, same_public_key, sign_challenge
 from runyard.launcher.executors import Executor
+from runyard.launcher.logship import LINGER
 from runyard.launcher.metrics import LauncherMetrics
 from runyard.launcher.policy import InitializationPolicy
 from runyard.launcher.runner import RunAbandoned, RunContext, RunExecution
@@ -162,6 +163,7 @@ class Launcher:
         self._registered_at = 0.0
         self._rejoins = 0  # times the server lost track of this worker in a row
         self.watchdog_tick = 0.2  # how often a run's timeouts are looked at
+        self.log_linger = LINGER  # how long a batch of a run's log lines waits for more
         self.sources = SourceCache()  # uploaded snapshots fetched once, for every run of their stacks
         self.registrations = 0
         self.metrics = LauncherMetrics()
@@ -399,6 +401,7 @@ class Launcher:
             clock=self.clock,
             sleep=self.sleep,
             tick=self.watchdog_tick,
+            linger=self.log_linger,
             sources=self.sources,
             wants_next=self.wants_next,
             leaving=self._leaving,

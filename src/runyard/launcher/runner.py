@@ -26,7 +26,7 @@ from runyard.core.states import RunKind, RunState
 from runyard.crypto import SealError, seal, seal_text, secret_context, unseal, unseal_text, workspace_context
 from runyard.launcher import workspace
 from runyard.launcher.executors import Executor, ExecutorError, RunSpec, Session, StepStopped
-from runyard.launcher.logship import LogShipper
+from runyard.launcher.logship import LINGER, LogShipper
 from runyard.launcher.policy import InitializationPolicy
 from runyard.launcher.reports import PhaseReports
 from runyard.launcher.workflows import (
@@ -71,6 +71,7 @@ class RunContext:
     # calls to a server that is away are given up instead of retried.
     leaving: threading.Event = field(default_factory=threading.Event)
     tick: float = 0.2  # how often the watchdog looks at the timeouts
+    linger: float = LINGER  # how long a batch of log lines waits for more before it goes
     sources: workspace.SourceCache = field(default_factory=workspace.SourceCache)  # shared by the runs
     # Whether the worker takes another run after this one: then the run's end
     # asks for it, and the answer may carry it (no poll between the two).
@@ -102,7 +103,7 @@ class RunExecution:
         self.shipper = LogShipper(
             ctx.client, self.run.id, self.stack.id, self.lease, self.request_stop,
             stdout_json=ctx.settings.run_logs_on_standard_output_enabled, start_seq=assignment.log_seq,
-            sleep=ctx.sleep, leaving=ctx.leaving,
+            sleep=ctx.sleep, leaving=ctx.leaving, linger=ctx.linger,
         )
         self._ws: Path | None = None
         self._session: Session | None = None
