@@ -276,7 +276,8 @@ def test_a_launcher_the_server_lost_joins_again_with_a_delay_and_takes_runs(api:
         api.client.remove_worker(first.id, "worker lost")
         second = wait_for(lambda: [w for w in api.client.workers("p1") if w.id != first.id], 30,
                           "the launcher to register again")[0]
-        assert launcher.launcher.registrations == 2
+        # The server stores the registration before the launcher hears its answer.
+        wait_for(lambda: launcher.launcher.registrations == 2, 10, "the launcher to hear it registered again")
         run = api.client.trigger("s1", RunKind.PROPOSED)
         wait_for(lambda: api.client.run(run.id).state.terminal, 60, "the run to end")
         done = api.client.run(run.id)
