@@ -23,7 +23,7 @@ from runyard.core.errors import WorkerGone
 from runyard.core.scaling import Limits, Reason
 from runyard.core.states import RunKind, RunState
 from runyard.launcher.executors.process import ProcessExecutor
-from runyard.launcher.launcher import Launcher
+from runyard.launcher.launcher import Launcher, with_pool_token
 from tests.conftest import free_port
 from tests.harness import wait_for
 from tests.integration.conftest import Api, b64key
@@ -169,10 +169,11 @@ def test_the_pool_token_can_come_from_an_ssm_secure_string(api: Api, aws, tmp_pa
     settings, _ = LauncherSettings.resolve(
         {"token_ssm_parameter": "/runyard/p1/token", "pool_private_key": b64key(key), "work_dir": tmp_path},
         env={})
-    launcher = Launcher(settings, ProcessExecutor(), env={})
+    launcher = Launcher(with_pool_token(settings), ProcessExecutor(), env={})
     assert launcher.token.pool_id == pool_id
     with pytest.raises(Exception, match="SSM parameter /runyard/nope"):
-        Launcher(settings.model_copy(update={"token_ssm_parameter": "/runyard/nope"}), ProcessExecutor(), env={})
+        Launcher(with_pool_token(settings.model_copy(update={"token_ssm_parameter": "/runyard/nope"})),
+                 ProcessExecutor(), env={})
 
 
 def test_the_shipped_shutdown_hook_ends_an_idle_instance_with_a_decrement(aws):

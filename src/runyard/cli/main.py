@@ -107,7 +107,7 @@ def launcher(config_file: Path | None, explain_config: bool, **flags: Any) -> No
       1  error: the pool was reset, registration refused, unknown pool
       2  error: bad settings (token, key, policy, masked variables)
     """
-    from runyard.launcher.launcher import Launcher, LauncherExit, make_executor, run_shutdown_hook
+    from runyard.launcher.launcher import Launcher, LauncherExit, make_executor, run_shutdown_hook, with_pool_token
 
     settings, origin = LauncherSettings.resolve(flags, config_file=config_file)
     if explain_config:
@@ -116,7 +116,7 @@ def launcher(config_file: Path | None, explain_config: bool, **flags: Any) -> No
         table(["setting", "value", "from"], settings.explain(origin))
         return
     try:
-        runner = Launcher(settings, make_executor(settings))
+        runner = Launcher(with_pool_token(settings), make_executor(settings))
     except RunyardError:
         # Bad settings (a wrong key, a broken policy): exit 2, but the hook still
         # runs, so a host that exists only for this launcher does not linger.

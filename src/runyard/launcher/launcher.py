@@ -5,14 +5,17 @@ from __future__ import annotations
 import logging
 import os
 import platform
-import queue
 import shutil
 import ssl
 import subprocess
 import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FuturesTimeout
 from pathlib import Path
+
+from pydantic import SecretStr
 
 from runyard import __version__, retry
 from runyard.client import Client, WorkerApi
@@ -46,15 +49,32 @@ class LauncherExit(Exception):
         self.reason = reason
 
 
-def ca_bundle(extra: Path, work_dir: Path) -> Path:
-    """The system's root CAs and ``extra`` in one PEM file, for runs: tools
-    that take one bundle (SSL_CERT_FILE, REQUESTS_CA_BUNDLE) trust both."""
+def check_ca_certificates(extra: Path) -> str:
+    """The PEM text of RUNYARD_CA_CERTIFICATES, or why it cannot be used."""
     try:
         extra_pem = extra.read_text()
     except OSError as exc:
         raise InvalidInput(f"cannot read RUNYARD_CA_CERTIFICATES {extra}: {exc.strerror}") from exc
     if "BEGIN CERTIFICATE" not in extra_pem:
         raise InvalidInput(f"RUNYARD_CA_CERTIFICATES {extra} holds no PEM certificate")
+    return extra_pem
+
+
+def with_pool_token(settings: LauncherSettings) -> LauncherSettings:
+    """The settings with the pool token read from SSM, where it is kept there
+    (RUNYARD_TOKEN_SSM_PARAMETER): done before the launcher is made."""
+    if settings.token.get_secret_value() or not settings.token_ssm_parameter:
+        return settings
+    from runyard.aws import read_secure_parameter
+
+    token = read_secure_parameter(settings.token_ssm_parameter, settings.aws_region or None)
+    return settings.model_copy(update={"token": SecretStr(token)})
+
+
+def ca_bundle(extra: Path, work_dir: Path) -> Path:
+    """The system's root CAs and ``extra`` in one PEM file, for runs: tools
+    that take one bundle (SSL_CERT_FILE, REQUESTS_CA_BUNDLE) trust both."""
+    extra_pem = check_ca_certificates(extra)
     system = ssl.get_default_verify_paths().cafile or "/etc/ssl/certs/ca-certificates.crt"
     system_pem = Path(system).read_text() if Path(system).is_file() else ""
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -116,10 +136,6 @@ class Launcher:
         self.clock = clock
         self.sleep = sleep  # between retries of a run's calls to the server
         token = settings.token.get_secret_value()
-        if not token and settings.token_ssm_parameter:
-            from runyard.aws import read_secure_parameter
-
-            token = read_secure_parameter(settings.token_ssm_parameter, settings.aws_region or None)
         if not token:
             raise InvalidInput("no pool token: set RUNYARD_TOKEN (printed by `runyard pool create`) "
                                "or RUNYARD_TOKEN_SSM_PARAMETER")
@@ -143,7 +159,9 @@ class Launcher:
             raise InvalidInput(f"shutdown hook {settings.shutdown_hook_path} is not an executable file")
         self.client: WorkerApi = client or Client(settings.endpoints or self.token.endpoints, timeout=30,
                                                   extra_ca=settings.ca_certificates)
-        self.ca_bundle = ca_bundle(settings.ca_certificates, settings.work_dir) if settings.ca_certificates else None
+        self.ca_bundle: Path | None = None  # written by run(): the system's root CAs and the extra ones
+        if settings.ca_certificates:
+            check_ca_certificates(settings.ca_certificates)
         self.worker_id = ""
         self._gone = False  # the server removed this worker for good
         self._spot: SpotWatcher | None = None
@@ -167,12 +185,21 @@ class Launcher:
         self.sources = SourceCache()  # uploaded snapshots fetched once, for every run of their stacks
         self.registrations = 0
         self.metrics = LauncherMetrics()
-        if settings.metrics_port:
+        # One thread for the held polls: the loop can give a poll up (the
+        # launcher stops, its idle time ends) without waiting for its answer.
+        self._poller: ThreadPoolExecutor | None = None
+
+    def _start(self) -> None:
+        """What run() sets going before it joins: the CA bundle runs trust,
+        the metrics server. A failure here is a bad setting (exit 2)."""
+        if self.settings.ca_certificates:
+            self.ca_bundle = ca_bundle(self.settings.ca_certificates, self.settings.work_dir)
+        if self.settings.metrics_port:
             try:
-                self.metrics.serve(settings.metrics_port)
+                self.metrics.serve(self.settings.metrics_port)
             except OSError as exc:
-                raise InvalidInput(f"RUNYARD_METRICS_PORT {settings.metrics_port}: cannot serve metrics there "
-                                   f"({exc.strerror or exc})") from exc
+                raise InvalidInput(f"RUNYARD_METRICS_PORT {self.settings.metrics_port}: cannot serve metrics "
+                                   f"there ({exc.strerror or exc})") from exc
 
     # life cycle -----------------------------------------------------------------
 
@@ -262,7 +289,14 @@ class Launcher:
                 shutil.rmtree(stale, ignore_errors=True)
 
     def run(self) -> str:
-        """Work until there is a reason to stop; returns that reason."""
+        """Work until there is a reason to stop; returns that reason.
+        Construction only wires the launcher; this starts it, stop() and
+        interrupt() end it."""
+        try:
+            self._start()
+        except RunyardError:
+            self._shutdown_hook(ExitReason.ERROR)
+            raise
         try:
             self._remove_leftovers()
             self.register()
@@ -290,6 +324,8 @@ class Launcher:
             if self._grace_timer is not None:
                 self._grace_timer.cancel()
             self._leave()
+            if self._poller is not None:
+                self._poller.shutdown(wait=False, cancel_futures=True)
             self.client.close()
             self._shutdown_hook(self._exit_reason or ExitReason.INTERRUPTED)
         return self._exit_reason or ExitReason.INTERRUPTED
@@ -357,30 +393,26 @@ class Launcher:
         time runs out. The request runs in its own thread so neither waits for
         the server's answer; a run the server assigned meanwhile is requeued
         when this worker deregisters, as it was never started."""
-        box: queue.Queue[PollOut | BaseException] = queue.Queue(maxsize=1)
         wait = self.settings.long_poll
         if self.settings.disconnect_after_idle_timeout:
             remaining = self.settings.disconnect_after_idle_timeout - (self.clock() - self._idle_since)
             wait = max(0.0, min(wait, remaining))
 
-        def call() -> None:
+        def call() -> PollOut:
             self._polling.set()
             try:
-                answer = self.client.poll(wait)
-                box.put(answer)
-            except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
-                box.put(exc)
+                return self.client.poll(wait)
             finally:
                 self._polling.clear()
 
-        threading.Thread(target=call, name="poll", daemon=True).start()
+        if self._poller is None:
+            self._poller = ThreadPoolExecutor(max_workers=1, thread_name_prefix="poll")
+        held = self._poller.submit(call)
         while not self._stopping.is_set():
             try:
-                result = box.get(timeout=0.1)
-            except queue.Empty:
+                result = held.result(timeout=0.1)
+            except FuturesTimeout:
                 continue
-            if isinstance(result, BaseException):
-                raise result
             if result.assignment is None and self._idle_expired():
                 self.stop(ExitReason.IDLE)
                 return None
