@@ -24,11 +24,13 @@ from runyard import jsonfast
 from runyard.core.errors import (
     AlreadyExists,
     Conflict,
+    DatabaseUnavailable,
     InvalidInput,
     NotFound,
     RunyardError,
     StaleLease,
     Standby,
+    StorageFull,
     Unauthorized,
     Unavailable,
     WorkerGone,
@@ -84,7 +86,8 @@ HELD_ANSWER_MARGIN = 10.0
 
 _BY_CODE: dict[str, type[RunyardError]] = {
     cls.code: cls
-    for cls in (InvalidInput, NotFound, AlreadyExists, Conflict, StaleLease, Unauthorized, WorkerGone, Standby)
+    for cls in (InvalidInput, NotFound, AlreadyExists, Conflict, StaleLease, Unauthorized, WorkerGone, Standby,
+                StorageFull, DatabaseUnavailable)
 }
 
 

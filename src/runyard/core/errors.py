@@ -103,6 +103,27 @@ class Unavailable(RunyardError):
     code = "unavailable"
 
 
+class StorageFull(Unavailable):
+    """The server's database has no room left (its disk is full): nothing
+    was stored; what was stored before is kept and still read."""
+
+    code = "storage_full"
+
+    def __init__(self, message: str, retry_after: int = 30) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class DatabaseUnavailable(Unavailable):
+    """The database cannot be reached or is restarting: ask again shortly."""
+
+    code = "database_unavailable"
+
+    def __init__(self, message: str, retry_after: int = 2) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class Standby(Unavailable):
     """This server is a standby: the primary (``primary``, "" while none
     holds the lease) serves; a client tries again there, or after ``retry_after``."""

@@ -205,7 +205,11 @@ def create_app(settings: ServerSettings, svc: Services | None = None) -> FastAPI
 
     @app.get("/readyz", tags=["meta"])
     def readyz() -> Response:
-        """For load balancers: 200 where the API is served, 503 on a standby."""
+        """For load balancers: 200 where the API is served; 503 on a standby,
+        or while the database is full or unreachable (saying which)."""
+        trouble = services.ctx.trouble.now(services.ctx.clock())
+        if trouble is not None:
+            return Response(f"{scheduler.role}: {trouble.message}", status_code=503, media_type="text/plain")
         status = 200 if scheduler.serving else 503
         return Response(scheduler.role, status_code=status, media_type="text/plain")
 

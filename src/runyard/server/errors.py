@@ -75,6 +75,8 @@ async def runyard_error(request: Request, exc: RunyardError) -> Response:
     response = _answer(request, exc.http_status, error_body(exc.code, exc.message, **extra_of(exc)))
     if isinstance(exc, Standby):
         response.headers.update(standby_headers(exc))
+    elif getattr(exc, "retry_after", 0):
+        response.headers["Retry-After"] = str(exc.retry_after)  # type: ignore[attr-defined]
     return response
 
 

@@ -7,8 +7,10 @@ from typing import Any
 
 from sqlalchemy import Engine, Table, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.sql.dml import Insert
+
+from runyard.core.errors import DatabaseUnavailable, RunyardError, StorageFull
 
 
 def make_engine(url: str) -> Engine:
@@ -86,3 +88,26 @@ def insert_ignoring_duplicates(engine_dialect: str, table: Table) -> Insert:
     if engine_dialect == "postgresql":
         return postgresql.insert(table).on_conflict_do_nothing()
     return sqlite.insert(table).on_conflict_do_nothing()
+
+
+_FULL = ("database or disk is full", "no space left on device", "could not extend file", "disk full")
+# SQLSTATE classes of a server that is going away or not there yet: 08
+# (connection), 57P (operator intervention: shutdown, restart), 53 (resources).
+_UNAVAILABLE_STATES = ("08", "57P", "53")
+
+
+def translate(exc: DBAPIError) -> RunyardError | None:
+    """What a database error means to a client, if it is not a bug: the
+    database is full (SQLite's file or PostgreSQL's disk), or it cannot be
+    reached (restarting, down). None: an error of ours, a 500."""
+    detail = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else str(exc)
+    lowered = detail.lower()
+    state = str(getattr(exc.orig, "sqlstate", "") or "")
+    if any(text in lowered for text in _FULL) or state == "53100":
+        return StorageFull(f"the server's database is full ({detail}): nothing was stored; "
+                           "free space on its disk, then send it again")
+    if exc.connection_invalidated or state.startswith(_UNAVAILABLE_STATES) or (
+            exc.orig is not None and type(exc.orig).__name__ == "OperationalError" and "sqlite" not in
+            type(exc.orig).__module__):
+        return DatabaseUnavailable(f"the database is unavailable ({detail}): try again shortly")
+    return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import threading
 import time
@@ -13,15 +14,19 @@ from typing import TypeVar, TypeVarTuple
 
 from anyio import CapacityLimiter, to_thread
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
 
+from runyard.core.errors import RunyardError
 from runyard.crypto import SecretBox
 from runyard.server.blobs import BlobStore
+from runyard.server.db.dialects import translate
 from runyard.server.db.repository import Repository
 from runyard.server.notifier import Notifier
 
 Clock = Callable[[], float]
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
+log = logging.getLogger("runyard.server")
 
 # How many of the workers' short database calls run at once in threads (see
 # Context.short_call): SQLite has one writer, so more threads only pass the
@@ -29,6 +34,28 @@ Ts = TypeVarTuple("Ts")
 # a few overlap. (benchmarks/dispatch.py measures both; on SQLite most short
 # calls run on the event loop itself: see there.)
 SHORT_CALLS = {"sqlite": 1, "postgresql": 4}
+
+
+OUTAGE_GAP = 60.0  # an error this long after the last one begins a new outage (logged again)
+
+
+class Trouble:
+    """What went wrong with the storage lately: logged once per outage, and
+    said by /readyz while it lasts (RECENT seconds after the last error)."""
+
+    RECENT = 30.0
+
+    def __init__(self) -> None:
+        self.last: tuple[RunyardError, float] | None = None
+
+    def seen(self, error: RunyardError, now: float) -> None:
+        if self.last is None or now - self.last[1] > OUTAGE_GAP or type(self.last[0]) is not type(error):
+            log.warning("%s", error.message)
+        self.last = (error, now)
+
+    def now(self, now: float) -> RunyardError | None:
+        """The storage's trouble if its last error is recent, else None."""
+        return self.last[0] if self.last is not None and now - self.last[1] <= self.RECENT else None
 
 
 @dataclass
@@ -43,6 +70,7 @@ class Context:
     long_poll: float = 25.0  # the longest a long poll is held open
     worker_lost_after: float = 60.0  # a worker silent this long is lost
     secrets: SecretBox = field(default_factory=lambda: SecretBox(os.urandom(32)))  # see app.secret_box
+    trouble: Trouble = field(default_factory=lambda: Trouble())  # the storage's last outage, for /readyz
     # SQLite has one writer at a time: writers of this process queue here, in
     # order, instead of sleeping in SQLite's busy handler (PostgreSQL: none).
     _write_lock: threading.RLock | None = field(default=None, init=False, repr=False)
@@ -90,12 +118,26 @@ class Context:
     @contextmanager
     def tx(self) -> Iterator[Repository]:
         """One transaction; committed when the block ends without an error."""
-        with self._write_lock or nullcontext(), self.engine.begin() as conn:
+        with self._translated(), self._write_lock or nullcontext(), self.engine.begin() as conn:
             yield Repository(conn)
 
     @contextmanager
     def read(self) -> Iterator[Repository]:
         """One transaction that only reads: one consistent snapshot, and on
         SQLite no write lock, so reads neither wait for writes nor hold them up."""
-        with self.engine.connect().execution_options(runyard_read_only=True) as conn, conn.begin():
+        with self._translated(), self.engine.connect().execution_options(runyard_read_only=True) as conn, \
+                conn.begin():
             yield Repository(conn)
+
+    @contextmanager
+    def _translated(self) -> Iterator[None]:
+        """A full or unreachable database is an answer of its own (503, with
+        Retry-After and what is wrong), logged once per outage, not a bug."""
+        try:
+            yield
+        except DBAPIError as exc:
+            translated = translate(exc)
+            if translated is None:
+                raise
+            self.trouble.seen(translated, self.clock())
+            raise translated from exc
