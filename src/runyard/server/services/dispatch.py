@@ -96,7 +96,7 @@ class DispatchService:
                     moved = self.runs.move(repo, run, RunState.READY, Actor.SERVER, f"assigned to worker {worker.id}",
                                        worker_id=worker.id, lease=lease, run_token_hash=hash_secret(run_token))
                 except StaleLease:
-                    continue  # another scheduler took it first
+                    continue  # another server claimed it first
                 if not repo.set_worker_run(worker.id, run.id, expect=None):
                     raise Conflict(f"worker {worker.id} took another run meanwhile")
                 stack = repo.stack(run.stack_id)
@@ -179,7 +179,7 @@ class DispatchService:
         """A worker's long poll: an assignment, an exit reason, or (after
         ``wait``, bounded by the server's limit) nothing.
 
-        The scheduler runs the moment a run is queued, so a run starts as
+        Dispatch runs the moment a run is queued, so a run starts as
         soon as an idle worker holds a poll: no polling interval sits in
         between. Idle polls wait their turn on the pool: a queued run wakes
         one of them, which passes the turn on when it got the run (more may

@@ -19,7 +19,7 @@ class DriftDetection:
     """``tick(now)`` queues a drift run for every stack whose schedule fell due
     since it was last checked, unless its pool has drift detection disabled or
     the stack has a drift run queued or running already. How many run at once
-    is the scheduler's business (the pool's limit, enforced at claim time)."""
+    is dispatch's business (the pool's limit, enforced at claim time)."""
 
     def __init__(self, ctx: Context, runs: RunService) -> None:
         self.ctx = ctx
@@ -40,7 +40,7 @@ class DriftDetection:
                 log.warning("stack %s has an invalid drift schedule %r", entry.stack_id, entry.schedule)
         with self.ctx.tx() as repo:
             if fence is not None:
-                fence(repo)  # a server that lost the scheduler lease queues nothing
+                fence(repo)  # a server that lost the leadership lease queues nothing
             for entry in scheduled:
                 repo.set_drift_checked(entry.stack_id, now)
             pending = []

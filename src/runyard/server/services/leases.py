@@ -1,8 +1,8 @@
 """Named leases with expiry and a fencing token, in the shared database.
 
 Several servers may share one database; exactly one at a time holds a lease
-(the scheduler's runs the background loops). A holder renews before it
-expires; when it stops renewing, another takes it over and the token grows.
+(the leadership lease, stored as "scheduler": its holder runs the
+background loops). A holder renews before it expires; when it stops renewing, another takes it over and the token grows.
 Writes made on the lease's authority check the token in their own
 transaction (:meth:`LeaseService.fence`), so a holder that lost the lease
 (paused, partitioned) is refused instead of racing its successor.
