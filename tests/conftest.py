@@ -25,9 +25,9 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
-# Property tests without a count of their own try this many examples: a few
-# dozen where a developer runs the unit tier on every save, many more in CI.
-hypothesis_settings.register_profile("dev", max_examples=25)
+# Property tests without a count of their own try this many examples: ten
+# where a developer runs the unit tier on every save, many more in CI.
+hypothesis_settings.register_profile("dev", max_examples=10)
 hypothesis_settings.register_profile("ci", max_examples=200)
 hypothesis_settings.load_profile("ci" if os.environ.get("CI") else "dev")
 

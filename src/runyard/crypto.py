@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import functools
 import hashlib
 import hmac
 import json
@@ -43,7 +44,10 @@ def key_to_pem(key: rsa.RSAPrivateKey) -> bytes:
     )
 
 
+@functools.lru_cache(maxsize=16)
 def load_private_key(pem: bytes) -> rsa.RSAPrivateKey:
+    """The RSA key in ``pem``. Loading checks the key, which takes tens of
+    milliseconds: a key loaded before is the same (immutable) object."""
     try:
         key = serialization.load_pem_private_key(pem, password=None)
     except (ValueError, TypeError) as exc:

@@ -78,8 +78,10 @@ def check_maskable(name: str, value: str) -> None:
 
 
 def _hex(number: int, width: int) -> str:
-    """``number`` in hex digits of either case."""
-    return f"(?i:{number:0{width}x})"
+    """``number`` in hex digits of either case (a class per letter: cheaper
+    to compile than a case-insensitive group, and compiling is most of what
+    a masker costs to make)."""
+    return "".join(f"[{d}{d.upper()}]" if d.isalpha() else d for d in f"{number:0{width}x}")
 
 
 def _character(ch: str) -> str:
@@ -325,11 +327,12 @@ class StreamMasker:
         where the earliest match that ``text`` ends inside of begins (its
         length if none does)."""
         spans, partial = self._forms.scan(text)
-        flat = _Flat(text)
-        flat_spans, flat_partial = self._flat.scan(flat.text)
-        spans += [(flat.raw(start), flat.raw(end - 1) + 1) for start, end in flat_spans]
-        if flat_partial < len(flat.text):
-            partial = min(partial, self._holding(text, flat.raw(flat_partial)))
+        if self._flat.forms:  # only then is the text without its line breaks needed
+            flat = _Flat(text)
+            flat_spans, flat_partial = self._flat.scan(flat.text)
+            spans += [(flat.raw(start), flat.raw(end - 1) + 1) for start, end in flat_spans]
+            if flat_partial < len(flat.text):
+                partial = min(partial, self._holding(text, flat.raw(flat_partial)))
         for pattern, longest in self._patterns:
             # Every match, overlapping ones too (a search again just after
             # each: matches are rare, a second pass over the text is not).

@@ -14,8 +14,13 @@ MODULES = sorted(p for p in PACKAGE.rglob("*.py") if "migrations" not in p.parts
 
 
 @functools.cache
+def tree_of(path: Path) -> ast.Module:
+    return ast.parse(path.read_text())
+
+
+@functools.cache
 def imports_of(path: Path) -> frozenset[str]:
-    tree = ast.parse(path.read_text())
+    tree = tree_of(path)
     found: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -89,7 +94,7 @@ def test_no_module_writes_its_own_retry_loop() -> None:
     for path in MODULES:
         if path.name == "retry.py":
             continue
-        for loop in ast.walk(ast.parse(path.read_text())):
+        for loop in ast.walk(tree_of(path)):
             if not isinstance(loop, ast.While):
                 continue
             for node in ast.walk(loop):
@@ -112,7 +117,7 @@ def test_the_error_shape_is_built_in_one_place() -> None:
 def test_each_limit_is_defined_once() -> None:
     """Sizes live in core/limits.py: no module defines a MAX_* of its own."""
     own = [f"{p.relative_to(PACKAGE)}:{node.lineno}" for p in MODULES if p.name != "limits.py"
-           for node in ast.parse(p.read_text()).body
+           for node in tree_of(p).body
            if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id.startswith("MAX_")
                                                    for t in node.targets)]
     assert own == []
